@@ -1,0 +1,569 @@
+"""CNNClassifier: a scikit-learn classifier that trains a CNN through skorch."""
+
+import copy
+import math
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import train_test_split
+from sklearn.utils import assert_all_finite
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+from skorch.callbacks import EarlyStopping, LRScheduler
+from skorch.helper import predefined_split
+from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
+
+from ._skorch import (
+    ImageNet,
+    ImageTensorDataset,
+    collate_batch,
+    resolve_device,
+    resolve_precision,
+)
+from .networks import build_network
+from .utils._random import seeded
+from .utils.validation import check_image_shape, check_images
+
+__all__ = ["CNNClassifier"]
+
+#: Parameter prefixes routed to the skorch net, as in skorch.
+ROUTED_PREFIXES = ("module__", "optimizer__", "criterion__", "iterator_train__",
+                   "iterator_valid__", "callbacks__")
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adadelta": torch.optim.Adadelta,
+    "adagrad": torch.optim.Adagrad,
+}
+
+#: Smallest batch used by predict/predict_proba: large enough to amortize the
+#: per-batch overhead, small enough that activations stay in cache.
+PREDICT_BATCH_SIZE = 128
+
+
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """Image classifier that trains a PyTorch CNN through skorch.
+
+    ``CNNClassifier`` behaves like any scikit-learn classifier (``fit``,
+    ``predict``, ``predict_proba``, ``score``, ``clone``, pipelines, searches,
+    ensembles, pickling) and builds its network from the data in ``fit``: the
+    number of channels, the image size and the number of classes.
+
+    Parameters
+    ----------
+    module : str, torch.nn.Module subclass or instance, default='compact_cnn'
+        The network. A registered name (see
+        :func:`skimgcls.networks.list_networks`): ``'compact_cnn'``, a small
+        BatchNorm CNN with global pooling that works for any image size, or
+        ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. A class is
+        instantiated with the ``module__<name>`` parameters, plus
+        ``in_channels``, ``n_classes`` and ``image_size`` if its ``__init__``
+        accepts them. An instance is copied in ``fit`` and used as is; it must
+        return one logit per class.
+    optimizer : str or torch.optim.Optimizer subclass, default='adamw'
+        ``'adam'``, ``'adamw'``, ``'sgd'``, ``'rmsprop'``, ``'adadelta'``,
+        ``'adagrad'`` or an optimizer class. Its other arguments are set with
+        ``optimizer__<name>`` parameters, e.g. ``optimizer__weight_decay=1e-4``.
+    lr : float, default=2e-3
+        Learning rate; the peak learning rate of the one-cycle schedule.
+    max_epochs : int, default=15
+        Number of passes over the training data.
+    batch_size : int, default=64
+        Images per training step.
+    lr_schedule : {'onecycle', 'cosine', 'plateau'} or None, default='onecycle'
+        ``'onecycle'``: warm up to ``lr`` then anneal, stepped every batch;
+        ``'cosine'``: cosine annealing over ``max_epochs``; ``'plateau'``: divide
+        the learning rate by 10 when the monitored loss stops improving for
+        ``patience`` epochs; None: constant ``lr``.
+    validation_fraction : float or None, default=0.1
+        Fraction of the training data held out, stratified on ``y``, to compute
+        ``valid_loss`` and ``valid_acc`` each epoch. None trains on all the data.
+    early_stopping : bool, default=False
+        Stop when the validation loss (the training loss if
+        ``validation_fraction`` is None) has not improved for ``patience``
+        epochs, and restore the weights of the best epoch.
+    patience : int, default=5
+        Epochs without improvement before early stopping or a plateau step.
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes in the loss, as in scikit-learn: a dict
+        ``{label: weight}``, or ``'balanced'`` for weights inversely
+        proportional to class frequencies. Multiplies ``sample_weight``.
+    augment : callable or None, default=None
+        Training-time augmentation, e.g. :class:`skimgcls.RandomAugment`. It
+        gets every training batch of every epoch as a float tensor of shape
+        ``(n, C, H, W)`` and returns one of the same shape; it never sees the
+        validation split or images passed to ``predict``.
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)`` (one entry may be -1). None reads 2-D rows as
+        square gray images. Ignored for 3-D and 4-D input.
+    precision : {'auto', 'fp32', 'bf16'}, default='auto'
+        Arithmetic of the forward pass. ``'auto'`` uses bf16 autocast on GPUs
+        that support it and on CPUs with native bf16 (avx512_bf16 or AMX),
+        fp32 elsewhere.
+    device : str or torch.device, default='auto'
+        ``'auto'`` picks CUDA, then MPS, then the CPU.
+    warm_start : bool, default=False
+        When True, ``fit`` continues from the fitted network instead of
+        building a new one (same classes and image shape required).
+    callbacks : list or None, default=None
+        skorch callbacks, or ``(name, callback)`` tuples, added to the
+        defaults. Their parameters are routed with
+        ``callbacks__<name>__<param>``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialization, the validation split, the batch
+        order and the augmentation. With an int, a CPU fit repeats bit for bit.
+    verbose : int, default=0
+        0 is silent; 1 prints one line per epoch.
+    **kwargs : dict
+        Parameters routed to skorch, with the prefixes ``module__``,
+        ``optimizer__``, ``criterion__``, ``iterator_train__``,
+        ``iterator_valid__`` and ``callbacks__``. They are grid-searchable
+        like the named parameters.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of values per image (``H * W * C``).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, defined only when ``X`` was a DataFrame.
+    image_shape_ : tuple of int
+        ``(H, W, C)`` of the images seen in ``fit``.
+    net_ : skorch.NeuralNetClassifier
+        The skorch net that trained the network.
+    module_ : torch.nn.Module
+        The trained network (``net_.module_``).
+    history_ : skorch.History
+        Per epoch: ``train_loss``, ``valid_loss``, ``valid_acc``, ``dur``
+        (seconds) and more; e.g. ``history_[:, 'valid_acc']``.
+    device_ : str
+        The device the network was trained on.
+    precision_ : {'fp32', 'bf16'}
+        The precision ``'auto'`` resolved to.
+
+    See Also
+    --------
+    skimgcls.networks.register_network : Add a network name.
+
+    Notes
+    -----
+    Images are taken as NumPy arrays ``(n, H, W)``, ``(n, H, W, C)`` or
+    ``(n, C, H, W)`` with ``C`` in 1, 3, 4; as 2-D arrays with ``image_shape``;
+    as lists of PIL images or torch tensors (NCHW). uint8 images are scaled to
+    [0, 1] at the network's input; float images are used as they are, so
+    normalize them (e.g. with :class:`skimgcls.Normalize`) if their range is
+    far from [0, 1].
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skimgcls import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(max_epochs=2, random_state=0).fit(X[:200] / 16, y[:200])
+    >>> clf.predict(X[:3] / 16).shape
+    (3,)
+    >>> clf.image_shape_
+    (8, 8, 1)
+    """
+
+    _parameter_constraints = {
+        "module": [str, type, nn.Module],
+        "optimizer": [StrOptions(set(OPTIMIZERS)), type],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr_schedule": [StrOptions({"onecycle", "cosine", "plateau"}), None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "augment": [callable, None],
+        "image_shape": [tuple, list, None],
+        "precision": [StrOptions({"auto", "fp32", "bf16"})],
+        "device": [str, torch.device],
+        "warm_start": ["boolean"],
+        "callbacks": [list, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        module="compact_cnn",
+        *,
+        optimizer="adamw",
+        lr=2e-3,
+        max_epochs=15,
+        batch_size=64,
+        lr_schedule="onecycle",
+        validation_fraction=0.1,
+        early_stopping=False,
+        patience=5,
+        class_weight=None,
+        augment=None,
+        image_shape=None,
+        precision="auto",
+        device="auto",
+        warm_start=False,
+        callbacks=None,
+        random_state=None,
+        verbose=0,
+        **kwargs,
+    ):
+        self.module = module
+        self.optimizer = optimizer
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr_schedule = lr_schedule
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.class_weight = class_weight
+        self.augment = augment
+        self.image_shape = image_shape
+        self.precision = precision
+        self.device = device
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.random_state = random_state
+        self.verbose = verbose
+        # Kept in a private dict, not as attributes, so that the parameter
+        # names stay exactly those that get_params reports.
+        self._routed = kwargs
+
+    # -- parameters ---------------------------------------------------------
+    def _routed_params(self, prefix=None):
+        return {key: value for key, value in self._routed.items()
+                if prefix is None or key.startswith(prefix)}
+
+    def get_params(self, deep=True):
+        """Get parameters, including the routed ``module__`` & co.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            If True, also return the parameters of nested estimators (e.g.
+            ``augment__degrees``).
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        params = super().get_params(deep=deep)
+        params.update(self._routed_params())
+        return params
+
+    def set_params(self, **params):
+        """Set parameters, including routed ones such as ``module__width``.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : CNNClassifier
+            This estimator.
+        """
+        own = set(self._get_param_names())
+        rest = {k: v for k, v in params.items()
+                if k.partition("__")[0] in own and not k.startswith(ROUTED_PREFIXES)}
+        self._routed = {**self._routed,
+                        **{k: v for k, v in params.items() if k not in rest}}
+        return super().set_params(**rest) if rest else self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+    # -- fitting -------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Train the network on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or list of PIL.Image.Image
+            Images of shape ``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)``, or
+            ``(n, H*W*C)`` with ``image_shape``.
+        y : array-like of shape (n_samples,)
+            Class labels of any hashable kind (strings, ints...).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each image in the loss.
+
+        Returns
+        -------
+        self : CNNClassifier
+            The fitted estimator.
+        """
+        _check_routed(self._routed)
+        warm = self.warm_start and hasattr(self, "net_")
+        return self._fit(X, y, sample_weight, warm=warm, epochs=self.max_epochs)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Train for one epoch on ``X, y``, continuing from the last call.
+
+        The first call builds the network; it needs every class, either in
+        ``y`` or in ``classes``. Later calls continue the same network at the
+        constant learning rate ``lr`` (no schedule, no early stopping).
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or list of PIL.Image.Image
+            Images, as in :meth:`fit`.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        classes : array-like of shape (n_classes,), default=None
+            All class labels; required on the first call if ``y`` lacks some.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each image in the loss.
+
+        Returns
+        -------
+        self : CNNClassifier
+            The updated estimator.
+        """
+        first = not hasattr(self, "net_")
+        if first:
+            self._validate_params()
+            _check_routed(self._routed)
+        return self._fit(X, y, sample_weight, warm=not first, epochs=1,
+                         classes=classes, partial=True)
+
+    def _fit(self, X, y, sample_weight, *, warm, epochs, classes=None,
+             partial=False):
+        image_shape = check_image_shape(self.image_shape)
+        X = check_images(X, image_shape=image_shape, estimator=self, reset=not warm,
+                         fitted_shape=self.image_shape_ if warm else None)
+        y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
+        weights = self._sample_weights(X, y_enc, sample_weight)
+        with seeded(self.random_state) as rng:
+            if not warm:
+                self.image_shape_ = tuple(X.shape[1:])
+                self.device_ = resolve_device(self.device)
+                self.precision_ = resolve_precision(self.precision, self.device_)
+                self.net_ = self._build_net()
+            train, valid = self._split(X, y_enc, weights, rng, partial=partial)
+            self.net_.train_split = None if valid is None else predefined_split(valid)
+            self.net_.callbacks = self._callbacks(len(train), partial=partial)
+            self.net_.initialize_callbacks()
+            self.net_.partial_fit(train, y=None, epochs=epochs)
+        return self
+
+    def _encode_labels(self, X, y, *, classes, reset):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y "
+                "is None."
+            )
+        y = column_or_1d(y, warn=True)
+        if y.dtype.kind in "fcO":
+            assert_all_finite(y, input_name="y")
+        if len(y) != len(X):
+            raise ValueError(
+                f"X and y have different numbers of samples: {len(X)} images and "
+                f"{len(y)} labels. Pass one label per image."
+            )
+        check_classification_targets(y)
+        if reset:
+            labels = y if classes is None else np.asarray(classes)
+            self.classes_ = np.unique(labels)
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    "CNNClassifier needs samples of at least 2 classes in the data, "
+                    f"but the data contains only one class: {self.classes_[0]!r}."
+                )
+        unseen = np.setdiff1d(y, self.classes_)
+        if unseen.size:
+            raise ValueError(
+                f"y contains labels not seen in the first fit: {unseen.tolist()[:10]}. "
+                f"Known classes: {self.classes_.tolist()[:20]}."
+            )
+        return np.searchsorted(self.classes_, y)
+
+    def _sample_weights(self, X, y_enc, sample_weight):
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if self.class_weight is not None:
+            class_weight = self.class_weight
+            if isinstance(class_weight, dict):
+                unknown = set(class_weight) - set(self.classes_.tolist())
+                if unknown:
+                    raise ValueError(
+                        f"class_weight has labels that are not classes: "
+                        f"{sorted(map(str, unknown))}; classes are "
+                        f"{self.classes_.tolist()}."
+                    )
+                class_weight = {np.searchsorted(self.classes_, k): v
+                                for k, v in class_weight.items()}
+            weights = weights * compute_sample_weight(class_weight, y_enc)
+        return weights.astype(np.float32)
+
+    def _split(self, X, y_enc, weights, rng, *, partial):
+        if self.validation_fraction is None or partial:
+            return ImageTensorDataset(X, y_enc, weights), None
+        idx = np.arange(len(X))
+        try:
+            train_idx, valid_idx = train_test_split(
+                idx, test_size=self.validation_fraction, stratify=y_enc,
+                random_state=rng,
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"Cannot hold out validation_fraction={self.validation_fraction} of "
+                f"{len(X)} images stratified over {len(self.classes_)} classes "
+                f"({exc}). Pass more images, a larger validation_fraction, or "
+                "validation_fraction=None to train without a validation split."
+            ) from None
+        return (ImageTensorDataset(X[train_idx], y_enc[train_idx], weights[train_idx]),
+                ImageTensorDataset(X[valid_idx], y_enc[valid_idx], weights[valid_idx]))
+
+    def _build_net(self):
+        h, w, c = self.image_shape_
+        module = self.module
+        if isinstance(module, nn.Module):
+            module = copy.deepcopy(module)
+        module = build_network(
+            module, in_channels=c, n_classes=len(self.classes_), image_size=(h, w),
+            **_strip(self._routed_params("module__"), "module__"),
+        ).to(memory_format=torch.channels_last)
+        optimizer = self.optimizer
+        if isinstance(optimizer, str):
+            optimizer = OPTIMIZERS[optimizer]
+        kwargs = dict(
+            criterion__reduction="none",
+            iterator_train__collate_fn=collate_batch,
+            iterator_valid__collate_fn=collate_batch,
+            iterator_train__shuffle=True,
+        )
+        kwargs.update((k, v) for k, v in self._routed_params().items()
+                      if not k.startswith("module__"))
+        net = ImageNet(
+            module=module,
+            criterion=nn.CrossEntropyLoss,
+            optimizer=optimizer,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            device=self.device_,
+            verbose=self.verbose,
+            augment=self.augment,
+            precision=self.precision_,
+            **kwargs,
+        )
+        return net.initialize()
+
+    def _callbacks(self, n_train, *, partial):
+        monitor = "valid_loss" if self.net_.train_split is not None else "train_loss"
+        callbacks = []
+        if self.lr_schedule is not None and not partial:
+            callbacks.append(("lr_schedule", self._lr_scheduler(n_train, monitor)))
+        if self.early_stopping and not partial:
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor=monitor, patience=self.patience, load_best=True,
+                sink=print if self.verbose else _silent)))
+        callbacks += [copy.deepcopy(cb) for cb in self.callbacks or []]
+        return callbacks
+
+    def _lr_scheduler(self, n_train, monitor):
+        if self.lr_schedule == "onecycle":
+            steps = self.max_epochs * math.ceil(n_train / self.batch_size)
+            return LRScheduler(OneCycleLR, max_lr=self.lr, total_steps=steps,
+                               step_every="batch", last_epoch=-1)
+        if self.lr_schedule == "cosine":
+            return LRScheduler(CosineAnnealingLR, T_max=self.max_epochs,
+                               last_epoch=-1)
+        return LRScheduler(ReduceLROnPlateau, monitor=monitor, mode="min",
+                           patience=self.patience, factor=0.1)
+
+    # -- prediction ----------------------------------------------------------
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return check_images(X, image_shape=self.image_shape_, estimator=self,
+                            reset=False, fitted_shape=self.image_shape_)
+
+    def _logits(self, X):
+        """Return the float32 logits of validated images, batch by batch."""
+        images = torch.from_numpy(X)
+        batch_size = max(self.batch_size, PREDICT_BATCH_SIZE)
+        with torch.inference_mode():
+            return torch.cat([
+                self.net_.evaluation_step((images[i:i + batch_size], None))
+                for i in range(0, len(images), batch_size)
+            ]).cpu()
+
+    def predict_proba(self, X):
+        """Return class probabilities (softmax of the network's outputs).
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or list of PIL.Image.Image
+            Images with the shape seen in :meth:`fit`.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities, columns in the order of ``classes_``.
+        """
+        X = self._check_X(X)
+        return torch.softmax(self._logits(X), dim=1).numpy()
+
+    def predict(self, X):
+        """Return the most probable class label of each image.
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or list of PIL.Image.Image
+            Images with the shape seen in :meth:`fit`.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        X = self._check_X(X)
+        return self.classes_[self._logits(X).argmax(dim=1).numpy()]
+
+    @property
+    def module_(self):
+        """The trained torch module (``net_.module_``)."""
+        check_is_fitted(self)
+        return self.net_.module_
+
+    @property
+    def history_(self):
+        """Per-epoch training history (``net_.history``)."""
+        check_is_fitted(self)
+        return self.net_.history
+
+
+def _silent(*args, **kwargs):
+    """A sink that prints nothing (for callbacks when ``verbose=0``)."""
+
+
+def _strip(params, prefix):
+    return {key[len(prefix):]: value for key, value in params.items()}
+
+
+def _check_routed(params):
+    bad = [key for key in params if not key.startswith(ROUTED_PREFIXES)]
+    if bad:
+        raise TypeError(
+            f"CNNClassifier got unexpected parameters {sorted(bad)}. Parameters "
+            f"routed to skorch must start with one of {list(ROUTED_PREFIXES)}, e.g. "
+            "module__width=16 or optimizer__weight_decay=1e-4."
+        )

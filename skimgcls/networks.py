@@ -1,0 +1,238 @@
+"""Built-in CNNs and the name -> builder registry.
+
+A *builder* is a function ``builder(*, in_channels, n_classes, image_size,
+**kwargs) -> nn.Module``.  :class:`~skimgcls.CNNClassifier` calls it in ``fit``
+with what it read from the data, plus the ``module__<name>`` parameters.  Every
+network returns logits; ``predict_proba`` applies the softmax.
+"""
+
+import inspect
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CompactCNN",
+    "SimpleCNN",
+    "build_network",
+    "list_networks",
+    "register_network",
+]
+
+_REGISTRY = {}
+
+#: Names a builder receives from the data; user-given module classes get them
+#: too when their ``__init__`` has parameters with these names.
+DATA_PARAMS = ("in_channels", "n_classes", "image_size")
+
+
+def register_network(name):
+    """Register a network builder under ``name`` (a decorator).
+
+    Parameters
+    ----------
+    name : str
+        The name users pass as ``CNNClassifier(module=name)``.
+
+    Returns
+    -------
+    decorator : callable
+        Registers and returns the decorated builder unchanged.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skimgcls.networks import register_network
+    >>> @register_network("tiny_mlp")
+    ... def tiny_mlp(*, in_channels, n_classes, image_size, hidden=16):
+    ...     h, w = image_size
+    ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * h * w, hidden),
+    ...                          nn.ReLU(), nn.Linear(hidden, n_classes))
+    """
+
+    def decorator(builder):
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorator
+
+
+def list_networks():
+    """Return the sorted names of the registered networks.
+
+    Returns
+    -------
+    names : list of str
+    """
+    return sorted(_REGISTRY)
+
+
+def _resolve_builder(name):
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    raise ValueError(
+        f"Unknown network {name!r}. Built-in networks: {list_networks()}. Pass one "
+        "of these names, a torch.nn.Module subclass or an instance, or register "
+        "your own with skimgcls.networks.register_network."
+    )
+
+
+def build_network(module, *, in_channels, n_classes, image_size, **kwargs):
+    """Build the torch module that ``module`` describes, sized for the data.
+
+    Parameters
+    ----------
+    module : str, type or torch.nn.Module
+        A registered name, an ``nn.Module`` subclass or an instance.  A class is
+        instantiated with ``kwargs``, plus ``in_channels``, ``n_classes`` and
+        ``image_size`` for those of them its ``__init__`` accepts and
+        ``kwargs`` does not give.  An instance is returned as is.
+    in_channels : int
+        Number of image channels.
+    n_classes : int
+        Number of classes (size of the output layer).
+    image_size : tuple of int
+        ``(H, W)`` of the input images.
+    **kwargs : dict
+        The ``module__<name>`` parameters.
+
+    Returns
+    -------
+    module : torch.nn.Module
+    """
+    data = dict(in_channels=in_channels, n_classes=n_classes,
+                image_size=tuple(image_size))
+    if isinstance(module, nn.Module):
+        if kwargs:
+            raise ValueError(
+                f"module__ parameters {sorted(kwargs)} cannot be applied to a module "
+                "instance; pass the module class instead."
+            )
+        return module
+    if isinstance(module, str):
+        return _resolve_builder(module)(**data, **kwargs)
+    if isinstance(module, type) and issubclass(module, nn.Module):
+        accepted = inspect.signature(module.__init__).parameters
+        extra = {k: v for k, v in data.items() if k in accepted and k not in kwargs}
+        return module(**extra, **kwargs)
+    raise TypeError(
+        "module must be a network name (str), a torch.nn.Module subclass or an "
+        f"instance; got {module!r} of type {type(module).__name__}."
+    )
+
+
+def _pool_kernel(size, min_size=4):
+    """Pool an axis by 2 only while it stays >= 2 pixels: images from 1x1 work."""
+    return tuple(2 if s >= min_size else 1 for s in size)
+
+
+def _conv_bn(c_in, c_out):
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class CompactCNN(nn.Module):
+    """A small BatchNorm CNN with global pooling; the default network.
+
+    Three stages of two 3x3 convolution + BatchNorm + ReLU layers, widths
+    ``width``, ``2 * width`` and ``4 * width``, with 2x2 max pooling between
+    stages (on each axis that still has at least 4 pixels, so any image size
+    works), then global average pooling, dropout and a linear layer.
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels.
+    n_classes : int
+        Number of output logits.
+    image_size : tuple of int
+        ``(H, W)`` of the input images.
+    width : int, default=32
+        Channels of the first stage.
+    dropout : float, default=0.1
+        Dropout before the classifier layer.
+    """
+
+    def __init__(self, in_channels, n_classes, image_size, width=32, dropout=0.1):
+        super().__init__()
+        layers, size, c_in = [], tuple(image_size), in_channels
+        for stage, c_out in enumerate((width, 2 * width, 4 * width)):
+            layers += _conv_bn(c_in, c_out) + _conv_bn(c_out, c_out)
+            kernel = _pool_kernel(size)
+            if stage < 2 and kernel != (1, 1):
+                layers.append(nn.MaxPool2d(kernel))
+                size = tuple(s // k for s, k in zip(size, kernel))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(c_in, n_classes))
+
+    def forward(self, x):
+        """Return logits of shape (n, n_classes) for images of shape (n, C, H, W)."""
+        return self.head(self.pool(self.features(x)))
+
+
+class SimpleCNN(nn.Module):
+    """The classic MNIST CNN of the Keras and PyTorch examples.
+
+    ``Conv(32, 3x3) - ReLU - Conv(64, 3x3) - ReLU - MaxPool(2) - Dropout(0.25) -
+    Flatten - Dense(128) - ReLU - Dropout(0.5) - Dense(n_classes)``, softmax in
+    ``predict_proba``.  The convolutions are unpadded, as in the originals, so
+    images need at least 6x6 pixels.
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels.
+    n_classes : int
+        Number of output logits.
+    image_size : tuple of int
+        ``(H, W)`` of the input images.
+    hidden : int, default=128
+        Units of the dense layer.
+    """
+
+    def __init__(self, in_channels, n_classes, image_size, hidden=128):
+        super().__init__()
+        h, w = image_size
+        if min(h, w) < 6:
+            raise ValueError(
+                f"'simple_cnn' needs images of at least 6x6 pixels; got {h}x{w}. "
+                "Use module='compact_cnn' or resize the images."
+            )
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        )
+        n_flat = 64 * ((h - 4) // 2) * ((w - 4) // 2)
+        self.classifier = nn.Sequential(
+            nn.Linear(n_flat, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x):
+        """Return logits of shape (n, n_classes) for images of shape (n, C, H, W)."""
+        return self.classifier(self.features(x))
+
+
+@register_network("compact_cnn")
+def compact_cnn(*, in_channels, n_classes, image_size, **kwargs):
+    """Build :class:`CompactCNN` (the default network)."""
+    return CompactCNN(in_channels, n_classes, image_size, **kwargs)
+
+
+@register_network("simple_cnn")
+def simple_cnn(*, in_channels, n_classes, image_size, **kwargs):
+    """Build :class:`SimpleCNN`, the classic Keras/PyTorch MNIST network."""
+    return SimpleCNN(in_channels, n_classes, image_size, **kwargs)
+
+
+def count_parameters(module):
+    """Return the number of trainable parameters of a torch module."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+

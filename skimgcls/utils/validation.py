@@ -1,0 +1,325 @@
+"""Input validation: one place that turns any accepted image input into NHWC.
+
+Every public entry point of the package (``fit``, ``predict``, ``transform``...)
+goes through :func:`check_images`, so the rules below hold everywhere:
+
+* ``(N, H, W)`` arrays are gray images and become ``(N, H, W, 1)``.
+* ``(N, H, W, C)`` arrays with ``C`` in 1, 3 or 4 are kept (channels last wins
+  when both ends could be channels, e.g. ``(N, 3, 8, 3)``).
+* ``(N, C, H, W)`` arrays with ``C`` in 1, 3 or 4 are transposed to NHWC.
+* torch tensors follow torch's convention: a 4-D tensor is read as NCHW.
+* 2-D ``(N, H*W*C)`` arrays are reshaped with ``image_shape``; without it they
+  must be square gray images (``H*W`` a perfect square).
+* a list of PIL images is stacked (all images must have the same size).
+
+uint8 and uint16 images are kept as they are (they are scaled to [0, 1] at the
+network's input); every other numeric dtype becomes float32.  NaN and infinite
+values, complex, boolean and non-numeric data, empty input and unknown layouts
+raise a :class:`ValueError` or :class:`TypeError` that names what came.
+"""
+
+import math
+import os
+
+import numpy as np
+from sklearn.utils.validation import check_array, validate_data
+
+__all__ = ["check_images", "check_image_shape", "is_path_array"]
+
+CHANNEL_COUNTS = (1, 3, 4)
+_KEEP_DTYPES = (np.uint8, np.uint16)
+
+_LAYOUT_HELP = (
+    "Expected images as an array of shape (n_samples, H, W) for gray images, "
+    "(n_samples, H, W, C) or (n_samples, C, H, W) with C in {1, 3, 4}, or a "
+    "2-D array (n_samples, H*W*C) together with image_shape=(H, W, C)"
+)
+
+
+def check_image_shape(image_shape):
+    """Validate an ``image_shape`` parameter.
+
+    Parameters
+    ----------
+    image_shape : None or tuple of int
+        ``(H, W)`` or ``(H, W, C)``; one entry may be ``-1`` and is then
+        inferred from the number of features, as in :func:`numpy.reshape`.
+
+    Returns
+    -------
+    image_shape : None or tuple of int
+        The shape as a 3-tuple ``(H, W, C)`` (``C=1`` when omitted).
+    """
+    if image_shape is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except TypeError:
+        raise TypeError(
+            f"image_shape must be a tuple (H, W) or (H, W, C); got {image_shape!r}."
+        ) from None
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3 or any(s == 0 or s < -1 for s in shape) or shape.count(-1) > 1:
+        raise ValueError(
+            "image_shape must be (H, W) or (H, W, C) with positive entries and at "
+            f"most one -1; got {image_shape!r}."
+        )
+    return shape
+
+
+def is_path_array(X):
+    """Return True if ``X`` is a 1-D sequence of file paths (str or PathLike)."""
+    if isinstance(X, (str, bytes, os.PathLike)):
+        return False
+    if isinstance(X, np.ndarray):
+        if X.ndim != 1 or X.size == 0:
+            return False
+        if X.dtype.kind == "U":
+            return True
+        return X.dtype == object and isinstance(X[0], (str, os.PathLike))
+    if isinstance(X, (list, tuple)) and len(X) > 0:
+        return all(isinstance(x, (str, os.PathLike)) for x in X)
+    return False
+
+
+def _is_pil_list(X):
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        return False
+    return (
+        isinstance(X, (list, tuple))
+        and len(X) > 0
+        and all(isinstance(im, Image.Image) for im in X)
+    )
+
+
+def _stack_pil(images):
+    sizes = {im.size for im in images}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"All images must have the same size; got {len(sizes)} different sizes "
+            f"(e.g. {sorted(sizes)[:3]} as (W, H)). Resize them first, e.g. with "
+            "skimgcls.Resize(size=(H, W))."
+        )
+    modes = {im.mode for im in images}
+    if len(modes) > 1:
+        raise ValueError(
+            f"All images must have the same mode; got {sorted(modes)}. Convert them, "
+            "e.g. [im.convert('RGB') for im in images]."
+        )
+    return np.stack([np.asarray(im) for im in images])
+
+
+def _from_tensor(X):
+    import torch
+
+    X = X.detach().cpu()
+    if X.dtype == torch.bfloat16 or X.dtype == torch.float16:
+        X = X.float()
+    arr = X.numpy()
+    if arr.ndim == 4 and arr.shape[1] in CHANNEL_COUNTS:
+        arr = arr.transpose(0, 2, 3, 1)
+    elif arr.ndim == 4:
+        raise ValueError(
+            f"A 4-D torch tensor is read as (n_samples, C, H, W) with C in "
+            f"{{1, 3, 4}}; got shape {tuple(arr.shape)}."
+        )
+    return arr
+
+
+def _check_dtype(X):
+    kind = X.dtype.kind
+    if kind == "b":
+        raise TypeError(
+            "Boolean images are not supported: got an array of dtype bool. "
+            "Convert masks explicitly, e.g. X.astype(np.uint8) * 255 or "
+            "X.astype(np.float32)."
+        )
+    if kind == "c":
+        raise ValueError("Complex data not supported; got an array of dtype "
+                         f"{X.dtype}. Pass real-valued images.")
+    if kind in "OUSV":
+        raise TypeError(
+            f"Images must be numeric; got an array of dtype {X.dtype}. For file "
+            "paths pass a 1-D array of paths to an estimator that reads them "
+            "(e.g. skimgcls.ImageReader)."
+        )
+    if kind not in "uif":
+        raise TypeError(f"Unsupported image dtype {X.dtype}.")
+
+
+def _to_nhwc(X):
+    """Reshape a >= 3-D array to NHWC or raise."""
+    if X.ndim == 3:
+        return X[..., np.newaxis]
+    if X.ndim == 4:
+        if X.shape[-1] in CHANNEL_COUNTS:
+            return X
+        if X.shape[1] in CHANNEL_COUNTS:
+            return X.transpose(0, 2, 3, 1)
+        raise ValueError(
+            f"{_LAYOUT_HELP}. Got a 4-D array of shape {X.shape} whose channel "
+            "axis (1 or 3) is neither 1, 3 nor 4."
+        )
+    raise ValueError(f"{_LAYOUT_HELP}. Got an array with {X.ndim} dimensions, "
+                     f"shape {X.shape}.")
+
+
+def _resolve_2d_shape(n_features, image_shape):
+    if image_shape is None:
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ValueError(
+                f"Got a 2-D array with {n_features} features, which is not a square "
+                "gray image. Pass image_shape=(H, W, C) to read each row as an "
+                "image (one entry may be -1), or pass images as a 3-D or 4-D array."
+            )
+        return (side, side, 1)
+    known = math.prod(s for s in image_shape if s != -1)
+    if -1 in image_shape:
+        if n_features % known:
+            raise ValueError(
+                f"Cannot reshape rows of {n_features} features into image_shape="
+                f"{image_shape}: {n_features} is not a multiple of {known}."
+            )
+        return tuple(n_features // known if s == -1 else s for s in image_shape)
+    if known != n_features:
+        raise ValueError(
+            f"image_shape={image_shape} holds {known} values per image but X has "
+            f"{n_features} features per row."
+        )
+    return image_shape
+
+
+def check_images(
+    X,
+    *,
+    image_shape=None,
+    estimator=None,
+    reset=True,
+    fitted_shape=None,
+    allow_paths=False,
+):
+    """Validate images and return them as one NHWC NumPy array.
+
+    Parameters
+    ----------
+    X : array-like, torch.Tensor or list of PIL.Image.Image
+        Images in any layout listed in the module docstring.
+    image_shape : None or tuple of int, default=None
+        How to read 2-D input, ``(H, W)`` or ``(H, W, C)``; one entry may be
+        ``-1``.
+    estimator : estimator instance, default=None
+        When given, ``n_features_in_`` (and ``feature_names_in_`` for
+        DataFrames) are set on it if ``reset`` is True, else checked against
+        it.
+    reset : bool, default=True
+        Whether this call is from ``fit`` (True) or a later method (False).
+    fitted_shape : tuple of int, default=None
+        The ``(H, W, C)`` seen in fit; when given, the images must have it.
+    allow_paths : bool, default=False
+        If True, a 1-D array of file paths is returned unchanged (as an object
+        array) for the caller to read lazily.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, H, W, C)
+        uint8/uint16 arrays keep their dtype; everything else is float32.
+        For path input with ``allow_paths=True``, a 1-D object array.
+    """
+    if allow_paths and is_path_array(X):
+        return np.asarray(X, dtype=object)
+    if _is_pil_list(X):
+        X = _stack_pil(X)
+    elif type(X).__module__.startswith("torch") and hasattr(X, "detach"):
+        X = _from_tensor(X)
+    if fitted_shape is not None and image_shape is None:
+        image_shape = fitted_shape
+
+    if hasattr(X, "sparse") or hasattr(X, "toarray"):
+        raise TypeError(
+            "Sparse input is not supported: images are dense. Got "
+            f"{type(X).__name__}; call X.toarray() if it fits in memory."
+        )
+    if not hasattr(X, "columns") and not isinstance(X, np.ndarray):
+        X = _asarray(X)
+    if hasattr(X, "columns") or X.ndim == 2:
+        X = _check_2d(X, image_shape, estimator, reset)
+    else:
+        X = _check_nd(X, estimator, reset)
+    if fitted_shape is not None and X.shape[1:] != tuple(fitted_shape):
+        raise ValueError(_shape_mismatch_message(X.shape[1:], fitted_shape, estimator))
+    return X
+
+
+def _check_2d(X, image_shape, estimator, reset):
+    kwargs = dict(dtype=None, ensure_min_samples=1, ensure_all_finite=True)
+    if estimator is not None:
+        X = validate_data(estimator, X, reset=reset, **kwargs)
+    else:
+        X = check_array(X, **kwargs)
+    X = _as_image_dtype(X)
+    _check_dtype(X)
+    shape = _resolve_2d_shape(X.shape[1], image_shape)
+    return np.ascontiguousarray(X.reshape((X.shape[0],) + tuple(shape)))
+
+
+def _check_nd(X, estimator, reset):
+    if X.dtype.kind in "USV":
+        _check_dtype(X)
+    if X.ndim <= 1:
+        raise ValueError(
+            f"{_LAYOUT_HELP}. Got a {X.ndim}-D array of shape {X.shape}; "
+            "Reshape your data either using array.reshape(-1, 1) if your data has "
+            "a single feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    X = check_array(X, dtype=None, allow_nd=True, ensure_all_finite=True,
+                    ensure_min_samples=1, ensure_min_features=1)
+    X = _as_image_dtype(X)
+    _check_dtype(X)
+    if 0 in X.shape:
+        raise ValueError(f"Got images of zero size: shape {X.shape}. Each image needs "
+                         "at least one pixel.")
+    X = _to_nhwc(X)
+    if estimator is not None:
+        n_features = int(np.prod(X.shape[1:]))
+        if reset:
+            estimator.n_features_in_ = n_features
+            if hasattr(estimator, "feature_names_in_"):
+                del estimator.feature_names_in_
+    return np.ascontiguousarray(X)
+
+
+def _asarray(X):
+    if isinstance(X, (list, tuple)) and len(X) == 0:
+        raise ValueError("Found array with 0 sample(s) (shape=(0,)) while a minimum "
+                         "of 1 is required. Pass at least one image.")
+    try:
+        return np.asarray(X)
+    except ValueError as exc:
+        raise ValueError(f"{_LAYOUT_HELP}. Could not make an array of the input "
+                         f"({exc}); are all images the same size?") from None
+
+
+def _as_image_dtype(X):
+    """Keep uint8/uint16; cast other numbers (and numeric objects) to float32."""
+    if X.dtype.type in _KEEP_DTYPES or X.dtype.kind in "bcUSV":
+        return X
+    if X.dtype.kind == "O":
+        X = X.astype(np.float64)
+    return X.astype(np.float32, copy=False)
+
+
+def _shape_mismatch_message(got, expected, estimator):
+    name = type(estimator).__name__ if estimator is not None else "The estimator"
+    got, expected = tuple(got), tuple(expected)
+    if got[:2] == expected[:2]:
+        return (f"X has images with {got[2]} channel(s), but {name} was fitted on "
+                f"images with {expected[2]} channel(s) (shape {expected}). Convert "
+                "them, e.g. with skimgcls.ToRGB() or skimgcls.ToGrayscale().")
+    return (f"X has images of shape {got} (H, W, C), but {name} was fitted on images "
+            f"of shape {expected}. Resize them first, e.g. with "
+            f"skimgcls.Resize(size={expected[:2]}).")
+
