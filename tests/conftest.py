@@ -1,0 +1,39 @@
+"""Shared fixtures: small real images and a classifier that trains in a blink."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from skimgcls import CNNClassifier
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 digits as (images (n, 8, 8) float32 in [0, 1], labels)."""
+    data = load_digits()
+    return (data.images / 16.0).astype(np.float32), data.target
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits):
+    """300 digits images, stratified over the 10 classes."""
+    X, y = digits
+    rng = np.random.RandomState(0)
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), 30, replace=False)
+                          for c in range(10)])
+    rng.shuffle(idx)
+    return X[idx], y[idx]
+
+
+def tiny_classifier(**params):
+    """A CNNClassifier small enough for unit tests (well under a second a fit)."""
+    defaults = dict(module__width=4, max_epochs=2, batch_size=32, lr=0.03,
+                    random_state=0, precision="fp32")
+    defaults.update(params)
+    return CNNClassifier(**defaults)
+
+
+@pytest.fixture
+def make_tiny():
+    """The :func:`tiny_classifier` factory, as a fixture."""
+    return tiny_classifier
