@@ -339,7 +339,8 @@ class _Decoder:
         if tag == "float":
             return float(value["v"])
         if tag == "scalar":
-            return np.dtype(_safe_dtype(value["dtype"], "biuf")).type(self.decode(value["v"]))
+            dtype = np.dtype(_safe_dtype(value["dtype"], "biuf"))
+            return dtype.type(self.decode(value["v"]))
         if tag == "ndarray":
             dtype = np.dtype(_safe_dtype(value["dtype"], "biuf"))
             return self.tensor(value["key"]).numpy().astype(dtype, copy=False)
@@ -433,7 +434,8 @@ class _Decoder:
             net.module_.load_state_dict(state)
         except RuntimeError as exc:
             raise UnsafeModelFileError(
-                f"The saved weights do not fit the network {est.module!r} ({exc}).") from None
+                f"The saved weights do not fit the network {est.module!r} ({exc})."
+            ) from None
         net.history = History(spec["history"])
         return net
 

@@ -228,15 +228,22 @@ def test_save_refuses_code(tmp_path, params, match):
 
 
 # -- ONNX ----------------------------------------------------------------------
-onnxruntime = pytest.importorskip("onnxruntime")
+@pytest.fixture
+def onnx_tools():
+    """Skip ONNX tests where the onnx extra is not installed."""
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(name)
 
 
 def run_onnx(path, images):
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"images": images})[0]
 
 
-def test_onnx_export_of_a_classifier_matches_predict_proba(clf, data, tmp_path):
+def test_onnx_export_of_a_classifier_matches_predict_proba(clf, data, tmp_path,
+                                                           onnx_tools):
     X = data[0]
     path = export_onnx(clf, tmp_path / "clf.onnx", layout="NCHW")
     proba = run_onnx(path, np.ascontiguousarray(X.transpose(0, 3, 1, 2)))
@@ -295,7 +302,7 @@ class _CropModule(torch.nn.Module):
         return x[:, :, 1:-1, 1:-1]
 
 
-def test_onnx_export_of_a_pipeline_matches_predict_proba(data, tmp_path):
+def test_onnx_export_of_a_pipeline_matches_predict_proba(data, tmp_path, onnx_tools):
     X, y = data
     pipe = make_pipeline(CropBorder(), Affine(), CNNClassifier(**PARAMS)).fit(X, y)
     path = export_onnx(pipe, tmp_path / "pipe.onnx")
@@ -304,7 +311,7 @@ def test_onnx_export_of_a_pipeline_matches_predict_proba(data, tmp_path):
     assert difference < 1e-4
 
 
-def test_onnx_export_refuses_steps_without_a_torch_module(data):
+def test_onnx_export_refuses_steps_without_a_torch_module(data, onnx_tools):
     X, y = data
     pipe = make_pipeline(MinMaxScaler(), CNNClassifier(image_shape=(8, 8), **PARAMS))
     pipe.fit(X.reshape(len(X), -1), y)
