@@ -174,7 +174,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     as lists of PIL images or torch tensors (NCHW). uint8 images are scaled to
     [0, 1] at the network's input; float images are used as they are, so
     normalize them (e.g. with :class:`skimgcls.Normalize`) if their range is
-    far from [0, 1].
+    far from [0, 1]. Values beyond +-1e5 (in any dtype but uint8/uint16), NaN
+    and infinity are refused with a ``ValueError``.
 
     Examples
     --------

@@ -249,6 +249,16 @@ def check_images(
     X : ndarray of shape (n_samples, H, W, C)
         uint8/uint16 arrays keep their dtype; everything else is float32.
         For path input with ``allow_paths=True``, a 1-D object array.
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite values, values beyond +-``MAX_ABS_VALUE`` (1e5)
+        in any dtype but uint8/uint16, complex data, empty input, unknown
+        layouts and shape mismatches (see the module docstring).
+    TypeError
+        For boolean, string, date/time and other non-numeric data, and sparse
+        matrices.
     """
     if allow_paths and is_path_array(X):
         return np.asarray(X, dtype=object)
