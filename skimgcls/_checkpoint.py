@@ -116,9 +116,12 @@ def _plain(value):
 
 
 def _json_default(value):
-    if isinstance(value, (np.generic, torch.Tensor)):
+    """NumPy/torch scalars as numbers; anything else a callback recorded as text."""
+    if isinstance(value, (np.generic, torch.Tensor)) and np.size(value) == 1:
         return value.item()
-    raise TypeError(f"History value of type {type(value).__name__} is not JSON-able.")
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    return repr(value)
 
 
 def _callback_states(net):
