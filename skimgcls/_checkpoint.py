@@ -117,7 +117,7 @@ def _plain(value):
 
 def _json_default(value):
     """NumPy/torch scalars as numbers; anything else a callback recorded as text."""
-    if isinstance(value, (np.generic, torch.Tensor)) and np.size(value) == 1:
+    if isinstance(value, (np.generic, torch.Tensor)) and value.ndim == 0:
         return value.item()
     if isinstance(value, (np.ndarray, torch.Tensor)):
         return value.tolist()
