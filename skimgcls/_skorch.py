@@ -9,7 +9,15 @@
   memory on the device, without a copy of the permutation,
 * runs the forward pass under bf16 autocast when ``precision='bf16'``,
 * augments training batches only (never validation, never prediction),
-* weights the per-sample loss by ``sample_weight`` (class weights folded in).
+* weights the per-sample loss by ``sample_weight`` (class weights folded in),
+* survives training faults: a non-finite loss raises
+  :class:`~skimgcls.exceptions.NonFiniteLossError` naming the epoch and batch,
+  and a ``KeyboardInterrupt`` inside an epoch, like the loss error, rolls the
+  network back to the last complete epoch (kept in memory); a
+  ``KeyboardInterrupt`` raised by a callback at the end of an epoch (skorch's
+  way to stop early) ends training normally,
+* writes a checkpoint at the end of every epoch when given a
+  :class:`~skimgcls._checkpoint.Checkpointer` (``checkpoint_``).
 """
 
 from collections.abc import Mapping
@@ -20,6 +28,9 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
+
+from ._checkpoint import _cpu
+from .exceptions import NonFiniteLossError
 
 __all__ = ["ImageNet", "ImageTensorDataset", "resolve_device", "resolve_precision"]
 
@@ -106,6 +117,10 @@ def collate_batch(batch):
     return batch
 
 
+class StopTraining(KeyboardInterrupt):
+    """A callback asked to stop training at the end of a complete epoch."""
+
+
 class ImageNet(NeuralNetClassifier):
     """skorch ``NeuralNetClassifier`` for NHWC image batches.
 
@@ -124,6 +139,10 @@ class ImageNet(NeuralNetClassifier):
         super().__init__(*args, **kwargs)
         self.augment = augment
         self.precision = precision
+        # Trailing underscores keep these out of skorch's get_params.
+        self.checkpoint_ = None
+        self.interrupted_ = None
+        self._last_good_ = None
 
     def to_model_input(self, x):
         """Turn an NHWC batch into float NCHW (channels_last) on the device."""
@@ -153,8 +172,95 @@ class ImageNet(NeuralNetClassifier):
             images = self.augment(images)
         y_pred = self.forward_images(images)
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        if not torch.isfinite(loss):
+            self._raise_non_finite(f"The training loss is {loss.item()}")
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
+
+    # -- training faults and checkpoints -------------------------------------
+    def _raise_non_finite(self, what):
+        epoch = len(self.history)
+        row = self.history[-1] if epoch else {}
+        batch = row.get("train_batch_count", len(row.get("batches", ())))
+        kept = (f"the weights of epoch {epoch - 1}, the last complete epoch"
+                if epoch > 1 else "its initial weights (no epoch completed)")
+        raise NonFiniteLossError(
+            f"{what} at epoch {epoch}, batch {batch}: training diverged and was "
+            f"stopped. The estimator keeps {kept}. Lower lr, normalize the images "
+            "(extreme values overflow), or use precision='fp32'."
+        )
+
+    def _weights_finite(self):
+        tensors = [t.detach() for t in (*self.module_.parameters(),
+                                        *self.module_.buffers())
+                   if t.is_floating_point()]
+        if not tensors:
+            return True
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def _snapshot(self):
+        """Keep (on the CPU) what rolling back to this point needs."""
+        self._last_good_ = {
+            "epochs": len(self.history),
+            "module": _cpu(self.module_.state_dict()),
+            "optimizers": {name: _cpu(getattr(self, name + "_").state_dict())
+                           for name in self._optimizers},
+        }
+
+    def _roll_back(self):
+        """Return to the last complete epoch: weights, optimizer, history."""
+        snapshot = self._last_good_
+        if snapshot is None:
+            return
+        self.module_.load_state_dict(snapshot["module"])
+        for name, state in snapshot["optimizers"].items():
+            getattr(self, name + "_").load_state_dict(state)
+        del self.history[snapshot["epochs"]:]
+
+    def _end_epoch(self, *, stopped):
+        if not self._weights_finite():
+            self._raise_non_finite("The weights became non-finite after the last "
+                                   "training batch")
+        self._snapshot()
+        if self.checkpoint_ is not None:
+            self.checkpoint_.save(self, stopped=stopped)
+
+    def notify(self, method_name, **cb_kwargs):
+        if method_name == "on_train_begin":
+            self.interrupted_ = None
+            super().notify(method_name, **cb_kwargs)
+            # After the callbacks' on_train_begin, which (re)build the
+            # scheduler whose state a checkpoint then overwrites.
+            if self.checkpoint_ is not None:
+                self.checkpoint_.restore(self)
+            self._snapshot()
+            return
+        if method_name != "on_epoch_end":
+            super().notify(method_name, **cb_kwargs)
+            return
+        try:
+            super().notify(method_name, **cb_kwargs)
+        except KeyboardInterrupt as exc:
+            # skorch's callbacks (EarlyStopping) stop training this way: the
+            # epoch is complete, so it is kept and checkpointed.
+            self._end_epoch(stopped=True)
+            raise StopTraining() from exc
+        self._end_epoch(stopped=False)
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except StopTraining:
+            raise
+        except KeyboardInterrupt:
+            self._roll_back()
+            self.interrupted_ = len(self.history) + 1
+            raise  # skorch's partial_fit ends training; CNNClassifier re-raises
+        except NonFiniteLossError:
+            self._roll_back()
+            raise
+        finally:
+            self._last_good_ = None
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = self.criterion_(y_pred, to_tensor(y_true, device=self.device))

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,6 +19,7 @@ from skorch.helper import predefined_split
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
+from ._checkpoint import Checkpointer, fit_fingerprint
 from ._skorch import (
     ImageNet,
     ImageTensorDataset,
@@ -118,6 +120,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         skorch callbacks, or ``(name, callback)`` tuples, added to the
         defaults. Their parameters are routed with
         ``callbacks__<name>__<param>``.
+    checkpoint : str, path-like or None, default=None
+        A directory where ``fit`` saves, atomically at the end of every epoch,
+        all it needs to continue: weights, optimizer, learning-rate schedule,
+        early stopping, history and random generator states. When the
+        directory already holds a checkpoint of the same fit (same parameters
+        and data), ``fit`` resumes from it, so a crashed or killed fit loses at
+        most the epoch in progress and, with an int ``random_state`` on the
+        CPU, ends with the same model as an uninterrupted fit. A checkpoint of
+        a different fit is refused with a ``ValueError``. Used by ``fit`` only
+        (not by ``partial_fit`` or a ``warm_start`` continuation).
     random_state : int, RandomState instance or None, default=None
         Seeds the weight initialization, the validation split, the batch
         order and the augmentation. With an int, a CPU fit repeats bit for bit.
@@ -162,7 +174,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     as lists of PIL images or torch tensors (NCHW). uint8 images are scaled to
     [0, 1] at the network's input; float images are used as they are, so
     normalize them (e.g. with :class:`skimgcls.Normalize`) if their range is
-    far from [0, 1].
+    far from [0, 1]. Values beyond +-1e5 (in any dtype but uint8/uint16), NaN
+    and infinity are refused with a ``ValueError``.
 
     Examples
     --------
@@ -193,6 +206,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "device": [str, torch.device],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
+        "checkpoint": [str, os.PathLike, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -216,6 +230,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         device="auto",
         warm_start=False,
         callbacks=None,
+        checkpoint=None,
         random_state=None,
         verbose=0,
         **kwargs,
@@ -236,6 +251,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.warm_start = warm_start
         self.callbacks = callbacks
+        self.checkpoint = checkpoint
         self.random_state = random_state
         self.verbose = verbose
         # Kept in a private dict, not as attributes, so that the parameter
@@ -309,6 +325,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : CNNClassifier
             The fitted estimator.
+
+        Raises
+        ------
+        skimgcls.exceptions.NonFiniteLossError
+            When the loss or the weights become NaN or infinite. The message
+            names the epoch and the batch; the estimator keeps the weights of
+            the last complete epoch and can predict.
+        KeyboardInterrupt
+            When training is interrupted (Ctrl-C) inside an epoch. It is raised
+            again after the network is rolled back to the last complete epoch
+            (weights, optimizer and ``history_``), so a search or a script
+            stops, while the estimator stays fitted and usable: catch the
+            exception to go on with it. A callback that raises
+            ``KeyboardInterrupt`` at the end of an epoch (skorch's
+            ``EarlyStopping`` does) ends training normally instead.
         """
         _check_routed(self._routed)
         warm = self.warm_start and hasattr(self, "net_")
@@ -361,8 +392,29 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.net_.train_split = None if valid is None else predefined_split(valid)
             self.net_.callbacks = self._callbacks(len(train), partial=partial)
             self.net_.initialize_callbacks()
-            self.net_.partial_fit(train, y=None, epochs=epochs)
+            self.net_.checkpoint_, epochs = self._checkpointer(
+                X, y_enc, weights, epochs, resume=not (warm or partial))
+            try:
+                self.net_.partial_fit(train, y=None, epochs=epochs)
+            finally:
+                self.net_.checkpoint_ = None
+        if self.net_.interrupted_ is not None:
+            raise KeyboardInterrupt(
+                f"Training interrupted during epoch {self.net_.interrupted_}; "
+                f"{type(self).__name__} keeps the weights of the "
+                f"{len(self.net_.history)} complete epoch(s) and can predict."
+            )
         return self
+
+    def _checkpointer(self, X, y_enc, weights, epochs, *, resume):
+        """The checkpointer of this fit and the number of epochs left to train."""
+        if self.checkpoint is None or not resume:
+            return None, epochs
+        fingerprint = fit_fingerprint(self.get_params(deep=False), self.classes_,
+                                      X, y_enc, weights)
+        checkpointer = Checkpointer(self.checkpoint, fingerprint)
+        done, stopped = checkpointer.load()
+        return checkpointer, 0 if stopped else max(epochs - done, 0)
 
     def _encode_labels(self, X, y, *, classes, reset):
         if y is None:
@@ -537,6 +589,39 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         X = self._check_X(X)
         return self.classes_[self._logits(X).argmax(dim=1).numpy()]
+
+    def score(self, X, y, sample_weight=None):
+        """Return the mean accuracy on images ``X`` with labels ``y``.
+
+        Unlike most scikit-learn classifiers, labels that were not seen in
+        :meth:`fit` are an error rather than silent misclassifications: they
+        usually mean mismatched labels (e.g. ``'1'`` against ``1``).
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or list of PIL.Image.Image
+            Images with the shape seen in :meth:`fit`.
+        y : array-like of shape (n_samples,)
+            True labels, all from ``classes_``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy of ``self.predict(X)`` against ``y``.
+        """
+        check_is_fitted(self)
+        known = set(self.classes_.tolist())
+        unseen = {label for label in column_or_1d(y).tolist() if label not in known}
+        if unseen:
+            raise ValueError(
+                f"y contains labels that were not seen in fit: "
+                f"{sorted(unseen, key=repr)[:10]!r}; the classes are "
+                f"{self.classes_.tolist()[:20]!r}. Check that the labels have the "
+                "same type and spelling as those passed to fit."
+            )
+        return super().score(X, y, sample_weight=sample_weight)
 
     @property
     def module_(self):

@@ -13,9 +13,23 @@ goes through :func:`check_images`, so the rules below hold everywhere:
 * a list of PIL images is stacked (all images must have the same size).
 
 uint8 and uint16 images are kept as they are (they are scaled to [0, 1] at the
-network's input); every other numeric dtype becomes float32.  NaN and infinite
-values, complex, boolean and non-numeric data, empty input and unknown layouts
-raise a :class:`ValueError` or :class:`TypeError` that names what came.
+network's input); every other numeric dtype becomes float32.
+
+What is refused, and how:
+
+* :class:`ValueError`: NaN or infinite values; values beyond
+  ``MAX_ABS_VALUE`` (1e5) in absolute value, for every dtype other than
+  uint8/uint16; complex data; empty input (zero images, or images with zero
+  pixels); unknown layouts (wrong number of dimensions, channel axes that are
+  not 1, 3 or 4); images of different sizes.
+* :class:`TypeError`: boolean, string, date/time and other non-numeric data
+  (object arrays that do not convert to numbers); sparse matrices.
+
+The range rule: every usual image scale fits in +-1e5 ([0, 1], [0, 255],
+[0, 65535] as floats, standardized values, CT Hounsfield units). Larger values
+are almost always a bug (unscaled sensor counts, uninitialized memory, a
+sentinel) and overflow a network's activations and loss, so they are refused
+rather than trained on. Rescale such data before passing it.
 """
 
 import math
@@ -28,6 +42,9 @@ __all__ = ["check_images", "check_image_shape", "is_path_array"]
 
 CHANNEL_COUNTS = (1, 3, 4)
 _KEEP_DTYPES = (np.uint8, np.uint16)
+
+#: Largest absolute pixel value accepted for dtypes other than uint8/uint16.
+MAX_ABS_VALUE = 1e5
 
 _LAYOUT_HELP = (
     "Expected images as an array of shape (n_samples, H, W) for gray images, "
@@ -138,8 +155,12 @@ def _check_dtype(X):
             "X.astype(np.float32)."
         )
     if kind == "c":
-        raise ValueError("Complex data not supported; got an array of dtype "
-                         f"{X.dtype}. Pass real-valued images.")
+        raise ValueError("Complex data not supported: got images of dtype "
+                         f"{X.dtype}. Pass real-valued images, e.g. np.abs(X) "
+                         "for magnitudes.")
+    if kind in "Mm":
+        raise TypeError(f"Images must be numeric; got an array of dtype {X.dtype} "
+                        "(dates or durations).")
     if kind in "OUSV":
         raise TypeError(
             f"Images must be numeric; got an array of dtype {X.dtype}. For file "
@@ -228,6 +249,16 @@ def check_images(
     X : ndarray of shape (n_samples, H, W, C)
         uint8/uint16 arrays keep their dtype; everything else is float32.
         For path input with ``allow_paths=True``, a 1-D object array.
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite values, values beyond +-``MAX_ABS_VALUE`` (1e5)
+        in any dtype but uint8/uint16, complex data, empty input, unknown
+        layouts and shape mismatches (see the module docstring).
+    TypeError
+        For boolean, string, date/time and other non-numeric data, and sparse
+        matrices.
     """
     if allow_paths and is_path_array(X):
         return np.asarray(X, dtype=object)
@@ -255,19 +286,20 @@ def check_images(
 
 
 def _check_2d(X, image_shape, estimator, reset):
-    kwargs = dict(dtype=None, ensure_min_samples=1, ensure_all_finite=True)
+    kwargs = dict(dtype=None, ensure_min_samples=1, ensure_all_finite=False)
+    if getattr(X, "dtype", None) is not None and X.dtype.kind == "c":
+        _check_dtype(X)
     if estimator is not None:
         X = validate_data(estimator, X, reset=reset, **kwargs)
     else:
         X = check_array(X, **kwargs)
     X = _as_image_dtype(X)
-    _check_dtype(X)
     shape = _resolve_2d_shape(X.shape[1], image_shape)
     return np.ascontiguousarray(X.reshape((X.shape[0],) + tuple(shape)))
 
 
 def _check_nd(X, estimator, reset):
-    if X.dtype.kind in "USV":
+    if X.dtype.kind in "USVcMm":
         _check_dtype(X)
     if X.ndim <= 1:
         raise ValueError(
@@ -275,13 +307,12 @@ def _check_nd(X, estimator, reset):
             "Reshape your data either using array.reshape(-1, 1) if your data has "
             "a single feature or array.reshape(1, -1) if it contains a single sample."
         )
-    X = check_array(X, dtype=None, allow_nd=True, ensure_all_finite=True,
+    X = check_array(X, dtype=None, allow_nd=True, ensure_all_finite=False,
                     ensure_min_samples=1, ensure_min_features=1)
-    X = _as_image_dtype(X)
-    _check_dtype(X)
     if 0 in X.shape:
         raise ValueError(f"Got images of zero size: shape {X.shape}. Each image needs "
                          "at least one pixel.")
+    X = _as_image_dtype(X)
     X = _to_nhwc(X)
     if estimator is not None:
         n_features = int(np.prod(X.shape[1:]))
@@ -304,12 +335,50 @@ def _asarray(X):
 
 
 def _as_image_dtype(X):
-    """Keep uint8/uint16; cast other numbers (and numeric objects) to float32."""
-    if X.dtype.type in _KEEP_DTYPES or X.dtype.kind in "bcUSV":
-        return X
+    """Keep uint8/uint16; cast other numbers (and numeric objects) to float32.
+
+    Refuses non-numeric dtypes, NaN, infinity and values beyond
+    ``MAX_ABS_VALUE`` (see the module docstring).
+    """
     if X.dtype.kind == "O":
-        X = X.astype(np.float64)
+        X = _objects_to_float(X)
+    _check_dtype(X)
+    if X.dtype.type in _KEEP_DTYPES:
+        return X
+    _check_values(X)
     return X.astype(np.float32, copy=False)
+
+
+def _objects_to_float(X):
+    try:
+        return X.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        kinds = sorted({type(v).__name__ for v in X.flat
+                        if not isinstance(v, (int, float, np.number))})
+        raise TypeError(
+            f"Images must be numeric; got an object array holding {kinds} values "
+            f"that do not convert to numbers ({exc}). Pass a numeric array."
+        ) from None
+
+
+def _check_values(X):
+    """Refuse NaN, infinity and values beyond +-MAX_ABS_VALUE."""
+    low, high = np.min(X), np.max(X)  # NaN propagates, so one pass finds all
+    if not (np.isfinite(low) and np.isfinite(high)):
+        n_nan = int(np.isnan(X).sum()) if X.dtype.kind == "f" else 0
+        n_inf = int(np.isinf(X).sum()) if X.dtype.kind == "f" else 0
+        raise ValueError(
+            f"Images contain NaN or infinite values ({n_nan} NaN and {n_inf} "
+            f"infinite among {X.size} values). Replace them, e.g. with "
+            "np.nan_to_num(X), or drop those images."
+        )
+    if max(abs(float(low)), abs(float(high))) > MAX_ABS_VALUE:
+        raise ValueError(
+            f"Images have values in [{float(low):.4g}, {float(high):.4g}], beyond "
+            f"+-{MAX_ABS_VALUE:g}: far outside any image scale ([0, 1], [0, 255], "
+            "[0, 65535] or standardized), they would overflow the network. "
+            "Rescale them first, e.g. X / np.abs(X).max(), or standardize them."
+        )
 
 
 def _shape_mismatch_message(got, expected, estimator):

@@ -1,0 +1,26 @@
+"""Exceptions raised by skimgcls."""
+
+__all__ = ["NonFiniteLossError", "UnsafeModelFileError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: the loss or the weights became NaN or infinite.
+
+    Raised by :meth:`skimgcls.CNNClassifier.fit` with a message that names
+    the epoch and the batch. The estimator stays fitted with the weights of
+    the last complete epoch (the initial weights if the first epoch failed),
+    so it can still predict, be inspected or be saved.
+
+    Common causes: a learning rate that is too high, images with extreme
+    values (normalize them), or a custom network or loss that overflows.
+    """
+
+
+class UnsafeModelFileError(ValueError):
+    """A model file was refused by :func:`skimgcls.persistence.load`.
+
+    Raised when the file was tampered with or corrupted (its hash does not
+    match), comes from an incompatible version of skimgcls, or would need to
+    import or run code outside the allowlist (scikit-learn, skorch and
+    skimgcls classes; never functions).
+    """
