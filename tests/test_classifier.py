@@ -364,7 +364,7 @@ def test_clone_pickle_joblib_roundtrips(fitted, small_digits, tmp_path):
     (np.zeros((0, 8, 8)), "0 sample"),
     (np.zeros((4, 10)), "not a square gray image"),
     (np.full((4, 8, 8), np.nan), "NaN"),
-    (np.full((4, 8, 8), np.inf), "infinity"),
+    (np.full((4, 8, 8), np.inf), "infinite"),
     (np.zeros((4, 8, 8), dtype=bool), "Boolean images"),
     ([], "0 sample"),
 ])
