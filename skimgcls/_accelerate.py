@@ -12,9 +12,11 @@ This module imports :mod:`skorch.hf` (not accelerate itself); it is imported
 only when an accelerator is used.
 """
 
+import warnings
 from collections.abc import Mapping
 
 from skorch.dataset import unpack_data
+from skorch.exceptions import DeviceWarning
 from skorch.hf import AccelerateMixin
 
 from ._skorch import ImageNet
@@ -105,3 +107,11 @@ class AcceleratedImageNet(AccelerateMixin, ImageNet):
         for name in self._optimizers:
             vars(getattr(self, name + "_")).pop("step", None)
         return self
+
+    def __setstate__(self, state):
+        # device=None is on purpose (the accelerator places the module), but
+        # skorch warns about it when unpickling and replaces it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeviceWarning)
+            super().__setstate__(state)
+        self.device = None

@@ -516,6 +516,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             # The accelerator places the module and runs its own autocast.
             net_class = AcceleratedImageNet
             kwargs.update(device=None, precision="fp32", accelerator=accelerator)
+            # Print the epoch table on the main process only, and not at all
+            # when verbose=0 (skorch prints to any sink other than print).
+            kwargs.setdefault("callbacks__print_log__sink",
+                              accelerator.print if self.verbose else _silent)
         net = net_class(
             module=module,
             criterion=nn.CrossEntropyLoss,
