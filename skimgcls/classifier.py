@@ -168,7 +168,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The class labels.
     n_features_in_ : int
         Number of values per image (``H * W * C``).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, defined only when ``X`` was a DataFrame.
     image_shape_ : tuple of int
         ``(H, W, C)`` of the images seen in ``fit``.

@@ -213,8 +213,8 @@ class TrainingHistoryDisplay:
         panels = [("Loss", self.losses)] + ([("Score", self.scores)]
                                             if self.scores else [])
         if ax is None:
-            fig, axes = plt.subplots(1, len(panels),
-                                     figsize=(5 * len(panels), 3.5), squeeze=False)
+            fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5),
+                                     squeeze=False, layout="constrained")
             axes = axes[0]
         else:
             axes = np.atleast_1d(np.asarray(ax, dtype=object))
@@ -435,7 +435,8 @@ default=None
         n_rows = math.ceil(n / n_cols)
         if ax is None:
             fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
-                                     figsize=(1.6 * n_cols, 1.9 * n_rows + 0.5))
+                                     figsize=(1.6 * n_cols, 1.9 * n_rows + 0.5),
+                                     layout="constrained")
         else:
             axes = np.asarray(ax, dtype=object).reshape(-1)
             if len(axes) < n:
@@ -453,8 +454,13 @@ default=None
             if self.confidence is not None:
                 title += f" ({self.confidence[i]:.2f})"
             axis.set_title(title, fontsize=8)
-        fig.suptitle(f"{len(self.images)} worst of {self.n_errors} errors "
-                     f"({self.n_samples} images)")
+        if self.n_errors == 0:
+            shown = "No errors"
+        elif len(self.images) == self.n_errors:
+            shown = f"All {self.n_errors} errors"
+        else:
+            shown = f"{len(self.images)} worst of {self.n_errors} errors"
+        fig.suptitle(f"{shown} ({self.n_samples} images)")
         self.figure_, self.axes_ = fig, axes
         return self
 
