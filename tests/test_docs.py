@@ -59,3 +59,45 @@ def test_docs_build_without_warnings(tmp_path):
         assert (html / "auto_examples" / f"{example.stem}.html").exists()
     assert (html / "changelog.html").exists()
     assert (html / "user_guide" / "scaling.html").exists()
+
+
+CHANGELOG = """\
+# Changelog
+
+All notable changes are documented here; the format follows
+[Keep a Changelog](https://keepachangelog.com/en/1.1.0/).
+
+## [Unreleased]
+
+### Added
+- `CNNClassifier`s take `tta` and routed `module__width`, e.g. iterator_train__ and
+  callbacks__ parameters; **bold** *x, 5*3 and a_b_ words.
+  - A nested item with a [link](https://example.org/a_b).
+- `Resize` (see `skimgcls.Resize`).
+
+### Changed
+- Text with | pipes and <angle> brackets.
+
+[Unreleased]: https://example.org/compare
+"""
+
+
+def test_changelog_markdown_becomes_clean_rst():
+    docutils = pytest.importorskip("docutils.core")
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        from _changelog import markdown_to_rst
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    rst = markdown_to_rst(CHANGELOG)
+    assert "Unreleased\n----------" in rst and "Added\n~~~~~" in rst
+    assert "* ``CNNClassifier``\\ s take ``tta``" in rst
+    assert "`link <https://example.org/a_b>`__" in rst
+    assert "compare" not in rst  # link definitions are dropped
+    # halt_level=2: any docutils warning (stray markup, bad nesting) raises
+    doctree = docutils.publish_doctree(rst, settings_overrides={
+        "halt_level": 2, "report_level": 2, "warning_stream": False})
+    text = doctree.astext()
+    assert "iterator_train__ and callbacks__ parameters" in text
+    assert "*x, 5*3 and a_b_ words" in text
+    assert "| pipes and <angle>" in text
