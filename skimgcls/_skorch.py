@@ -138,9 +138,11 @@ class ImageNet(NeuralNetClassifier):
 
     def forward_images(self, images):
         """Forward float NCHW images through the module; return float32 logits."""
-        bf16 = self.precision == "bf16"
-        device_type = torch.device(self.device).type if bf16 else "cpu"
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        if self.precision != "bf16":
+            # No autocast(enabled=False): it would switch off an enclosing
+            # autocast, such as the one of an accelerator.
+            return self.module_(images).float()
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16):
             logits = self.module_(images)
         return logits.float()
 

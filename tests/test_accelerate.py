@@ -106,7 +106,10 @@ def test_mixed_precision_from_a_dict(data):
                accelerator={"cpu": True, "mixed_precision": "bf16"}).fit(X, y)
     assert clf.precision_ == "bf16"
     assert set(clf.module_.autocast_dtypes) == {torch.bfloat16}
+    clf.module_.autocast_dtypes.clear()
     proba = clf.predict_proba(X)
+    # prediction too runs under the accelerator's autocast
+    assert clf.module_.autocast_dtypes == [torch.bfloat16] * 2  # 200 images
     assert proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-3)
 
