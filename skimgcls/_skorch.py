@@ -31,6 +31,7 @@ from skorch.utils import to_tensor
 
 from ._checkpoint import _cpu
 from .exceptions import NonFiniteLossError
+from ._tta import average_views
 
 __all__ = ["ImageNet", "ImageTensorDataset", "resolve_device", "resolve_precision"]
 
@@ -155,11 +156,26 @@ class ImageNet(NeuralNetClassifier):
 
     def forward_images(self, images):
         """Forward float NCHW images through the module; return float32 logits."""
-        device_type = torch.device(self.device).type
-        with torch.autocast(device_type, dtype=torch.bfloat16,
-                            enabled=self.precision == "bf16"):
+        if self.precision != "bf16":
+            # No autocast(enabled=False): it would switch off an enclosing
+            # autocast, such as the one of an accelerator.
+            return self.module_(images).float()
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16):
             logits = self.module_(images)
         return logits.float()
+
+    def predict_logits(self, Xi, views=None):
+        """Return the float32 logits of one batch, in evaluation mode.
+
+        With ``views`` (test-time augmentation, see :mod:`skimgcls._tta`),
+        return the log of the softmax probabilities averaged over the views.
+        Call it under :func:`torch.inference_mode`.
+        """
+        self._set_training(False)
+        images = self.to_model_input(Xi)
+        if views is None:
+            return self.forward_images(images)
+        return average_views(self.forward_images, images, views)
 
     def infer(self, x, **fit_params):
         return self.forward_images(self.to_model_input(x))

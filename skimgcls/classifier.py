@@ -10,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import assert_all_finite
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
@@ -19,6 +19,7 @@ from skorch.helper import predefined_split
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
+from ._callbacks import EpochProgressBar
 from ._checkpoint import Checkpointer, fit_fingerprint
 from ._skorch import (
     ImageNet,
@@ -27,7 +28,9 @@ from ._skorch import (
     resolve_device,
     resolve_precision,
 )
+from ._tta import TTA_PRESETS, resolve_tta
 from .networks import build_network
+from .utils._progress import track
 from .utils._random import seeded
 from .utils.validation import check_image_shape, check_images
 
@@ -113,6 +116,29 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         fp32 elsewhere.
     device : str or torch.device, default='auto'
         ``'auto'`` picks CUDA, then MPS, then the CPU.
+    tta : {'flip', 'shift', 'flip+shift'}, list or None, default=None
+        Test-time augmentation: ``predict_proba`` averages the softmax
+        probabilities of several views of each image, and ``predict`` and
+        ``score`` (hence ``cross_val_score``, soft voting, stacking) use that
+        average. ``'flip'``: the image and its horizontal mirror;
+        ``'shift'``: the image and four copies shifted up, down, left and
+        right by 1/16 of the shorter side (at least one pixel, edges
+        repeated); ``'flip+shift'``: all six. A list picks views by name
+        (``'identity'``, ``'hflip'``, ``'vflip'``, ``'rot180'``,
+        ``'shift_up'``, ``'shift_down'``, ``'shift_left'``,
+        ``'shift_right'``) or gives callables that take and return a float
+        tensor of shape ``(n, C, H, W)``. Only prediction is affected, never
+        training nor the validation scores in ``history_``; it can be set
+        after ``fit`` with ``set_params(tta=...)``. Costs one forward pass
+        per view.
+    accelerator : accelerate.Accelerator, dict or None, default=None
+        Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``):
+        on several GPUs when the script is started with ``accelerate launch``,
+        and in the accelerator's mixed precision. A dict holds the keyword
+        arguments of ``Accelerator(...)``, created in ``fit`` (clonable,
+        e.g. ``{'mixed_precision': 'bf16'}``). Leave ``device`` and
+        ``precision`` at ``'auto'``: the accelerator decides them. Needs
+        ``pip install "skimgcls[accelerate]"``.
     warm_start : bool, default=False
         When True, ``fit`` continues from the fitted network instead of
         building a new one (same classes and image shape required).
@@ -134,7 +160,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Seeds the weight initialization, the validation split, the batch
         order and the augmentation. With an int, a CPU fit repeats bit for bit.
     verbose : int, default=0
-        0 is silent; 1 prints one line per epoch.
+        0 is silent. 1 prints one summary line per epoch (losses, accuracy,
+        duration), shows a progress bar during each epoch with the running
+        training loss and accuracy (erased when the epoch ends), and a
+        progress bar for ``predict``/``predict_proba`` calls that last more
+        than 2 seconds. 2 or more also keeps each epoch's bar on screen and
+        shows the prediction bar at once. Bars are written to stderr with
+        tqdm (``pip install "skimgcls[progress]"``); without tqdm only the
+        lines are printed.
     **kwargs : dict
         Parameters routed to skorch, with the prefixes ``module__``,
         ``optimizer__``, ``criterion__``, ``iterator_train__``,
@@ -147,7 +180,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The class labels.
     n_features_in_ : int
         Number of values per image (``H * W * C``).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, defined only when ``X`` was a DataFrame.
     image_shape_ : tuple of int
         ``(H, W, C)`` of the images seen in ``fit``.
@@ -160,8 +193,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         (seconds) and more; e.g. ``history_[:, 'valid_acc']``.
     device_ : str
         The device the network was trained on.
-    precision_ : {'fp32', 'bf16'}
-        The precision ``'auto'`` resolved to.
+    precision_ : {'fp32', 'bf16', 'fp16'}
+        The precision ``'auto'`` resolved to (``'fp16'`` only through an
+        accelerator).
 
     See Also
     --------
@@ -204,6 +238,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "image_shape": [tuple, list, None],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "device": [str, torch.device],
+        "tta": [StrOptions(set(TTA_PRESETS)), list, tuple, None],
+        "accelerator": [dict, HasMethods(["prepare", "backward", "autocast"]), None],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
         "checkpoint": [str, os.PathLike, None],
@@ -228,6 +264,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         image_shape=None,
         precision="auto",
         device="auto",
+        tta=None,
+        accelerator=None,
         warm_start=False,
         callbacks=None,
         checkpoint=None,
@@ -249,6 +287,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.image_shape = image_shape
         self.precision = precision
         self.device = device
+        self.tta = tta
+        self.accelerator = accelerator
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.checkpoint = checkpoint
@@ -342,6 +382,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``EarlyStopping`` does) ends training normally instead.
         """
         _check_routed(self._routed)
+        resolve_tta(self.tta)
         warm = self.warm_start and hasattr(self, "net_")
         return self._fit(X, y, sample_weight, warm=warm, epochs=self.max_epochs)
 
@@ -385,13 +426,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         with seeded(self.random_state) as rng:
             if not warm:
                 self.image_shape_ = tuple(X.shape[1:])
-                self.device_ = resolve_device(self.device)
-                self.precision_ = resolve_precision(self.precision, self.device_)
-                self.net_ = self._build_net()
+                accelerator = self._make_accelerator()
+                if accelerator is None:
+                    self.device_ = resolve_device(self.device)
+                    self.precision_ = resolve_precision(self.precision, self.device_)
+                self.net_ = self._build_net(accelerator)
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self.net_.train_split = None if valid is None else predefined_split(valid)
             self.net_.callbacks = self._callbacks(len(train), partial=partial)
             self.net_.initialize_callbacks()
+            if hasattr(self.net_, "accelerator"):
+                # Re-prepare a module unwrapped at the end of the last fit.
+                self.net_._initialize_accelerator()
             self.net_.checkpoint_, epochs = self._checkpointer(
                 X, y_enc, weights, epochs, resume=not (warm or partial))
             try:
@@ -483,7 +529,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return (ImageTensorDataset(X[train_idx], y_enc[train_idx], weights[train_idx]),
                 ImageTensorDataset(X[valid_idx], y_enc[valid_idx], weights[valid_idx]))
 
-    def _build_net(self):
+    def _make_accelerator(self):
+        if self.accelerator is None:
+            return None
+        from ._accelerate import accelerator_precision, make_accelerator
+
+        accelerator = make_accelerator(self.accelerator, device=self.device,
+                                       precision=self.precision)
+        self.device_ = str(accelerator.device)
+        self.precision_ = accelerator_precision(accelerator)
+        return accelerator
+
+    def _build_net(self, accelerator=None):
         h, w, c = self.image_shape_
         module = self.module
         if isinstance(module, nn.Module):
@@ -503,7 +560,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         )
         kwargs.update((k, v) for k, v in self._routed_params().items()
                       if not k.startswith("module__"))
-        net = ImageNet(
+        net_class = ImageNet
+        kwargs.update(device=self.device_, precision=self.precision_)
+        if accelerator is not None:
+            from ._accelerate import AcceleratedImageNet
+
+            # The accelerator places the module and runs its own autocast.
+            net_class = AcceleratedImageNet
+            kwargs.update(device=None, precision="fp32", accelerator=accelerator)
+            # Print the epoch table on the main process only, and not at all
+            # when verbose=0 (skorch prints to any sink other than print).
+            kwargs.setdefault("callbacks__print_log__sink",
+                              accelerator.print if self.verbose else _silent)
+        net = net_class(
             module=module,
             criterion=nn.CrossEntropyLoss,
             optimizer=optimizer,
@@ -511,10 +580,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             train_split=None,
-            device=self.device_,
             verbose=self.verbose,
             augment=self.augment,
-            precision=self.precision_,
             **kwargs,
         )
         return net.initialize()
@@ -528,12 +595,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor=monitor, patience=self.patience, load_best=True,
                 sink=print if self.verbose else _silent)))
+        if self.verbose:
+            callbacks.append(("progress_bar", EpochProgressBar(
+                leave=self.verbose > 1, epochs=1 if partial else self.max_epochs)))
         callbacks += [copy.deepcopy(cb) for cb in self.callbacks or []]
         return callbacks
 
     def _lr_scheduler(self, n_train, monitor):
         if self.lr_schedule == "onecycle":
-            steps = self.max_epochs * math.ceil(n_train / self.batch_size)
+            batches = math.ceil(n_train / self.batch_size)
+            accelerator = getattr(self.net_, "accelerator", None)
+            if accelerator is not None:
+                # Each process steps once per batch of its shard.
+                batches = math.ceil(batches / accelerator.num_processes)
+            steps = self.max_epochs * batches
             return LRScheduler(OneCycleLR, max_lr=self.lr, total_steps=steps,
                                step_every="batch", last_epoch=-1)
         if self.lr_schedule == "cosine":
@@ -549,13 +624,22 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                             reset=False, fitted_shape=self.image_shape_)
 
     def _logits(self, X):
-        """Return the float32 logits of validated images, batch by batch."""
+        """Return the float32 logits of validated images, batch by batch.
+
+        With ``tta``, the log of the softmax probabilities averaged over the
+        views: its softmax is that average and its argmax the prediction.
+        """
         images = torch.from_numpy(X)
+        views = resolve_tta(self.tta)
         batch_size = max(self.batch_size, PREDICT_BATCH_SIZE)
+        starts = track(range(0, len(images), batch_size), desc="predict",
+                       unit="batch", verbose=self.verbose,
+                       delay=2.0 if self.verbose == 1 else 0.0,
+                       disable=not _is_main_process(self.net_))
         with torch.inference_mode():
             return torch.cat([
-                self.net_.evaluation_step((images[i:i + batch_size], None))
-                for i in range(0, len(images), batch_size)
+                self.net_.predict_logits(images[i:i + batch_size], views)
+                for i in starts
             ]).cpu()
 
     def predict_proba(self, X):
@@ -638,6 +722,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
 def _silent(*args, **kwargs):
     """A sink that prints nothing (for callbacks when ``verbose=0``)."""
+
+
+def _is_main_process(net):
+    accelerator = getattr(net, "accelerator", None)
+    return accelerator is None or accelerator.is_local_main_process
 
 
 def _strip(params, prefix):

@@ -1,0 +1,110 @@
+"""skorch callbacks that ``CNNClassifier`` adds on its own."""
+
+import math
+import time
+
+import torch
+from skorch.callbacks import Callback
+
+from .utils._progress import progress_bar
+
+__all__ = ["EpochProgressBar"]
+
+#: Seconds between two refreshes of the running loss and accuracy; reading
+#: them synchronizes the GPU, so it is not done on every batch.
+_REFRESH_SECONDS = 0.25
+
+
+class EpochProgressBar(Callback):
+    """A tqdm bar per epoch with the running training loss and accuracy.
+
+    The bar counts the training and validation batches of the epoch. Its
+    postfix shows the running mean training ``loss`` and ``acc`` (accuracy),
+    and, once the epoch ends, ``valid_loss`` and ``valid_acc``.
+
+    Parameters
+    ----------
+    leave : bool, default=False
+        Keep each finished bar on screen (True) or erase it (False, the epoch
+        summary line printed by skorch stays).
+    epochs : int or None, default=None
+        Epochs of this fit, shown as ``epoch 3/15``; ``net.max_epochs`` when
+        None.
+    """
+
+    def __init__(self, leave=False, epochs=None):
+        self.leave = leave
+        self.epochs = epochs
+
+    def on_train_begin(self, net, **kwargs):
+        self.first_epoch_ = len(net.history)
+
+    def _n_batches(self, net, dataset, training):
+        if dataset is None:
+            return 0
+        name = "iterator_train" if training else "iterator_valid"
+        batch_size = net.get_params().get(f"{name}__batch_size", net.batch_size)
+        batches = math.ceil(len(dataset) / batch_size)
+        accelerator = getattr(net, "accelerator", None)
+        if accelerator is not None:
+            batches = math.ceil(batches / accelerator.num_processes)
+        return batches
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        epoch = len(net.history) - getattr(self, "first_epoch_", 0)
+        epochs = self.epochs or net.max_epochs
+        total = (self._n_batches(net, dataset_train, True)
+                 + self._n_batches(net, dataset_valid, False))
+        accelerator = getattr(net, "accelerator", None)
+        main = accelerator is None or accelerator.is_local_main_process
+        self.pbar_ = progress_bar(
+            total=total, desc=f"epoch {epoch}/{epochs}", unit="batch",
+            leave=self.leave, disable=not main,
+        )
+        self.loss_sum_ = self.correct_ = 0.0
+        self.seen_ = 0
+        self.last_refresh_ = time.monotonic()
+
+    def on_batch_end(self, net, batch=None, training=None, loss=None, y_pred=None,
+                     **kwargs):
+        if training and y_pred is not None and batch is not None:
+            y_true = batch[1]
+            n = len(y_pred)
+            self.loss_sum_ = self.loss_sum_ + loss.detach() * n
+            if y_true is not None:
+                hits = y_pred.detach().argmax(dim=1) == torch.as_tensor(
+                    y_true, device=y_pred.device)
+                self.correct_ = self.correct_ + hits.sum()
+            self.seen_ += n
+            now = time.monotonic()
+            if now - self.last_refresh_ > _REFRESH_SECONDS:
+                self.last_refresh_ = now
+                self.pbar_.set_postfix(self._running(), refresh=False)
+        self.pbar_.update(1)
+
+    def _running(self):
+        if not self.seen_:
+            return {}
+        return {"loss": f"{float(self.loss_sum_) / self.seen_:.4f}",
+                "acc": f"{float(self.correct_) / self.seen_:.3f}"}
+
+    def on_epoch_end(self, net, **kwargs):
+        postfix = self._running()
+        row = net.history[-1]
+        for key in ("valid_loss", "valid_acc"):
+            if key in row:
+                postfix[key] = f"{row[key]:.4f}"
+        self.pbar_.set_postfix(postfix, refresh=True)
+        self.pbar_.close()
+        del self.pbar_
+
+    def on_train_end(self, net, **kwargs):
+        # An interrupted epoch leaves its bar open.
+        if hasattr(self, "pbar_"):
+            self.pbar_.close()
+            del self.pbar_
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("pbar_", None)
+        return state

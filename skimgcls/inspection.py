@@ -1,0 +1,605 @@
+"""Look inside a fitted classifier: learning curves, worst errors, top-k scores.
+
+The displays follow scikit-learn's visualization API: build one with
+``from_estimator`` (or ``from_history`` / ``from_predictions``), which calls
+``plot``; the figure is then in ``figure_`` and the axes in ``ax_`` or
+``axes_``. matplotlib is needed only to plot (``pip install
+"skimgcls[plots]"``) and is imported when ``plot`` runs.
+
+scikit-learn's own displays work as they are with
+:class:`~skimgcls.CNNClassifier`, e.g.
+``sklearn.metrics.ConfusionMatrixDisplay.from_estimator(clf, X_test, y_test)``.
+"""
+
+import math
+import numbers
+
+import numpy as np
+from sklearn.utils.validation import column_or_1d
+
+from .utils.validation import check_images, is_path_array
+
+__all__ = [
+    "MisclassifiedImagesDisplay",
+    "TopKAccuracyScorer",
+    "TrainingHistoryDisplay",
+    "make_top_k_scorer",
+    "top_k_accuracy",
+]
+
+#: History columns that are bookkeeping, not curves.
+_NOT_CURVES = {"epoch", "dur", "batches", "train_batch_count", "valid_batch_count"}
+
+
+def _pyplot(caller):
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            f"{caller} needs matplotlib to plot: pip install \"skimgcls[plots]\"."
+        ) from exc
+    return plt
+
+
+def _history_of(estimator):
+    """Find the skorch history of a CNNClassifier, a Pipeline or a search."""
+    seen = estimator
+    for _ in range(10):
+        history = getattr(estimator, "history_", None)
+        if history is None and hasattr(estimator, "net_"):
+            history = estimator.net_.history
+        if history is not None:
+            return history
+        if hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        elif hasattr(estimator, "steps"):
+            estimator = estimator.steps[-1][1]
+        else:
+            break
+    raise ValueError(
+        "Expected a fitted CNNClassifier (alone, as the last step of a Pipeline, "
+        f"or as best_estimator_ of a search) with a training history; got "
+        f"{type(seen).__name__}. Fit it first, or pass its history_ to "
+        "TrainingHistoryDisplay.from_history."
+    )
+
+
+class TrainingHistoryDisplay:
+    """Learning curves: losses and scores per epoch of a fitted network.
+
+    Build it with :meth:`from_estimator` or :meth:`from_history`; the left
+    panel shows the losses (``train_loss``, ``valid_loss``...), the right one
+    the scores (``valid_acc``...), and a dotted line marks the epoch with the
+    lowest validation loss.
+
+    Parameters
+    ----------
+    epochs : ndarray of shape (n_epochs,)
+        Epoch numbers, starting at 1.
+    losses : dict of str to ndarray of shape (n_epochs,)
+        Loss curves by name.
+    scores : dict of str to ndarray of shape (n_epochs,)
+        Score curves (accuracy...) by name; may be empty.
+    estimator_name : str or None, default=None
+        Shown in the figure title.
+
+    Attributes
+    ----------
+    figure_ : matplotlib.figure.Figure
+        The figure.
+    axes_ : ndarray of matplotlib.axes.Axes
+        One panel (losses) or two (losses, scores).
+    lines_ : dict of str to matplotlib.lines.Line2D
+        The curve of each name.
+    best_epoch_ : int or None
+        Epoch with the lowest ``valid_loss`` (``train_loss`` without
+        validation).
+
+    See Also
+    --------
+    sklearn.model_selection.LearningCurveDisplay : Score versus training set
+        size, across refits.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_digits
+    >>> from skimgcls import CNNClassifier, TrainingHistoryDisplay
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(max_epochs=2, module__width=4, random_state=0)
+    >>> clf = clf.fit(X[:300] / 16, y[:300])
+    >>> display = TrainingHistoryDisplay.from_estimator(clf)
+    >>> [ax.get_title() for ax in display.axes_]
+    ['Loss', 'Score']
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close(display.figure_)
+    """
+
+    def __init__(self, *, epochs, losses, scores, estimator_name=None):
+        self.epochs = epochs
+        self.losses = losses
+        self.scores = scores
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_history(cls, history, *, keys=None, estimator_name=None, ax=None):
+        """Plot the curves recorded in a skorch history.
+
+        Parameters
+        ----------
+        history : skorch.History or list of dict
+            One dict per epoch, e.g. ``clf.history_``.
+        keys : list of str or None, default=None
+            Columns to plot. None plots every numeric column present in all
+            epochs except bookkeeping (``epoch``, ``dur``, batch counts, the
+            ``*_best`` flags and ``event_*`` values such as learning rates). Names
+            ending in ``loss`` go to the loss panel, the others to the score
+            panel.
+        estimator_name : str or None, default=None
+            Shown in the figure title.
+        ax : sequence of matplotlib.axes.Axes or None, default=None
+            One axes per panel; None creates a figure.
+
+        Returns
+        -------
+        display : TrainingHistoryDisplay
+            The plotted display.
+        """
+        rows = list(history.to_list() if hasattr(history, "to_list") else history)
+        if not rows:
+            raise ValueError("The history is empty: fit the estimator for at least "
+                             "one epoch first.")
+        if keys is None:
+            keys = [key for key in rows[0]
+                    if key not in _NOT_CURVES and not key.endswith("_best")
+                    and not key.startswith("event_")
+                    and all(isinstance(row.get(key), numbers.Real)
+                            and not isinstance(row.get(key), bool) for row in rows)]
+        missing = [key for key in keys if any(key not in row for row in rows)]
+        if missing:
+            raise ValueError(
+                f"History columns {missing} are not recorded in every epoch; "
+                f"available: {sorted(rows[-1])}."
+            )
+        epochs = np.array([row.get("epoch", i + 1) for i, row in enumerate(rows)])
+        curves = {key: np.array([row[key] for row in rows], dtype=float)
+                  for key in keys}
+        display = cls(
+            epochs=epochs,
+            losses={k: v for k, v in curves.items() if k.endswith("loss")},
+            scores={k: v for k, v in curves.items() if not k.endswith("loss")},
+            estimator_name=estimator_name,
+        )
+        return display.plot(ax=ax)
+
+    @classmethod
+    def from_estimator(cls, estimator, *, keys=None, ax=None):
+        """Plot the training history of a fitted estimator.
+
+        Parameters
+        ----------
+        estimator : estimator instance
+            A fitted :class:`~skimgcls.CNNClassifier`, a Pipeline ending with
+            one, or a fitted search whose ``best_estimator_`` is one of those.
+        keys : list of str or None, default=None
+            Columns to plot, as in :meth:`from_history`.
+        ax : sequence of matplotlib.axes.Axes or None, default=None
+            One axes per panel; None creates a figure.
+
+        Returns
+        -------
+        display : TrainingHistoryDisplay
+            The plotted display.
+        """
+        return cls.from_history(_history_of(estimator), keys=keys,
+                                estimator_name=type(estimator).__name__, ax=ax)
+
+    def plot(self, *, ax=None):
+        """Draw the curves.
+
+        Parameters
+        ----------
+        ax : sequence of matplotlib.axes.Axes or None, default=None
+            One axes per panel (one without scores, else two); None creates a
+            figure.
+
+        Returns
+        -------
+        display : TrainingHistoryDisplay
+            This display, with ``figure_``, ``axes_`` and ``lines_``.
+        """
+        plt = _pyplot("TrainingHistoryDisplay")
+        panels = [("Loss", self.losses)] + ([("Score", self.scores)]
+                                            if self.scores else [])
+        if ax is None:
+            fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5),
+                                     squeeze=False, layout="constrained")
+            axes = axes[0]
+        else:
+            axes = np.atleast_1d(np.asarray(ax, dtype=object))
+            if len(axes) != len(panels):
+                raise ValueError(f"Expected {len(panels)} axes (one per panel: "
+                                 f"{[p[0] for p in panels]}); got {len(axes)}.")
+            fig = axes[0].figure
+        monitor = self.losses.get("valid_loss", self.losses.get("train_loss"))
+        self.best_epoch_ = (None if monitor is None
+                            else int(self.epochs[int(np.nanargmin(monitor))]))
+        self.lines_ = {}
+        for axis, (title, curves) in zip(axes, panels):
+            for name, values in curves.items():
+                (self.lines_[name],) = axis.plot(self.epochs, values, marker=".",
+                                                 label=name)
+            if self.best_epoch_ is not None:
+                axis.axvline(self.best_epoch_, color="gray", linestyle=":",
+                             label=f"best epoch ({self.best_epoch_})")
+            axis.set(title=title, xlabel="epoch")
+            axis.legend()
+        if self.estimator_name:
+            fig.suptitle(f"Training history of {self.estimator_name}")
+        self.figure_, self.axes_ = fig, np.asarray(axes, dtype=object)
+        return self
+
+
+def _display_images(X, indices):
+    """Return the images at ``indices`` as NHWC arrays for imshow."""
+    if is_path_array(X):
+        from PIL import Image
+
+        paths = np.asarray(X, dtype=object)[indices]
+        return [np.asarray(Image.open(path)) for path in paths]
+    images = check_images(X)
+    return [images[i] for i in indices]
+
+
+def _for_imshow(image):
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.dtype == np.uint16:
+        return image / 65535.0
+    if image.dtype.kind == "f":
+        low, high = float(np.min(image)), float(np.max(image))
+        if low < 0 or high > 1:  # normalized images: stretch for display
+            image = (image - low) / (high - low or 1.0)
+    return image
+
+
+class MisclassifiedImagesDisplay:
+    """A grid of the worst errors: image, true label, prediction, probability.
+
+    "Worst" means the misclassified images the classifier was most confident
+    about (highest probability of the wrong prediction). Build it with
+    :meth:`from_estimator` or :meth:`from_predictions`.
+
+    Parameters
+    ----------
+    images : list of ndarray
+        The misclassified images to show, NHWC or HW.
+    y_true : ndarray of shape (n_images,)
+        Their true labels.
+    y_pred : ndarray of shape (n_images,)
+        The predicted labels.
+    confidence : ndarray of shape (n_images,) or None
+        The probability of each prediction, or None if unknown.
+    indices : ndarray of shape (n_images,)
+        Positions of the images in the input.
+    n_errors : int
+        How many images were misclassified in all.
+    n_samples : int
+        How many images were classified.
+
+    Attributes
+    ----------
+    figure_ : matplotlib.figure.Figure
+        The figure.
+    axes_ : ndarray of matplotlib.axes.Axes of shape (n_rows, n_cols)
+        One axes per image (unused cells are hidden).
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skimgcls import MisclassifiedImagesDisplay
+    >>> images = np.zeros((4, 8, 8))
+    >>> display = MisclassifiedImagesDisplay.from_predictions(
+    ...     images, y_true=[0, 1, 1, 0], y_pred=[0, 0, 1, 1],
+    ...     y_proba=[0.9, 0.8, 0.7, 0.6])
+    >>> display.indices.tolist()
+    [1, 3]
+    >>> display.axes_[0, 0].get_title()
+    'true: 1\\npred: 0 (0.80)'
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close(display.figure_)
+    """
+
+    def __init__(self, *, images, y_true, y_pred, confidence, indices, n_errors,
+                 n_samples):
+        self.images = images
+        self.y_true = y_true
+        self.y_pred = y_pred
+        self.confidence = confidence
+        self.indices = indices
+        self.n_errors = n_errors
+        self.n_samples = n_samples
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y, *, n_images=16, n_cols=None,
+                       cmap="gray", ax=None):
+        """Classify ``X`` and show the worst errors.
+
+        Parameters
+        ----------
+        estimator : estimator instance
+            A fitted classifier with ``predict_proba`` and ``classes_`` (a
+            :class:`~skimgcls.CNNClassifier` or a Pipeline ending with one).
+        X : array-like, list of PIL.Image.Image or array of paths
+            Images accepted by ``estimator``.
+        y : array-like of shape (n_samples,)
+            True labels.
+        n_images : int, default=16
+            Show at most this many errors.
+        n_cols : int or None, default=None
+            Columns of the grid; about a square grid when None.
+        cmap : str, default='gray'
+            Colormap of one-channel images.
+        ax : array of matplotlib.axes.Axes or None, default=None
+            Axes to draw into (at least as many as images); None creates a
+            figure.
+
+        Returns
+        -------
+        display : MisclassifiedImagesDisplay
+            The plotted display.
+        """
+        proba = estimator.predict_proba(X)
+        return cls.from_predictions(
+            X, y, estimator.classes_[proba.argmax(axis=1)], y_proba=proba,
+            labels=estimator.classes_, n_images=n_images, n_cols=n_cols,
+            cmap=cmap, ax=ax)
+
+    @classmethod
+    def from_predictions(cls, X, y_true, y_pred, *, y_proba=None, labels=None,
+                         n_images=16, n_cols=None, cmap="gray", ax=None):
+        """Show the worst errors among given predictions.
+
+        Parameters
+        ----------
+        X : array-like, list of PIL.Image.Image or array of paths
+            The images that were classified.
+        y_true : array-like of shape (n_samples,)
+            True labels.
+        y_pred : array-like of shape (n_samples,)
+            Predicted labels.
+        y_proba : array-like of shape (n_samples,) or (n_samples, n_classes), \
+default=None
+            The probability of each prediction, or all class probabilities
+            with columns in the order of ``labels``. Errors are sorted by it,
+            most confident first. None keeps the input order.
+        labels : array-like of shape (n_classes,) or None, default=None
+            Column labels of a 2-D ``y_proba``; the sorted union of
+            ``y_true`` and ``y_pred`` when None.
+        n_images : int, default=16
+            Show at most this many errors.
+        n_cols : int or None, default=None
+            Columns of the grid; about a square grid when None.
+        cmap : str, default='gray'
+            Colormap of one-channel images.
+        ax : array of matplotlib.axes.Axes or None, default=None
+            Axes to draw into; None creates a figure.
+
+        Returns
+        -------
+        display : MisclassifiedImagesDisplay
+            The plotted display.
+        """
+        y_true = column_or_1d(y_true)
+        y_pred = column_or_1d(y_pred)
+        if len(y_true) != len(y_pred):
+            raise ValueError(f"y_true has {len(y_true)} labels but y_pred has "
+                             f"{len(y_pred)}; pass one of each per image.")
+        confidence = _prediction_confidence(y_proba, y_pred, y_true, labels)
+        errors = np.flatnonzero(y_true != y_pred)
+        if confidence is not None:
+            errors = errors[np.argsort(-confidence[errors], kind="stable")]
+        shown = errors[:n_images]
+        display = cls(
+            images=_display_images(X, shown),
+            y_true=y_true[shown], y_pred=y_pred[shown],
+            confidence=None if confidence is None else confidence[shown],
+            indices=shown, n_errors=len(errors), n_samples=len(y_true),
+        )
+        return display.plot(n_cols=n_cols, cmap=cmap, ax=ax)
+
+    def plot(self, *, n_cols=None, cmap="gray", ax=None):
+        """Draw the grid of images.
+
+        Parameters
+        ----------
+        n_cols : int or None, default=None
+            Columns of the grid; about a square grid when None.
+        cmap : str, default='gray'
+            Colormap of one-channel images.
+        ax : array of matplotlib.axes.Axes or None, default=None
+            Axes to draw into; None creates a figure.
+
+        Returns
+        -------
+        display : MisclassifiedImagesDisplay
+            This display, with ``figure_`` and ``axes_``.
+        """
+        plt = _pyplot("MisclassifiedImagesDisplay")
+        n = max(len(self.images), 1)
+        n_cols = n_cols or math.ceil(math.sqrt(n))
+        n_rows = math.ceil(n / n_cols)
+        if ax is None:
+            fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
+                                     figsize=(1.6 * n_cols, 1.9 * n_rows + 0.5),
+                                     layout="constrained")
+        else:
+            axes = np.asarray(ax, dtype=object).reshape(-1)
+            if len(axes) < n:
+                raise ValueError(f"Expected at least {n} axes; got {len(axes)}.")
+            fig = axes[0].figure
+            axes = axes.reshape(1, -1)
+        for axis in axes.flat:
+            axis.set_axis_off()
+        if not len(self.images):
+            axes.flat[0].text(0.5, 0.5, "No misclassified images",
+                              ha="center", va="center")
+        for i, axis in enumerate(axes.flat[:len(self.images)]):
+            axis.imshow(_for_imshow(self.images[i]), cmap=cmap)
+            title = f"true: {self.y_true[i]}\npred: {self.y_pred[i]}"
+            if self.confidence is not None:
+                title += f" ({self.confidence[i]:.2f})"
+            axis.set_title(title, fontsize=8)
+        if self.n_errors == 0:
+            shown = "No errors"
+        elif len(self.images) == self.n_errors:
+            shown = f"All {self.n_errors} errors"
+        else:
+            shown = f"{len(self.images)} worst of {self.n_errors} errors"
+        fig.suptitle(f"{shown} ({self.n_samples} images)")
+        self.figure_, self.axes_ = fig, axes
+        return self
+
+
+def _prediction_confidence(y_proba, y_pred, y_true, labels):
+    if y_proba is None:
+        return None
+    proba = np.asarray(y_proba, dtype=float)
+    if proba.ndim == 1:
+        if len(proba) != len(y_pred):
+            raise ValueError(f"A 1-D y_proba needs one probability per image "
+                             f"({len(y_pred)}); got {len(proba)}.")
+        return proba
+    if labels is None:
+        labels = np.unique(np.concatenate([y_true, y_pred]))
+    labels = np.asarray(labels)
+    unknown = np.setdiff1d(y_pred, labels)
+    if unknown.size:
+        raise ValueError(f"y_pred has labels {unknown.tolist()[:5]} that are not in "
+                         f"labels={labels.tolist()[:20]}.")
+    if proba.shape != (len(y_pred), len(labels)):
+        raise ValueError(
+            f"A 2-D y_proba must have shape (n_samples, n_classes) = "
+            f"({len(y_pred)}, {len(labels)}); got {proba.shape}. Pass labels= in "
+            "the order of its columns."
+        )
+    order = np.argsort(labels)
+    columns = order[np.searchsorted(labels, y_pred, sorter=order)]
+    return proba[np.arange(len(y_pred)), columns]
+
+
+class TopKAccuracyScorer:
+    """Scorer: share of images whose true class is among the ``k`` most probable.
+
+    Callable as ``scorer(estimator, X, y)``, hence usable as
+    ``GridSearchCV(scoring=...)`` or ``cross_val_score(scoring=...)``, also in
+    a dict of several scorers. Unlike scikit-learn's ``'top_k_accuracy'``
+    string, it takes the class list from the estimator, so it works when a
+    test fold lacks some classes, and ``k`` at least the number of classes
+    simply scores 1.
+
+    Parameters
+    ----------
+    k : int, default=5
+        Number of most probable classes that count as a hit.
+
+    See Also
+    --------
+    make_top_k_scorer : Build this scorer.
+    sklearn.metrics.top_k_accuracy_score : The metric on given scores.
+    """
+
+    def __init__(self, k=5):
+        self.k = k
+
+    def __call__(self, estimator, X, y_true, sample_weight=None):
+        """Return the top-k accuracy of ``estimator`` on ``X, y_true``.
+
+        Parameters
+        ----------
+        estimator : estimator instance
+            A fitted classifier with ``predict_proba`` and ``classes_``.
+        X : array-like
+            Images accepted by ``estimator``.
+        y_true : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the images in the average.
+
+        Returns
+        -------
+        score : float
+            Between 0 and 1, higher is better.
+        """
+        proba = np.asarray(estimator.predict_proba(X))
+        return top_k_accuracy(y_true, proba, estimator.classes_, k=self.k,
+                              sample_weight=sample_weight)
+
+    def __repr__(self):
+        return f"make_top_k_scorer(k={self.k})"
+
+
+def top_k_accuracy(y_true, y_proba, classes, *, k=5, sample_weight=None):
+    """Share of samples whose true class is among the ``k`` highest scores.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels; labels not in ``classes`` count as misses.
+    y_proba : array-like of shape (n_samples, n_classes)
+        Class scores, columns in the order of ``classes``.
+    classes : array-like of shape (n_classes,)
+        The class labels.
+    k : int, default=5
+        Number of highest scores that count as a hit.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weights of the samples in the average.
+
+    Returns
+    -------
+    score : float
+        Weighted share of hits.
+    """
+    if not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    y_true = column_or_1d(y_true)
+    classes = np.asarray(classes)
+    proba = np.asarray(y_proba)
+    k = min(int(k), len(classes))
+    top = np.argpartition(-proba, k - 1, axis=1)[:, :k]
+    hits = (classes[top] == y_true[:, None]).any(axis=1)
+    return float(np.average(hits, weights=sample_weight))
+
+
+def make_top_k_scorer(k=5):
+    """Make a top-k accuracy scorer for searches and cross-validation.
+
+    Parameters
+    ----------
+    k : int, default=5
+        Number of most probable classes that count as a hit.
+
+    Returns
+    -------
+    scorer : TopKAccuracyScorer
+        A callable ``scorer(estimator, X, y) -> float``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from skimgcls import CNNClassifier, make_top_k_scorer
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(max_epochs=1, module__width=4, random_state=0)
+    >>> scores = cross_val_score(clf, X[:200] / 16, y[:200], cv=2,
+    ...                          scoring=make_top_k_scorer(k=3))
+    >>> scores.shape
+    (2,)
+    """
+    if not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    return TopKAccuracyScorer(k=int(k))
