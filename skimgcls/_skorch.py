@@ -21,6 +21,8 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 
+from .augmentation import mix_batch
+
 __all__ = ["ImageNet", "ImageTensorDataset", "resolve_device", "resolve_precision"]
 
 _SCALE = {torch.uint8: 1 / 255, torch.uint16: 1 / 65535}
@@ -118,12 +120,18 @@ class ImageNet(NeuralNetClassifier):
         the forward pass, never to validation or prediction batches.
     precision : {'fp32', 'bf16'}, default='fp32'
         ``'bf16'`` runs the forward pass under bf16 autocast.
+    mixup_alpha, cutmix_alpha : float, default=0.0
+        MixUp / CutMix of training batches (after ``augment``), see
+        :func:`skimgcls.augmentation.mix_batch`; 0 turns them off.
     """
 
-    def __init__(self, *args, augment=None, precision="fp32", **kwargs):
+    def __init__(self, *args, augment=None, precision="fp32", mixup_alpha=0.0,
+                 cutmix_alpha=0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.augment = augment
         self.precision = precision
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
 
     def to_model_input(self, x):
         """Turn an NHWC batch into float NCHW (channels_last) on the device."""
@@ -151,8 +159,15 @@ class ImageNet(NeuralNetClassifier):
         images = self.to_model_input(Xi)
         if self.augment is not None:
             images = self.augment(images)
+        images, perm, lam = mix_batch(images, mixup_alpha=self.mixup_alpha,
+                                      cutmix_alpha=self.cutmix_alpha)
         y_pred = self.forward_images(images)
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        if perm is not None:  # the partner's label, with its sample weight
+            perm = perm.to("cpu")
+            partner = {"sample_weight": Xi["sample_weight"][perm]}
+            loss = lam * loss + (1 - lam) * self.get_loss(
+                y_pred, yi[perm], X=partner, training=True)
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
 

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import assert_all_finite
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
@@ -25,6 +26,7 @@ from ._skorch import (
     resolve_device,
     resolve_precision,
 )
+from .datasets import ImagePathDataset
 from .networks import build_network
 from .utils._random import seeded
 from .utils.validation import check_image_shape, check_images
@@ -101,6 +103,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         gets every training batch of every epoch as a float tensor of shape
         ``(n, C, H, W)`` and returns one of the same shape; it never sees the
         validation split or images passed to ``predict``.
+    mixup_alpha : float, default=0.0
+        MixUp on training batches: each image is blended with another of the
+        batch, ``lam * x_i + (1 - lam) * x_j``, and so is the loss of their
+        labels, with ``lam ~ Beta(mixup_alpha, mixup_alpha)`` (0.2 is usual).
+        0 turns it off. Never applied to validation or prediction.
+    cutmix_alpha : float, default=0.0
+        CutMix on training batches: a box of another image of the batch is
+        pasted in, labels weighted by area, ``1 - lam`` of the image with
+        ``lam ~ Beta(cutmix_alpha, cutmix_alpha)`` (1.0 is usual). 0 turns it
+        off. With both alphas set, each batch uses one of the two at random.
+    reader : ImageReader or None, default=None
+        How to decode ``X`` given as a 1-D array of file paths (color mode,
+        size): a :class:`skimgcls.ImageReader`; None means
+        ``ImageReader()`` (RGB, the files' own size). Paths are decoded batch
+        by batch in DataLoader worker processes during fit and predict, so
+        memory does not grow with the number of files. The number of workers
+        is ``iterator_train__num_workers`` / ``iterator_valid__num_workers``
+        (default: up to 4, one less than the CPU cores).
     image_shape : tuple of int or None, default=None
         ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
         ``(n_samples, H*W*C)`` (one entry may be -1). None reads 2-D rows as
@@ -159,7 +179,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     -----
     Images are taken as NumPy arrays ``(n, H, W)``, ``(n, H, W, C)`` or
     ``(n, C, H, W)`` with ``C`` in 1, 3, 4; as 2-D arrays with ``image_shape``;
-    as lists of PIL images or torch tensors (NCHW). uint8 images are scaled to
+    as lists of PIL images or torch tensors (NCHW); or as a 1-D array of image
+    file paths (e.g. from :func:`skimgcls.load_image_folder` with
+    ``lazy=True``), decoded batch by batch with ``reader``. uint8 images are scaled to
     [0, 1] at the network's input; float images are used as they are, so
     normalize them (e.g. with :class:`skimgcls.Normalize`) if their range is
     far from [0, 1].
@@ -188,6 +210,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "augment": [callable, None],
+        "mixup_alpha": [Interval(Real, 0, None, closed="left")],
+        "cutmix_alpha": [Interval(Real, 0, None, closed="left")],
+        "reader": [HasMethods(["read"]), None],
         "image_shape": [tuple, list, None],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "device": [str, torch.device],
@@ -211,6 +236,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         patience=5,
         class_weight=None,
         augment=None,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        reader=None,
         image_shape=None,
         precision="auto",
         device="auto",
@@ -231,6 +259,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.class_weight = class_weight
         self.augment = augment
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.reader = reader
         self.image_shape = image_shape
         self.precision = precision
         self.device = device
@@ -297,9 +328,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
+        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
             Images of shape ``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)``, or
-            ``(n, H*W*C)`` with ``image_shape``.
+            ``(n, H*W*C)`` with ``image_shape``; or a 1-D array of image file
+            paths, decoded batch by batch with ``reader``.
         y : array-like of shape (n_samples,)
             Class labels of any hashable kind (strings, ints...).
         sample_weight : array-like of shape (n_samples,), default=None
@@ -348,15 +380,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
              partial=False):
         image_shape = check_image_shape(self.image_shape)
         X = check_images(X, image_shape=image_shape, estimator=self, reset=not warm,
-                         fitted_shape=self.image_shape_ if warm else None)
+                         fitted_shape=self.image_shape_ if warm else None,
+                         allow_paths=True)
+        if X.ndim == 1 and not warm:  # file paths: the first file gives the shape
+            shape = self._reader().read(X[:1]).shape[1:]
+            self.n_features_in_ = int(np.prod(shape))
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
         with seeded(self.random_state) as rng:
             if not warm:
-                self.image_shape_ = tuple(X.shape[1:])
+                self.image_shape_ = tuple(X.shape[1:]) if X.ndim > 1 else shape
                 self.device_ = resolve_device(self.device)
                 self.precision_ = resolve_precision(self.precision, self.device_)
-                self.net_ = self._build_net()
+                self.net_ = self._build_net(paths=X.ndim == 1)
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self.net_.train_split = None if valid is None else predefined_split(valid)
             self.net_.callbacks = self._callbacks(len(train), partial=partial)
@@ -414,7 +450,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _split(self, X, y_enc, weights, rng, *, partial):
         if self.validation_fraction is None or partial:
-            return ImageTensorDataset(X, y_enc, weights), None
+            return self._dataset(X, y_enc, weights), None
         idx = np.arange(len(X))
         try:
             train_idx, valid_idx = train_test_split(
@@ -428,10 +464,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"({exc}). Pass more images, a larger validation_fraction, or "
                 "validation_fraction=None to train without a validation split."
             ) from None
-        return (ImageTensorDataset(X[train_idx], y_enc[train_idx], weights[train_idx]),
-                ImageTensorDataset(X[valid_idx], y_enc[valid_idx], weights[valid_idx]))
+        return (self._dataset(X[train_idx], y_enc[train_idx], weights[train_idx]),
+                self._dataset(X[valid_idx], y_enc[valid_idx], weights[valid_idx]))
 
-    def _build_net(self):
+    def _reader(self):
+        if self.reader is not None:
+            return self.reader
+        from .preprocessing import ImageReader
+
+        return ImageReader()
+
+    def _dataset(self, X, y_enc=None, weights=None):
+        """In-memory images -> tensor slices; file paths -> decoded per batch."""
+        if X.ndim == 1:
+            return ImagePathDataset(X, y_enc, weights, reader=self._reader(),
+                                    image_shape=self.image_shape_)
+        return ImageTensorDataset(X, y_enc, weights)
+
+    def _build_net(self, paths=False):
         h, w, c = self.image_shape_
         module = self.module
         if isinstance(module, nn.Module):
@@ -449,6 +499,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             iterator_valid__collate_fn=collate_batch,
             iterator_train__shuffle=True,
         )
+        if paths:  # decode files in worker processes, overlapping training
+            kwargs.update(iterator_train__num_workers=_default_workers(),
+                          iterator_valid__num_workers=_default_workers())
         kwargs.update((k, v) for k, v in self._routed_params().items()
                       if not k.startswith("module__"))
         net = ImageNet(
@@ -463,6 +516,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             augment=self.augment,
             precision=self.precision_,
+            mixup_alpha=self.mixup_alpha,
+            cutmix_alpha=self.cutmix_alpha,
             **kwargs,
         )
         return net.initialize()
@@ -494,25 +549,39 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _check_X(self, X):
         check_is_fitted(self)
         return check_images(X, image_shape=self.image_shape_, estimator=self,
-                            reset=False, fitted_shape=self.image_shape_)
+                            reset=False, fitted_shape=self.image_shape_,
+                            allow_paths=True)
 
     def _logits(self, X):
         """Return the float32 logits of validated images, batch by batch."""
-        images = torch.from_numpy(X)
         batch_size = max(self.batch_size, PREDICT_BATCH_SIZE)
+        if X.ndim == 1:
+            return self._path_logits(X, batch_size)
+        images = torch.from_numpy(X)
         with torch.inference_mode():
             return torch.cat([
                 self.net_.evaluation_step((images[i:i + batch_size], None))
                 for i in range(0, len(images), batch_size)
             ]).cpu()
 
+    def _path_logits(self, paths, batch_size):
+        """Logits of image files, decoded in DataLoader workers batch by batch."""
+        workers = self._routed.get("iterator_valid__num_workers", _default_workers())
+        loader = torch.utils.data.DataLoader(
+            self._dataset(paths), batch_size=batch_size, shuffle=False,
+            num_workers=workers, collate_fn=collate_batch)
+        with torch.inference_mode():
+            return torch.cat([self.net_.evaluation_step(batch)
+                              for batch in loader]).cpu()
+
     def predict_proba(self, X):
         """Return class probabilities (softmax of the network's outputs).
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images with the shape seen in :meth:`fit`.
+        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
+            Images with the shape seen in :meth:`fit`, or a 1-D array of
+            image file paths (decoded with ``reader``).
 
         Returns
         -------
@@ -527,8 +596,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images with the shape seen in :meth:`fit`.
+        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
+            Images with the shape seen in :meth:`fit`, or a 1-D array of
+            image file paths (decoded with ``reader``).
 
         Returns
         -------
@@ -553,6 +623,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
 def _silent(*args, **kwargs):
     """A sink that prints nothing (for callbacks when ``verbose=0``)."""
+
+
+def _default_workers():
+    """DataLoader workers that decode files: up to 4, leaving a core to train."""
+    return min(4, max(1, (os.cpu_count() or 1) - 1))
 
 
 def _strip(params, prefix):
