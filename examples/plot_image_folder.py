@@ -89,7 +89,8 @@ wrong = np.flatnonzero(predicted != truth)
 shown = wrong[:8] if len(wrong) else np.arange(8)
 fig, axes = plt.subplots(1, len(shown), figsize=(1.6 * len(shown), 2.2))
 for ax, i in zip(np.atleast_1d(axes), shown):
-    ax.imshow(Image.open(new_files[i]), cmap="gray")
+    with Image.open(new_files[i]) as picture:
+        ax.imshow(np.asarray(picture), cmap="gray")
     ax.set_title(f"{predicted[i]}\n({proba[i].max():.2f}) not {truth[i]}", fontsize=8)
     ax.axis("off")
 fig.suptitle(f"{len(wrong)} mistakes out of {len(new_files)} new files")
