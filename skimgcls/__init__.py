@@ -1,6 +1,8 @@
 """skimgcls: image classification the scikit-learn way, on PyTorch and skorch."""
 
+from .augmentation import RandomAugment
 from .classifier import CNNClassifier
+from .datasets import load_image_csv, load_image_folder
 from .exceptions import NonFiniteLossError, UnsafeModelFileError
 from .inspection import (
     MisclassifiedImagesDisplay,
@@ -9,19 +11,38 @@ from .inspection import (
 )
 from .networks import list_networks, register_network
 from .persistence import export_onnx, load, save
+from .preprocessing import (
+    CenterCrop,
+    ImageReader,
+    Normalize,
+    Resize,
+    ToFloat,
+    ToGrayscale,
+    ToRGB,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CenterCrop",
     "CNNClassifier",
     "export_onnx",
+    "ImageReader",
     "list_networks",
     "load",
+    "load_image_csv",
+    "load_image_folder",
     "make_top_k_scorer",
     "MisclassifiedImagesDisplay",
     "NonFiniteLossError",
+    "Normalize",
+    "RandomAugment",
     "register_network",
+    "Resize",
     "save",
+    "ToFloat",
+    "ToGrayscale",
+    "ToRGB",
     "TrainingHistoryDisplay",
     "UnsafeModelFileError",
     "__version__",

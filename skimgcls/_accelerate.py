@@ -15,7 +15,6 @@ only when an accelerator is used.
 import warnings
 from collections.abc import Mapping
 
-from skorch.dataset import unpack_data
 from skorch.exceptions import DeviceWarning
 from skorch.hf import AccelerateMixin
 
@@ -89,12 +88,7 @@ class AcceleratedImageNet(AccelerateMixin, ImageNet):
 
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        images = self.to_model_input(Xi)
-        if self.augment is not None:
-            images = self.augment(images)
-        y_pred = self.forward_images(images)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        loss, y_pred = self.training_loss(batch)
         self.accelerator.backward(loss)
         return {"loss": loss, "y_pred": y_pred}
 

@@ -30,8 +30,9 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 
 from ._checkpoint import _cpu
-from .exceptions import NonFiniteLossError
 from ._tta import average_views
+from .augmentation import mix_batch
+from .exceptions import NonFiniteLossError
 
 __all__ = ["ImageNet", "ImageTensorDataset", "resolve_device", "resolve_precision"]
 
@@ -134,12 +135,18 @@ class ImageNet(NeuralNetClassifier):
         the forward pass, never to validation or prediction batches.
     precision : {'fp32', 'bf16'}, default='fp32'
         ``'bf16'`` runs the forward pass under bf16 autocast.
+    mixup_alpha, cutmix_alpha : float, default=0.0
+        MixUp / CutMix of training batches (after ``augment``), see
+        :func:`skimgcls.augmentation.mix_batch`; 0 turns them off.
     """
 
-    def __init__(self, *args, augment=None, precision="fp32", **kwargs):
+    def __init__(self, *args, augment=None, precision="fp32", mixup_alpha=0.0,
+                 cutmix_alpha=0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.augment = augment
         self.precision = precision
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
         # Trailing underscores keep these out of skorch's get_params.
         self.checkpoint_ = None
         self.interrupted_ = None
@@ -180,16 +187,33 @@ class ImageNet(NeuralNetClassifier):
     def infer(self, x, **fit_params):
         return self.forward_images(self.to_model_input(x))
 
-    def train_step_single(self, batch, **fit_params):
-        self._set_training(True)
+    def training_loss(self, batch):
+        """Loss and logits of one training batch: augment, mix, forward, check.
+
+        Augmentation and MixUp/CutMix happen here, so only training batches
+        ever see them. A non-finite loss raises
+        :class:`~skimgcls.exceptions.NonFiniteLossError`.
+        """
         Xi, yi = unpack_data(batch)
         images = self.to_model_input(Xi)
         if self.augment is not None:
             images = self.augment(images)
+        images, perm, lam = mix_batch(images, mixup_alpha=self.mixup_alpha,
+                                      cutmix_alpha=self.cutmix_alpha)
         y_pred = self.forward_images(images)
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        if perm is not None:  # the partner's label, with its sample weight
+            perm = perm.to("cpu")
+            partner = {"sample_weight": Xi["sample_weight"][perm]}
+            loss = lam * loss + (1 - lam) * self.get_loss(
+                y_pred, yi[perm], X=partner, training=True)
         if not torch.isfinite(loss):
             self._raise_non_finite(f"The training loss is {loss.item()}")
+        return loss, y_pred
+
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        loss, y_pred = self.training_loss(batch)
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
 

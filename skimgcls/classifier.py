@@ -29,6 +29,7 @@ from ._skorch import (
     resolve_precision,
 )
 from ._tta import TTA_PRESETS, resolve_tta
+from .datasets import ImagePathDataset
 from .networks import build_network
 from .utils._progress import track
 from .utils._random import seeded
@@ -106,6 +107,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         gets every training batch of every epoch as a float tensor of shape
         ``(n, C, H, W)`` and returns one of the same shape; it never sees the
         validation split or images passed to ``predict``.
+    mixup_alpha : float, default=0.0
+        MixUp on training batches: each image is blended with another of the
+        batch, ``lam * x_i + (1 - lam) * x_j``, and so is the loss of their
+        labels, with ``lam ~ Beta(mixup_alpha, mixup_alpha)`` (0.2 is usual).
+        0 turns it off. Never applied to validation or prediction.
+    cutmix_alpha : float, default=0.0
+        CutMix on training batches: a box of another image of the batch is
+        pasted in, labels weighted by area, ``1 - lam`` of the image with
+        ``lam ~ Beta(cutmix_alpha, cutmix_alpha)`` (1.0 is usual). 0 turns it
+        off. With both alphas set, each batch uses one of the two at random.
+    reader : ImageReader or None, default=None
+        How to decode ``X`` given as a 1-D array of file paths (color mode,
+        size): a :class:`skimgcls.ImageReader`; None means
+        ``ImageReader()`` (RGB, the files' own size). Paths are decoded batch
+        by batch in DataLoader worker processes during fit and predict, so
+        memory does not grow with the number of files. The number of workers
+        is ``iterator_train__num_workers`` / ``iterator_valid__num_workers``
+        (default: up to 4, one less than the CPU cores).
     image_shape : tuple of int or None, default=None
         ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
         ``(n_samples, H*W*C)`` (one entry may be -1). None reads 2-D rows as
@@ -205,7 +224,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     -----
     Images are taken as NumPy arrays ``(n, H, W)``, ``(n, H, W, C)`` or
     ``(n, C, H, W)`` with ``C`` in 1, 3, 4; as 2-D arrays with ``image_shape``;
-    as lists of PIL images or torch tensors (NCHW). uint8 images are scaled to
+    as lists of PIL images or torch tensors (NCHW); or as a 1-D array of image
+    file paths (e.g. from :func:`skimgcls.load_image_folder` with
+    ``lazy=True``), decoded batch by batch with ``reader``. uint8 images are scaled to
     [0, 1] at the network's input; float images are used as they are, so
     normalize them (e.g. with :class:`skimgcls.Normalize`) if their range is
     far from [0, 1]. Values beyond +-1e5 (in any dtype but uint8/uint16), NaN
@@ -235,6 +256,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "augment": [callable, None],
+        "mixup_alpha": [Interval(Real, 0, None, closed="left")],
+        "cutmix_alpha": [Interval(Real, 0, None, closed="left")],
+        "reader": [HasMethods(["read"]), None],
         "image_shape": [tuple, list, None],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "device": [str, torch.device],
@@ -261,6 +285,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         patience=5,
         class_weight=None,
         augment=None,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        reader=None,
         image_shape=None,
         precision="auto",
         device="auto",
@@ -284,6 +311,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.class_weight = class_weight
         self.augment = augment
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.reader = reader
         self.image_shape = image_shape
         self.precision = precision
         self.device = device
@@ -353,9 +383,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
+        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
             Images of shape ``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)``, or
-            ``(n, H*W*C)`` with ``image_shape``.
+            ``(n, H*W*C)`` with ``image_shape``; or a 1-D array of image file
+            paths, decoded batch by batch with ``reader``.
         y : array-like of shape (n_samples,)
             Class labels of any hashable kind (strings, ints...).
         sample_weight : array-like of shape (n_samples,), default=None
@@ -420,17 +451,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
              partial=False):
         image_shape = check_image_shape(self.image_shape)
         X = check_images(X, image_shape=image_shape, estimator=self, reset=not warm,
-                         fitted_shape=self.image_shape_ if warm else None)
+                         fitted_shape=self.image_shape_ if warm else None,
+                         allow_paths=True)
+        if X.ndim == 1 and not warm:  # file paths: the first file gives the shape
+            shape = self._reader().read(X[:1]).shape[1:]
+            self.n_features_in_ = int(np.prod(shape))
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
         with seeded(self.random_state) as rng:
             if not warm:
-                self.image_shape_ = tuple(X.shape[1:])
+                self.image_shape_ = tuple(X.shape[1:]) if X.ndim > 1 else shape
                 accelerator = self._make_accelerator()
                 if accelerator is None:
                     self.device_ = resolve_device(self.device)
                     self.precision_ = resolve_precision(self.precision, self.device_)
-                self.net_ = self._build_net(accelerator)
+                self.net_ = self._build_net(accelerator, paths=X.ndim == 1)
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self.net_.train_split = None if valid is None else predefined_split(valid)
             self.net_.callbacks = self._callbacks(len(train), partial=partial)
@@ -512,7 +547,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _split(self, X, y_enc, weights, rng, *, partial):
         if self.validation_fraction is None or partial:
-            return ImageTensorDataset(X, y_enc, weights), None
+            return self._dataset(X, y_enc, weights), None
         idx = np.arange(len(X))
         try:
             train_idx, valid_idx = train_test_split(
@@ -526,8 +561,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"({exc}). Pass more images, a larger validation_fraction, or "
                 "validation_fraction=None to train without a validation split."
             ) from None
-        return (ImageTensorDataset(X[train_idx], y_enc[train_idx], weights[train_idx]),
-                ImageTensorDataset(X[valid_idx], y_enc[valid_idx], weights[valid_idx]))
+        return (self._dataset(X[train_idx], y_enc[train_idx], weights[train_idx]),
+                self._dataset(X[valid_idx], y_enc[valid_idx], weights[valid_idx]))
 
     def _make_accelerator(self):
         if self.accelerator is None:
@@ -540,7 +575,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.precision_ = accelerator_precision(accelerator)
         return accelerator
 
-    def _build_net(self, accelerator=None):
+    def _reader(self):
+        if self.reader is not None:
+            return self.reader
+        from .preprocessing import ImageReader
+
+        return ImageReader()
+
+    def _dataset(self, X, y_enc=None, weights=None):
+        """In-memory images -> tensor slices; file paths -> decoded per batch."""
+        if X.ndim == 1:
+            return ImagePathDataset(X, y_enc, weights, reader=self._reader(),
+                                    image_shape=self.image_shape_)
+        return ImageTensorDataset(X, y_enc, weights)
+
+    def _build_net(self, accelerator=None, *, paths=False):
         h, w, c = self.image_shape_
         module = self.module
         if isinstance(module, nn.Module):
@@ -558,6 +607,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             iterator_valid__collate_fn=collate_batch,
             iterator_train__shuffle=True,
         )
+        if paths:  # decode files in worker processes, overlapping training
+            kwargs.update(iterator_train__num_workers=_default_workers(),
+                          iterator_valid__num_workers=_default_workers())
         kwargs.update((k, v) for k, v in self._routed_params().items()
                       if not k.startswith("module__"))
         net_class = ImageNet
@@ -582,6 +634,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             train_split=None,
             verbose=self.verbose,
             augment=self.augment,
+            mixup_alpha=self.mixup_alpha,
+            cutmix_alpha=self.cutmix_alpha,
             **kwargs,
         )
         return net.initialize()
@@ -621,7 +675,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _check_X(self, X):
         check_is_fitted(self)
         return check_images(X, image_shape=self.image_shape_, estimator=self,
-                            reset=False, fitted_shape=self.image_shape_)
+                            reset=False, fitted_shape=self.image_shape_,
+                            allow_paths=True)
+
+    def _batches(self, X, batch_size):
+        """Prediction batches of validated input, and how many there are.
+
+        In-memory images are sliced; file paths are decoded in DataLoader
+        workers, batch by batch, so memory stays flat however many files.
+        """
+        if X.ndim == 1:
+            workers = self._routed.get("iterator_valid__num_workers",
+                                       _default_workers())
+            loader = torch.utils.data.DataLoader(
+                self._dataset(X), batch_size=batch_size, shuffle=False,
+                num_workers=workers, collate_fn=collate_batch)
+            return (Xb for Xb, _ in loader), len(loader)
+        images = torch.from_numpy(X)
+        starts = range(0, len(images), batch_size)
+        return (images[i:i + batch_size] for i in starts), len(starts)
 
     def _logits(self, X):
         """Return the float32 logits of validated images, batch by batch.
@@ -629,26 +701,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         With ``tta``, the log of the softmax probabilities averaged over the
         views: its softmax is that average and its argmax the prediction.
         """
-        images = torch.from_numpy(X)
         views = resolve_tta(self.tta)
-        batch_size = max(self.batch_size, PREDICT_BATCH_SIZE)
-        starts = track(range(0, len(images), batch_size), desc="predict",
-                       unit="batch", verbose=self.verbose,
-                       delay=2.0 if self.verbose == 1 else 0.0,
-                       disable=not _is_main_process(self.net_))
+        batches, n_batches = self._batches(X, max(self.batch_size, PREDICT_BATCH_SIZE))
+        batches = track(batches, total=n_batches, desc="predict", unit="batch",
+                        verbose=self.verbose, delay=2.0 if self.verbose == 1 else 0.0,
+                        disable=not _is_main_process(self.net_))
         with torch.inference_mode():
-            return torch.cat([
-                self.net_.predict_logits(images[i:i + batch_size], views)
-                for i in starts
-            ]).cpu()
+            return torch.cat([self.net_.predict_logits(batch, views)
+                              for batch in batches]).cpu()
 
     def predict_proba(self, X):
         """Return class probabilities (softmax of the network's outputs).
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images with the shape seen in :meth:`fit`.
+        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
+            Images with the shape seen in :meth:`fit`, or a 1-D array of
+            image file paths (decoded with ``reader``).
 
         Returns
         -------
@@ -663,8 +732,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images with the shape seen in :meth:`fit`.
+        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
+            Images with the shape seen in :meth:`fit`, or a 1-D array of
+            image file paths (decoded with ``reader``).
 
         Returns
         -------
@@ -727,6 +797,11 @@ def _silent(*args, **kwargs):
 def _is_main_process(net):
     accelerator = getattr(net, "accelerator", None)
     return accelerator is None or accelerator.is_local_main_process
+
+
+def _default_workers():
+    """DataLoader workers that decode files: up to 4, leaving a core to train."""
+    return min(4, max(1, (os.cpu_count() or 1) - 1))
 
 
 def _strip(params, prefix):

@@ -2,7 +2,17 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skimgcls import CNNClassifier
+from skimgcls import (
+    CenterCrop,
+    CNNClassifier,
+    ImageReader,
+    Normalize,
+    RandomAugment,
+    Resize,
+    ToFloat,
+    ToGrayscale,
+    ToRGB,
+)
 
 
 def fast_classifier(**params):
@@ -20,7 +30,24 @@ def fast_classifier(**params):
     return CNNClassifier(**defaults)
 
 
-ESTIMATORS = [fast_classifier()]
+#: The checks pass 2-D (n_samples, n_features) data: read each row as a
+#: 1 x n_features gray image, as for the classifier.
+ROW_IMAGE = dict(image_shape=(1, -1, 1))
+
+ESTIMATORS = [
+    fast_classifier(),
+    Resize((2, 3), **ROW_IMAGE),
+    Resize(4, keep_aspect_ratio="pad", interpolation="bicubic", **ROW_IMAGE),
+    CenterCrop((1, 2), **ROW_IMAGE),
+    Normalize(**ROW_IMAGE),
+    Normalize(mean="imagenet", std="imagenet", **ROW_IMAGE),
+    ToFloat(**ROW_IMAGE),
+    ToRGB(**ROW_IMAGE),
+    ToGrayscale(n_channels=3, **ROW_IMAGE),
+    ImageReader(mode="L", size=(2, 2), **ROW_IMAGE),
+    RandomAugment(degrees=20, hflip=0.5, brightness=0.2, erasing=0.5, random_state=0,
+                  **ROW_IMAGE),
+]
 
 #: Checks that cannot hold for a stochastic mini-batch neural network, with why.
 EXPECTED_FAILED_CHECKS = {

@@ -1,0 +1,866 @@
+"""Image transformers: read, resize, crop, convert and normalize, the scikit-learn way.
+
+Every transformer here is a :class:`~sklearn.base.BaseEstimator` and
+:class:`~sklearn.base.TransformerMixin`: clonable, grid-searchable and usable
+in a :class:`~sklearn.pipeline.Pipeline` in front of
+:class:`~skimgcls.CNNClassifier`.
+
+Input: anything :func:`skimgcls.utils.check_images` accepts (NHWC, NCHW,
+``(N, H, W)``, 2-D with ``image_shape``, lists of PIL images, tensors);
+:class:`Resize` and :class:`ImageReader` also take lists of images of
+different sizes, and :class:`ImageReader` takes 1-D arrays of file paths.
+
+Output: always a NumPy array of shape ``(n_samples, H, W, C)`` (NHWC). The
+geometric and color transformers keep the dtype (uint8 stays uint8, rounded;
+uint16 stays uint16; everything else is float32); :class:`Normalize` and
+:class:`ToFloat` return float32.
+
+The work runs on whole batches as torch tensors (chunks of a few hundred
+images), not in a Python loop per image. :class:`Resize`,
+:class:`CenterCrop`, :class:`Normalize`, :class:`ToRGB` and
+:class:`ToGrayscale` give the same computation as an ``nn.Module`` on float
+NCHW batches with :meth:`as_torch_module`, for export (e.g. ONNX) of a whole
+Pipeline.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .datasets import read_image, stack_images
+from .utils.validation import check_image_shape, check_images, is_path_array
+
+__all__ = [
+    "CenterCrop",
+    "ImageReader",
+    "Normalize",
+    "Resize",
+    "ToFloat",
+    "ToGrayscale",
+    "ToRGB",
+]
+
+#: Images per chunk: bounds the float32 copy a transform makes.
+_CHUNK = 512
+
+_TORCH_INTERPOLATION = {
+    "nearest": "nearest-exact",
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "area": "area",
+}
+
+#: ImageNet statistics (RGB, images scaled to [0, 1]) used by torchvision weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: ITU-R 601-2 luma, the weights of PIL's ``convert('L')`` and torchvision.
+_LUMA = (0.299, 0.587, 0.114)
+
+_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+# -- kernels on float NCHW tensors --------------------------------------------
+def _pair(size):
+    if isinstance(size, Integral):
+        return int(size), int(size)
+    h, w = size
+    return int(h), int(w)
+
+
+def _crop_or_pad(x, height, width, fill):
+    """Center-crop and/or pad ``x`` (…, h, w) to (height, width)."""
+    h, w = x.shape[-2], x.shape[-1]
+    if h > height:
+        top = int(round((h - height) / 2.0))
+        x = x[..., top:top + height, :]
+    if w > width:
+        left = int(round((w - width) / 2.0))
+        x = x[..., :, left:left + width]
+    pad_h, pad_w = max(height - h, 0), max(width - w, 0)
+    if pad_h or pad_w:
+        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
+                  value=float(fill))
+    return x
+
+
+class _ResizeModule(nn.Module):
+    def __init__(self, size, interpolation, keep_aspect_ratio, fill, antialias):
+        super().__init__()
+        self.size = _pair(size)
+        self.mode = _TORCH_INTERPOLATION[interpolation]
+        self.keep_aspect_ratio = keep_aspect_ratio
+        self.fill = float(fill)
+        self.antialias = bool(antialias) and self.mode in ("bilinear", "bicubic")
+
+    def forward(self, x):
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        height, width = self.size
+        if self.keep_aspect_ratio is None:
+            new = (height, width)
+        else:
+            pick = min if self.keep_aspect_ratio == "pad" else max
+            scale = pick(height / h, width / w)
+            new = (max(1, round(h * scale)), max(1, round(w * scale)))
+            if self.keep_aspect_ratio == "pad":
+                new = (min(new[0], height), min(new[1], width))
+            else:
+                new = (max(new[0], height), max(new[1], width))
+        if new != (h, w):
+            kwargs = {}
+            if self.mode in ("bilinear", "bicubic"):
+                kwargs = dict(align_corners=False, antialias=self.antialias)
+            x = F.interpolate(x, size=new, mode=self.mode, **kwargs)
+        if self.keep_aspect_ratio is not None:
+            x = _crop_or_pad(x, height, width, self.fill)
+        return x
+
+
+class _CropModule(nn.Module):
+    def __init__(self, size, fill):
+        super().__init__()
+        self.size = _pair(size)
+        self.fill = float(fill)
+
+    def forward(self, x):
+        return _crop_or_pad(x, *self.size, self.fill)
+
+
+class _AffineChannels(nn.Module):
+    """``x -> (x - mean) / std`` per channel, on float NCHW."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32)
+                             .reshape(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32)
+                             .reshape(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class _ToRGBModule(nn.Module):
+    def forward(self, x):
+        c = x.shape[1]
+        if c == 1:
+            return x.expand(-1, 3, -1, -1).contiguous()
+        return x[:, :3]
+
+
+class _ToGrayModule(nn.Module):
+    def __init__(self, n_channels):
+        super().__init__()
+        self.n_channels = int(n_channels)
+        self.register_buffer("luma", torch.tensor(_LUMA).reshape(1, 3, 1, 1))
+
+    def forward(self, x):
+        if x.shape[1] >= 3:
+            x = (x[:, :3] * self.luma).sum(dim=1, keepdim=True)
+        return x.expand(-1, self.n_channels, -1, -1).contiguous()
+
+
+def _apply(module, X, out_dtype=None):
+    """Run a float NCHW ``module`` over NHWC ``X`` chunk by chunk.
+
+    ``out_dtype`` None keeps the dtype of ``X`` (integers rounded and clipped).
+    """
+    out_dtype = np.dtype(X.dtype if out_dtype is None else out_dtype)
+    chunks = []
+    for start in range(0, len(X), _CHUNK):
+        x = torch.from_numpy(np.ascontiguousarray(X[start:start + _CHUNK]))
+        x = x.permute(0, 3, 1, 2).to(torch.float32)
+        with torch.no_grad():
+            y = module(x)
+        if out_dtype in _MAX:
+            y = y.round_().clamp_(0, _MAX[out_dtype])
+        chunks.append(y.permute(0, 2, 3, 1).numpy().astype(out_dtype, copy=False))
+    return np.ascontiguousarray(np.concatenate(chunks))
+
+
+def _resize_nhwc(X, size, interpolation, keep_aspect_ratio, fill, antialias):
+    """Resize an NHWC array (one size per call) keeping its dtype."""
+    module = _ResizeModule(size, interpolation, keep_aspect_ratio, fill, antialias)
+    return _apply(module, X)
+
+
+def _scaled_float(X):
+    """uint8 -> /255, uint16 -> /65535, float -> as is; float32 NHWC."""
+    scale = _MAX.get(X.dtype)
+    X = X.astype(np.float32, copy=False)
+    return X / np.float32(scale) if scale is not None else X
+
+
+def _is_ragged(X):
+    """True for a list of images that do not all have one shape."""
+    if not isinstance(X, (list, tuple)) or len(X) < 2 or is_path_array(X):
+        return False
+    shapes = {getattr(im, "size", None) if hasattr(im, "getbands")
+              else np.shape(im) for im in X}
+    return len(shapes) > 1
+
+
+def _split_ragged(X):
+    """Validate each image of a ragged list: list of (1, H, W, C) arrays."""
+    images = [check_images([np.asarray(im)]) if hasattr(im, "getbands")
+              else check_images(np.asarray(im)[np.newaxis]) for im in X]
+    dtypes = {im.dtype for im in images}
+    channels = {im.shape[-1] for im in images}
+    if len(dtypes) > 1 or len(channels) > 1:
+        raise ValueError(
+            f"The images have different dtypes {sorted(map(str, dtypes))} or numbers "
+            f"of channels {sorted(channels)}. Convert them first, e.g. with ToRGB() "
+            "or PIL's im.convert('RGB')."
+        )
+    return images
+
+
+# -- estimators -----------------------------------------------------------------
+class _ImageTransformer(TransformerMixin, BaseEstimator):
+    """Validation, fit/transform plumbing and tags shared by the transformers."""
+
+    #: Stateless transformers work without fit (tag requires_fit=False).
+    _stateless = True
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Validate ``X`` (and learn statistics, for :class:`Normalize`).
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or list of PIL.Image.Image
+            Images.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        self._fit(self._check(X, reset=True))
+        return self
+
+    def _fit(self, X):
+        """Learn from validated NHWC images; stateless by default."""
+
+    def transform(self, X):
+        """Transform images; return an NHWC NumPy array.
+
+        Parameters
+        ----------
+        X : array-like, torch.Tensor or list of PIL.Image.Image
+            Images.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, H, W, C)
+            The transformed images.
+        """
+        if self._stateless:
+            self._validate_params()
+        else:
+            check_is_fitted(self)
+        if _is_ragged(X) and self._accepts_ragged:
+            images = _split_ragged(X)
+            return np.concatenate([self._transform(im) for im in images])
+        return self._transform(self._check(X, reset=False))
+
+    _accepts_ragged = False
+
+    def _check(self, X, reset):
+        if _is_ragged(X) and self._accepts_ragged:
+            return _split_ragged(X)[0]  # fit: nothing to learn from the sizes
+        return check_images(X, image_shape=check_image_shape(self.image_shape),
+                            estimator=self, reset=reset)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = not self._stateless
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+_IMAGE_SHAPE_CONSTRAINT = [tuple, list, None]
+_SIZE_CONSTRAINT = [Interval(Integral, 1, None, closed="left"), tuple, list]
+
+
+class Resize(_ImageTransformer):
+    """Resize images to one size, optionally keeping their aspect ratio.
+
+    Parameters
+    ----------
+    size : int or tuple of int
+        Output ``(H, W)``; an int means a square ``(size, size)``.
+    interpolation : {'bilinear', 'nearest', 'bicubic', 'area'}, default='bilinear'
+        Resampling filter. ``'nearest'`` samples pixel centers (like PIL's
+        NEAREST); ``'area'`` averages (for integer shrink factors).
+    keep_aspect_ratio : {None, 'pad', 'crop'}, default=None
+        None stretches every image to ``size``. ``'pad'`` scales the image to
+        fit inside ``size`` and pads the borders with ``fill``; ``'crop'``
+        scales it to cover ``size`` and cuts the center.
+    fill : float, default=0.0
+        Value of padded pixels, in the images' own units (0 is black).
+    antialias : bool, default=True
+        Low-pass filter when shrinking with 'bilinear' or 'bicubic' (as PIL
+        does), avoiding aliasing.
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Values per image seen in :meth:`fit`.
+
+    See Also
+    --------
+    CenterCrop : Cut the center without scaling.
+    ImageReader : Decode files and resize them while reading.
+
+    Notes
+    -----
+    The dtype is kept: uint8 and uint16 results are rounded and clipped,
+    float images are returned as float32 (bicubic may overshoot their range).
+    A list of images of different sizes is accepted and resized image by
+    image; arrays are resized as one batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimgcls import Resize
+    >>> X = np.zeros((2, 8, 12, 3), dtype=np.uint8)
+    >>> Resize((16, 16)).fit_transform(X).shape
+    (2, 16, 16, 3)
+    >>> Resize(16, keep_aspect_ratio="crop").fit_transform(X).shape
+    (2, 16, 16, 3)
+    >>> Resize(4).fit_transform([np.zeros((6, 6)), np.zeros((8, 9))]).shape
+    (2, 4, 4, 1)
+    """
+
+    _parameter_constraints = {
+        "size": _SIZE_CONSTRAINT,
+        "interpolation": [StrOptions(set(_TORCH_INTERPOLATION))],
+        "keep_aspect_ratio": [StrOptions({"pad", "crop"}), None],
+        "fill": [Real],
+        "antialias": ["boolean"],
+        "image_shape": _IMAGE_SHAPE_CONSTRAINT,
+    }
+    _accepts_ragged = True
+
+    def __init__(self, size, *, interpolation="bilinear", keep_aspect_ratio=None,
+                 fill=0.0, antialias=True, image_shape=None):
+        self.size = size
+        self.interpolation = interpolation
+        self.keep_aspect_ratio = keep_aspect_ratio
+        self.fill = fill
+        self.antialias = antialias
+        self.image_shape = image_shape
+
+    def as_torch_module(self):
+        """Return the resize as an ``nn.Module`` on float NCHW batches.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Maps ``(n, C, h, w)`` float tensors to ``(n, C, H, W)``, as
+            :meth:`transform` does for float32 images.
+        """
+        self._validate_params()
+        return _ResizeModule(self.size, self.interpolation, self.keep_aspect_ratio,
+                             self.fill, self.antialias)
+
+    def _transform(self, X):
+        return _apply(self.as_torch_module(), X)
+
+
+class CenterCrop(_ImageTransformer):
+    """Cut the center ``size`` of each image (pad images that are smaller).
+
+    Parameters
+    ----------
+    size : int or tuple of int
+        Output ``(H, W)``; an int means a square.
+    fill : float, default=0.0
+        Value of padded pixels when an image is smaller than ``size``, in the
+        images' own units.
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Values per image seen in :meth:`fit`.
+
+    See Also
+    --------
+    Resize : Scale images, optionally center-cropping to keep the aspect ratio.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimgcls import CenterCrop
+    >>> X = np.arange(2 * 4 * 4).reshape(2, 4, 4).astype(np.uint8)
+    >>> CenterCrop(2).fit_transform(X)[0, :, :, 0]
+    array([[ 5,  6],
+           [ 9, 10]], dtype=uint8)
+    """
+
+    _parameter_constraints = {
+        "size": _SIZE_CONSTRAINT,
+        "fill": [Real],
+        "image_shape": _IMAGE_SHAPE_CONSTRAINT,
+    }
+
+    def __init__(self, size, *, fill=0.0, image_shape=None):
+        self.size = size
+        self.fill = fill
+        self.image_shape = image_shape
+
+    def as_torch_module(self):
+        """Return the crop as an ``nn.Module`` on float NCHW batches.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Maps ``(n, C, h, w)`` to ``(n, C, H, W)``.
+        """
+        self._validate_params()
+        return _CropModule(self.size, self.fill)
+
+    def _transform(self, X):
+        h, w = _pair(self.size)
+        if X.shape[1] >= h and X.shape[2] >= w:  # pure slicing: no float copy
+            top = int(round((X.shape[1] - h) / 2.0))
+            left = int(round((X.shape[2] - w) / 2.0))
+            return np.ascontiguousarray(X[:, top:top + h, left:left + w])
+        return _apply(self.as_torch_module(), X)
+
+
+def _per_channel(value, name, n_channels, imagenet):
+    if isinstance(value, str):
+        return np.asarray(imagenet, dtype=np.float64)
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if arr.ndim != 1 or len(arr) not in (1, n_channels):
+        raise ValueError(
+            f"{name} must be a number or one value per channel ({n_channels} "
+            f"channels); got {value!r}."
+        )
+    return np.broadcast_to(arr, (n_channels,)).copy()
+
+
+def _imagenet_stats(n_channels):
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    if n_channels == 1:
+        return mean.mean(keepdims=True), std.mean(keepdims=True)
+    if n_channels == 4:  # RGBA: alpha left as it is
+        return np.append(mean, 0.0), np.append(std, 1.0)
+    return mean, std
+
+
+class Normalize(_ImageTransformer):
+    """Scale images to [0, 1] and standardize each channel.
+
+    ``(X / max - mean) / std`` per channel, where ``max`` is 255 for uint8
+    images, 65535 for uint16 and 1 for floats.
+
+    Parameters
+    ----------
+    mean : 'fit', 'imagenet', float or array-like of shape (n_channels,), default='fit'
+        ``'fit'`` learns the mean of each channel from the images passed to
+        :meth:`fit`; ``'imagenet'`` uses ImageNet's (what torchvision's
+        pretrained weights expect; averaged for gray images); or the values,
+        on the [0, 1] scale.
+    std : 'fit', 'imagenet', float or array-like of shape (n_channels,), default='fit'
+        The same for the standard deviation. Channels with zero variance get
+        ``std=1``.
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+
+    Attributes
+    ----------
+    mean_ : ndarray of shape (n_channels,)
+        The mean subtracted from each channel (on the [0, 1] scale).
+    std_ : ndarray of shape (n_channels,)
+        The standard deviation each channel is divided by.
+    n_features_in_ : int
+        Values per image seen in :meth:`fit`.
+
+    See Also
+    --------
+    ToFloat : Only the scaling to [0, 1].
+
+    Notes
+    -----
+    Returns float32. :meth:`as_torch_module` expects float input already on
+    the [0, 1] scale, as :class:`~skimgcls.CNNClassifier` feeds its network.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimgcls import Normalize
+    >>> X = np.stack([np.zeros((2, 2)), np.full((2, 2), 255)]).astype(np.uint8)
+    >>> norm = Normalize().fit(X)
+    >>> norm.mean_, norm.std_
+    (array([0.5]), array([0.5]))
+    >>> norm.transform(X)[:, 0, 0, 0]
+    array([-1.,  1.], dtype=float32)
+    """
+
+    _stateless = False
+    _parameter_constraints = {
+        "mean": [StrOptions({"fit", "imagenet"}), Real, "array-like"],
+        "std": [StrOptions({"fit", "imagenet"}), Real, "array-like"],
+        "image_shape": _IMAGE_SHAPE_CONSTRAINT,
+    }
+
+    def __init__(self, mean="fit", std="fit", *, image_shape=None):
+        self.mean = mean
+        self.std = std
+        self.image_shape = image_shape
+
+    def _fit(self, X):
+        n_channels = X.shape[-1]
+        imagenet_mean, imagenet_std = _imagenet_stats(n_channels)
+        learn_mean = isinstance(self.mean, str) and self.mean == "fit"
+        learn_std = isinstance(self.std, str) and self.std == "fit"
+        if learn_mean or learn_std:
+            total = np.zeros(n_channels)
+            total_sq = np.zeros(n_channels)
+            for start in range(0, len(X), _CHUNK):
+                chunk = _scaled_float(X[start:start + _CHUNK]).reshape(-1, n_channels)
+                chunk = chunk.astype(np.float64)
+                total += chunk.sum(axis=0)
+                total_sq += np.square(chunk).sum(axis=0)
+            count = X.size // n_channels
+            fitted_mean = total / count
+            fitted_std = np.sqrt(np.maximum(total_sq / count - fitted_mean ** 2, 0.0))
+        self.mean_ = (fitted_mean if learn_mean
+                      else _per_channel(self.mean, "mean", n_channels, imagenet_mean))
+        std = (fitted_std if learn_std
+               else _per_channel(self.std, "std", n_channels, imagenet_std))
+        if np.any(std < 0):
+            raise ValueError(f"std must be positive; got {std.tolist()}.")
+        # Constant channels: leave their scale alone, as StandardScaler does.
+        self.std_ = np.where(std < 10 * np.finfo(np.float32).eps, 1.0, std)
+
+    def as_torch_module(self):
+        """Return ``(x - mean_) / std_`` as an ``nn.Module`` on float NCHW batches.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Maps float ``(n, C, H, W)`` images on the [0, 1] scale to the
+            normalized images :meth:`transform` returns.
+        """
+        check_is_fitted(self)
+        return _AffineChannels(self.mean_, self.std_)
+
+    def _transform(self, X):
+        n_channels = X.shape[-1]
+        if n_channels != len(self.mean_):
+            raise ValueError(
+                f"X has images with {n_channels} channel(s), but Normalize was fitted "
+                f"on images with {len(self.mean_)} channel(s). Convert them, e.g. "
+                "with ToRGB() or ToGrayscale()."
+            )
+        out = np.empty(X.shape, dtype=np.float32)
+        mean = self.mean_.astype(np.float32)
+        inv_std = (1.0 / self.std_).astype(np.float32)
+        for start in range(0, len(X), _CHUNK):
+            chunk = _scaled_float(X[start:start + _CHUNK])
+            out[start:start + _CHUNK] = (chunk - mean) * inv_std
+        return out
+
+
+class ToFloat(_ImageTransformer):
+    """Scale integer images to float32 in [0, 1].
+
+    uint8 images are divided by 255 and uint16 images by 65535; float images
+    are returned as float32 unchanged.
+
+    Parameters
+    ----------
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Values per image seen in :meth:`fit`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimgcls import ToFloat
+    >>> ToFloat().fit_transform(np.array([[[0, 255]]], dtype=np.uint8)).ravel()
+    array([0., 1.], dtype=float32)
+    """
+
+    _parameter_constraints = {"image_shape": _IMAGE_SHAPE_CONSTRAINT}
+
+    def __init__(self, *, image_shape=None):
+        self.image_shape = image_shape
+
+    def as_torch_module(self):
+        """Return ``nn.Identity()``: float input is already scaled.
+
+        Returns
+        -------
+        module : torch.nn.Identity
+        """
+        return nn.Identity()
+
+    def _transform(self, X):
+        return np.ascontiguousarray(_scaled_float(X))
+
+
+class ToRGB(_ImageTransformer):
+    """Give every image 3 channels: repeat gray, drop alpha.
+
+    Parameters
+    ----------
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Values per image seen in :meth:`fit`.
+
+    See Also
+    --------
+    ToGrayscale : The other way.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimgcls import ToRGB
+    >>> ToRGB().fit_transform(np.zeros((2, 5, 5), dtype=np.uint8)).shape
+    (2, 5, 5, 3)
+    """
+
+    _parameter_constraints = {"image_shape": _IMAGE_SHAPE_CONSTRAINT}
+
+    def __init__(self, *, image_shape=None):
+        self.image_shape = image_shape
+
+    def as_torch_module(self):
+        """Return the conversion as an ``nn.Module`` on float NCHW batches.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Maps ``(n, 1, H, W)``, ``(n, 3, H, W)`` or ``(n, 4, H, W)`` to
+            ``(n, 3, H, W)``.
+        """
+        return _ToRGBModule()
+
+    def _transform(self, X):
+        if X.shape[-1] == 1:
+            return np.ascontiguousarray(np.repeat(X, 3, axis=-1))
+        return np.ascontiguousarray(X[..., :3])
+
+
+class ToGrayscale(_ImageTransformer):
+    """Convert images to gray with ITU-R 601-2 luma (as PIL and torchvision).
+
+    ``L = 0.299 R + 0.587 G + 0.114 B``; alpha is dropped; gray images pass.
+
+    Parameters
+    ----------
+    n_channels : {1, 3}, default=1
+        Channels of the output; 3 repeats the gray value (for networks that
+        expect RGB input).
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Values per image seen in :meth:`fit`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimgcls import ToGrayscale
+    >>> X = np.zeros((1, 2, 2, 3), dtype=np.uint8)
+    >>> X[..., 0] = 255
+    >>> ToGrayscale().fit_transform(X)[0, 0, 0]
+    array([76], dtype=uint8)
+    """
+
+    _parameter_constraints = {
+        "n_channels": [Options(Integral, {1, 3})],
+        "image_shape": _IMAGE_SHAPE_CONSTRAINT,
+    }
+
+    def __init__(self, *, n_channels=1, image_shape=None):
+        self.n_channels = n_channels
+        self.image_shape = image_shape
+
+    def as_torch_module(self):
+        """Return the conversion as an ``nn.Module`` on float NCHW batches.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Maps ``(n, C, H, W)`` to ``(n, n_channels, H, W)``.
+        """
+        self._validate_params()
+        return _ToGrayModule(int(self.n_channels))
+
+    def _transform(self, X):
+        return _apply(self.as_torch_module(), X)
+
+
+class ImageReader(_ImageTransformer):
+    """Turn file paths (or any images) into one NHWC array.
+
+    The first step of a Pipeline fed with paths from
+    :func:`~skimgcls.datasets.load_image_folder` (``lazy=True``). It also
+    accepts arrays, PIL images and lists of images of different sizes, which
+    it converts with ``mode`` and resizes with ``size`` like files, so the same
+    Pipeline serves paths and in-memory images. As
+    ``CNNClassifier(reader=...)`` it says how to decode paths batch by batch.
+
+    Parameters
+    ----------
+    mode : {'RGB', 'L', 'RGBA'} or None, default='RGB'
+        Color mode of the result (see :func:`skimgcls.datasets.read_image`);
+        None keeps each file's own (files must then agree).
+    size : int or tuple of int or None, default=None
+        ``(H, W)`` to resize every image to; required when the images have
+        different sizes.
+    interpolation : {'bilinear', 'nearest', 'bicubic', 'area'}, default='bilinear'
+        Resampling filter for ``size``.
+    keep_aspect_ratio : {None, 'pad', 'crop'}, default=None
+        None stretches to ``size``; 'pad' fits and pads with black; 'crop'
+        covers and center-crops.
+    n_jobs : int or None, default=None
+        Threads that decode files in parallel; None is one.
+    image_shape : tuple of int or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
+        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Values per image seen in :meth:`fit` (not set for paths).
+
+    See Also
+    --------
+    skimgcls.datasets.load_image_folder : Paths and labels of a folder.
+
+    Notes
+    -----
+    Files are decoded and resized by Pillow (uint8, or uint16 for 16-bit
+    files with ``mode=None``); arrays are resized by :class:`Resize`. A file
+    that cannot be read raises :class:`skimgcls.datasets.ImageReadError`
+    naming it.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from PIL import Image
+    >>> from skimgcls import ImageReader
+    >>> folder = tempfile.mkdtemp()
+    >>> paths = [os.path.join(folder, f"{i}.png") for i in range(3)]
+    >>> for i, path in enumerate(paths):
+    ...     Image.fromarray(np.full((4 + i, 5, 3), 9, np.uint8)).save(path)
+    >>> ImageReader(size=(4, 4)).fit_transform(np.array(paths)).shape
+    (3, 4, 4, 3)
+    """
+
+    _parameter_constraints = {
+        "mode": [StrOptions({"RGB", "L", "RGBA"}), None],
+        "size": _SIZE_CONSTRAINT + [None],
+        "interpolation": [StrOptions(set(_TORCH_INTERPOLATION))],
+        "keep_aspect_ratio": [StrOptions({"pad", "crop"}), None],
+        "n_jobs": [Integral, None],
+        "image_shape": _IMAGE_SHAPE_CONSTRAINT,
+    }
+
+    def __init__(self, *, mode="RGB", size=None, interpolation="bilinear",
+                 keep_aspect_ratio=None, n_jobs=None, image_shape=None):
+        self.mode = mode
+        self.size = size
+        self.interpolation = interpolation
+        self.keep_aspect_ratio = keep_aspect_ratio
+        self.n_jobs = n_jobs
+        self.image_shape = image_shape
+
+    def _read_kwargs(self):
+        return dict(mode=self.mode, size=self.size, interpolation=self.interpolation,
+                    keep_aspect_ratio=self.keep_aspect_ratio)
+
+    def read(self, paths):
+        """Decode image files into one NHWC array.
+
+        Parameters
+        ----------
+        paths : array-like of str or path-like, shape (n_samples,)
+            Image files.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, H, W, C)
+            uint8 images (uint16 for 16-bit files with ``mode=None``).
+        """
+        from .datasets import _read_all
+
+        paths = np.asarray(paths, dtype=object)
+        images, _, _ = _read_all(paths, self._read_kwargs(), "raise", self.n_jobs)
+        return stack_images(images, paths)
+
+    def _check(self, X, reset):
+        if is_path_array(X) or _is_ragged(X):
+            return X
+        return super()._check(X, reset)
+
+    def _transform(self, X):
+        if is_path_array(X):
+            return self.read(X)
+        if isinstance(X, (list, tuple)):  # ragged list of in-memory images
+            images = [self._transform(im) for im in _split_ragged(X)]
+            return stack_images([im[0] for im in images],
+                                [f"image {i}" for i in range(len(images))])
+        if self.mode == "RGB" or (self.mode == "RGBA" and X.shape[-1] == 1):
+            X = ToRGB()._transform(X)
+        elif self.mode == "L":
+            X = ToGrayscale()._transform(X)
+        if self.mode == "RGBA" and X.shape[-1] == 3:
+            alpha = np.full(X.shape[:-1] + (1,), _MAX.get(X.dtype, 1.0), dtype=X.dtype)
+            X = np.concatenate([X, alpha], axis=-1)
+        if self.size is not None:
+            X = _resize_nhwc(X, self.size, self.interpolation, self.keep_aspect_ratio,
+                             fill=0.0, antialias=True)
+        return X
+
+    def transform(self, X):
+        """Decode paths, or convert and resize in-memory images.
+
+        Parameters
+        ----------
+        X : array-like of paths, array-like of images or list of PIL.Image.Image
+            A 1-D array of file paths, or images in any accepted layout
+            (also a list of images of different sizes).
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, H, W, C)
+            The images.
+        """
+        self._validate_params()
+        return self._transform(self._check(X, reset=False))
