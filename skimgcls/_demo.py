@@ -3,12 +3,12 @@
 import time
 from pathlib import Path
 
-import joblib
 from sklearn.datasets import load_digits
 from sklearn.metrics import classification_report
 from sklearn.model_selection import train_test_split
 
 from .classifier import CNNClassifier
+from .persistence import save
 
 
 def run_demo(out="model-digits", max_epochs=15, random_state=0):
@@ -47,7 +47,9 @@ def run_demo(out="model-digits", max_epochs=15, random_state=0):
     print(classification_report(y_test, y_pred, digits=3))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "model.joblib"
-    joblib.dump(clf, path)
-    print(f"Saved the fitted model to {path}; load it with joblib.load({str(path)!r}).")
+    path = out / "model.safetensors"
+    digest = save(clf, path)
+    print(f"Saved the fitted model to {path} (sha256 {digest[:16]}...); load it with "
+          f"skimgcls.load({str(path)!r}), or use it from the command line: "
+          f"skimgcls predict {out} IMAGES...")
     return accuracy

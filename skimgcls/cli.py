@@ -1,11 +1,78 @@
-"""The ``skimgcls`` command line."""
+"""The ``skimgcls`` command line: demo, train, predict, evaluate.
+
+Every command prints ``--help``; errors are one line on stderr and a non-zero
+exit code (2 for bad input, 130 when interrupted).
+"""
 
 import argparse
+import csv
+import io
+import json
 import sys
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+MODEL_FILE = "model.safetensors"
 
 
+class CLIError(Exception):
+    """An error the command line reports as one line."""
+
+
+# -- helpers -----------------------------------------------------------------
+def _model_file(model_dir):
+    path = Path(model_dir)
+    path = path / MODEL_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise CLIError(
+            f"no model found at {path}; pass the MODEL_DIR written by "
+            "'skimgcls train --out MODEL_DIR' (or the model file itself)."
+        )
+    return path
+
+
+def _size(values):
+    if values is None:
+        return None
+    if len(values) not in (1, 2):
+        raise CLIError(f"--size takes one or two integers (H W); got {values}.")
+    return (values[0], values[0]) if len(values) == 1 else tuple(values)
+
+
+def _reader(args):
+    from .preprocessing import ImageReader
+
+    return ImageReader(mode=args.mode, size=_size(args.size),
+                       keep_aspect_ratio=args.keep_aspect_ratio)
+
+
+def _load_model(model_dir):
+    from .persistence import load
+
+    return load(_model_file(model_dir))
+
+
+def _paths_of(arguments):
+    """Expand folders to the image files they hold; keep files as given."""
+    from .datasets import IMAGE_EXTENSIONS
+
+    paths = []
+    for arg in arguments:
+        path = Path(arg)
+        if path.is_dir():
+            paths += sorted(str(p) for p in path.rglob("*")
+                            if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise CLIError(f"{arg}: no such file or folder.")
+    if not paths:
+        raise CLIError("no image files found in " + ", ".join(arguments) + ".")
+    return paths
+
+
+# -- commands ------------------------------------------------------------------
 def _demo(args):
     from ._demo import run_demo
 
@@ -13,38 +80,268 @@ def _demo(args):
     return 0
 
 
+def _train(args):
+    import numpy as np
+
+    from .classifier import CNNClassifier
+    from .datasets import load_image_folder
+    from .persistence import save
+
+    reader = _reader(args)
+    X, y = load_image_folder(args.data_dir, mode=args.mode, lazy=True,
+                             on_error=args.on_error)
+    classes, counts = np.unique(y, return_counts=True)
+    print(f"Found {len(X)} images of {len(classes)} classes in {args.data_dir}: "
+          + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts)))
+    augment = None
+    if args.augment:
+        from .augmentation import RandomAugment
+
+        augment = RandomAugment()
+    clf = CNNClassifier(
+        module=args.model, max_epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, validation_fraction=args.validation_fraction or None,
+        augment=augment, reader=reader, random_state=args.seed,
+        verbose=args.verbose,
+    )
+    clf.fit(X, y)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = save(clf, out / MODEL_FILE)
+    history = clf.history_[-1]
+    summary = {
+        "data_dir": str(args.data_dir), "n_images": int(len(X)),
+        "classes": classes.tolist(), "model": args.model, "epochs": len(clf.history_),
+        "image_shape": list(clf.image_shape_), "train_loss": history["train_loss"],
+        "valid_acc": history.get("valid_acc"), "sha256": digest,
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summary["valid_acc"] is not None:
+        print(f"Validation accuracy: {summary['valid_acc']:.4f}")
+    print(f"Saved the model to {out / MODEL_FILE} (sha256 {digest}).")
+    return 0
+
+
+def _predict(args):
+    import numpy as np
+
+    clf = _load_model(args.model_dir)
+    paths = _paths_of(args.images)
+    proba = clf.predict_proba(np.asarray(paths, dtype=object))
+    classes = clf.classes_
+    order = np.argsort(-proba, axis=1)[:, : args.top_k]
+    rows = [
+        {"path": path,
+         "label": _plain(classes[order[i, 0]]),
+         "probability": round(float(proba[i, order[i, 0]]), 6),
+         "top_k": [{"label": _plain(classes[j]), "probability": round(float(proba[i, j]), 6)}
+                   for j in order[i]]}
+        for i, path in enumerate(paths)
+    ]
+    text = _format_rows(rows, args.format, args.top_k)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"Wrote {len(rows)} predictions to {args.output}.", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _format_rows(rows, fmt, top_k):
+    if fmt == "json":
+        if top_k == 1:
+            rows = [{k: v for k, v in row.items() if k != "top_k"} for row in rows]
+        return json.dumps(rows, indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["path", "label", "probability"]
+    for k in range(2, top_k + 1):
+        header += [f"label_{k}", f"probability_{k}"]
+    writer.writerow(header)
+    for row in rows:
+        line = [row["path"], row["label"], row["probability"]]
+        for alt in row["top_k"][1:]:
+            line += [alt["label"], alt["probability"]]
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def _evaluate(args):
+    import numpy as np
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+
+    from .datasets import load_image_folder
+
+    clf = _load_model(args.model_dir)
+    X, y = load_image_folder(args.data_dir, lazy=True, on_error=args.on_error)
+    if np.issubdtype(clf.classes_.dtype, np.number):
+        try:
+            y = y.astype(clf.classes_.dtype)
+        except ValueError:
+            pass
+    y_pred = clf.predict(X)
+    labels = np.union1d(clf.classes_, np.unique(y))
+    accuracy = accuracy_score(y, y_pred)
+    print(f"Accuracy on {len(X)} images of {args.data_dir}: {accuracy:.4f}\n")
+    print(classification_report(y, y_pred, labels=labels, digits=3, zero_division=0))
+    out = Path(args.out or Path(args.model_dir if Path(args.model_dir).is_dir()
+                                else Path(args.model_dir).parent))
+    out.mkdir(parents=True, exist_ok=True)
+    matrix = confusion_matrix(y, y_pred, labels=labels)
+    report = {"accuracy": accuracy, "n_images": int(len(X)),
+              "labels": [_plain(v) for v in labels], "confusion_matrix": matrix.tolist()}
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    png = out / "confusion_matrix.png"
+    _plot_confusion_matrix(matrix, labels, png)
+    print(f"Wrote {out / 'evaluation.json'} and {png}.")
+    return 0
+
+
+def _plot_confusion_matrix(matrix, labels, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CLIError('evaluate draws the confusion matrix with matplotlib: '
+                       'pip install "skimgcls[plots]"') from None
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.5 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax, colorbar=False)
+    ax.set_title("Confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- parser --------------------------------------------------------------------
+def _add_reading_options(parser):
+    parser.add_argument("--mode", default="RGB", choices=["RGB", "L", "RGBA"],
+                        help="color mode the images are converted to "
+                        "(default: %(default)s)")
+    parser.add_argument("--size", type=int, nargs="+", metavar="N",
+                        help="resize every image to H W (or N N) pixels; needed "
+                        "when the files have different sizes")
+    parser.add_argument("--keep-aspect-ratio", choices=["pad", "crop"],
+                        help="with --size: pad or center-crop instead of stretching")
+
+
+def _add_on_error(parser):
+    parser.add_argument("--on-error", default="raise", choices=["raise", "skip"],
+                        help="unreadable files: stop with an error naming the "
+                        "file, or skip them with a warning (default: %(default)s)")
+
+
 def build_parser():
     """Return the ``argparse`` parser of the ``skimgcls`` command."""
     parser = argparse.ArgumentParser(
         prog="skimgcls",
-        description="Image classification the scikit-learn way.",
+        description="Image classification the scikit-learn way: train a CNN on a "
+        "folder of images, predict new files, evaluate on a labeled folder.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     demo = commands.add_parser(
-        "demo",
-        help="train on scikit-learn's bundled digits images, report and save",
+        "demo", help="train on scikit-learn's bundled digits images, report, save",
         description="Train CNNClassifier on scikit-learn's bundled 8x8 digits "
         "images, print the test accuracy and a classification report, and save "
-        "the model.",
-    )
-    demo.add_argument("--out", default="model-digits", help="model directory "
-                      "(default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=15, help="training epochs "
-                      "(default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="random_state "
-                      "(default: %(default)s)")
+        "the model.")
+    demo.add_argument("--out", default="model-digits",
+                      help="model directory (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=15,
+                      help="training epochs (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="random_state (default: %(default)s)")
     demo.set_defaults(func=_demo)
+
+    train = commands.add_parser(
+        "train", help="train a model on a folder of images (one subfolder per class)",
+        description="Train CNNClassifier on DATA_DIR/<label>/<image files> and save "
+        "it (without pickle) to MODEL_DIR/model.safetensors, with a training "
+        "summary in MODEL_DIR/training.json.")
+    train.add_argument("data_dir", metavar="DATA_DIR")
+    train.add_argument("--model", default="compact_cnn",
+                       help="network: compact_cnn, simple_cnn or a torchvision "
+                       "model name such as resnet18 (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=15,
+                       help="training epochs (default: %(default)s)")
+    train.add_argument("--out", required=True, metavar="MODEL_DIR",
+                       help="directory to write the model to")
+    train.add_argument("--batch-size", type=int, default=64,
+                       help="default: %(default)s")
+    train.add_argument("--lr", type=float, default=2e-3, help="default: %(default)s")
+    train.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="held out to report validation accuracy; 0 for none "
+                       "(default: %(default)s)")
+    train.add_argument("--augment", action="store_true",
+                       help="augment training images (RandomAugment defaults)")
+    train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    train.add_argument("--verbose", type=int, default=1,
+                       help="0 silent, 1 progress bars (default: %(default)s)")
+    _add_reading_options(train)
+    _add_on_error(train)
+    train.set_defaults(func=_train)
+
+    predict = commands.add_parser(
+        "predict", help="predict the labels of image files",
+        description="Predict the label of each image (files, or folders searched "
+        "recursively) with a model written by 'skimgcls train'.")
+    predict.add_argument("model_dir", metavar="MODEL_DIR")
+    predict.add_argument("images", nargs="+", metavar="IMAGES")
+    predict.add_argument("--format", default="csv", choices=["csv", "json"],
+                         help="default: %(default)s")
+    predict.add_argument("--output", "-o", help="write to this file, not stdout")
+    predict.add_argument("--top-k", type=int, default=1,
+                         help="also list the k most probable labels "
+                         "(default: %(default)s)")
+    predict.set_defaults(func=_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy, report and confusion matrix on a labeled folder",
+        description="Evaluate a model on DATA_DIR/<label>/<image files>: print the "
+        "accuracy and a classification report, write evaluation.json and "
+        "confusion_matrix.png.")
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR")
+    evaluate.add_argument("data_dir", metavar="DATA_DIR")
+    evaluate.add_argument("--out", help="directory for the report files "
+                          "(default: MODEL_DIR)")
+    _add_on_error(evaluate)
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 
 def main(argv=None):
-    """Run the ``skimgcls`` command; return its exit code."""
+    """Run the ``skimgcls`` command; return its exit code.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        The arguments; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    code : int
+        0 on success, 2 for bad input, 130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "top_k", 1) < 1:
+        parser.error("--top-k must be at least 1")
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"skimgcls {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"skimgcls {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, OSError, ImportError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"skimgcls {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
