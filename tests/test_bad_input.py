@@ -14,7 +14,16 @@ from hypothesis.extra import numpy as hnp
 from sklearn.datasets import load_digits
 from sklearn.utils.validation import check_is_fitted
 
-from skimgcls import CNNClassifier
+from skimgcls import (
+    CenterCrop,
+    CNNClassifier,
+    Normalize,
+    RandomAugment,
+    Resize,
+    ToFloat,
+    ToGrayscale,
+    ToRGB,
+)
 from skimgcls.utils.validation import MAX_ABS_VALUE
 
 
@@ -27,6 +36,13 @@ def tiny_classifier():
 #: transformer is fitted with ``fit(X)`` and applied with ``transform``.
 ESTIMATORS = [
     ("CNNClassifier", tiny_classifier, True),
+    ("Resize", lambda: Resize(size=(6, 6)), False),
+    ("CenterCrop", lambda: CenterCrop(size=(6, 6)), False),
+    ("Normalize", Normalize, False),
+    ("ToFloat", ToFloat, False),
+    ("ToRGB", ToRGB, False),
+    ("ToGrayscale", ToGrayscale, False),
+    ("RandomAugment", lambda: RandomAugment(random_state=0), False),
 ]
 IDS = [name for name, *_ in ESTIMATORS]
 
@@ -103,6 +119,8 @@ BAD_IDS = [case[0] for case in BAD_IMAGES]
 @pytest.mark.parametrize("name, factory, supervised", ESTIMATORS, ids=IDS)
 @pytest.mark.parametrize("case, make_X, error, match", BAD_IMAGES, ids=BAD_IDS)
 def test_fit_refuses_bad_images(name, factory, supervised, case, make_X, error, match):
+    if case == "ragged" and name == "Resize":
+        pytest.skip("Resize takes lists of images of different sizes by design")
     X = make_X()
     n = len(X) if isinstance(X, (list, np.ndarray)) and np.shape(X[:0]) != () else 4
     y = np.arange(max(n, 1)) % 2
@@ -113,6 +131,8 @@ def test_fit_refuses_bad_images(name, factory, supervised, case, make_X, error, 
 @pytest.mark.parametrize("case, make_X, error, match", BAD_IMAGES, ids=BAD_IDS)
 def test_predict_refuses_bad_images(fitted, case, make_X, error, match):
     estimator, supervised = fitted
+    if case == "ragged" and isinstance(estimator, Resize):
+        pytest.skip("Resize takes lists of images of different sizes by design")
     with pytest.raises(error, match=match):
         _apply(estimator, supervised, make_X())
 
@@ -127,10 +147,19 @@ def test_usual_image_scales_are_accepted(fitted, value):
 def test_prediction_refuses_other_image_shapes(fitted, digits):
     estimator, supervised = fitted
     X = digits[0]
+    rgb = np.repeat(X[..., None], 3, axis=-1)
+    if not supervised:
+        # Image transformers work on any image size; only what they learned
+        # per channel in fit (Normalize's mean/std) ties them to a channel count.
+        assert len(estimator.transform(X[:, :6, :6])) == len(X)
+        if isinstance(estimator, Normalize):
+            with pytest.raises(ValueError, match="channel"):
+                estimator.transform(rgb)
+        return
     with pytest.raises(ValueError, match="Resize"):
         _apply(estimator, supervised, X[:, :6, :6])
     with pytest.raises(ValueError, match="channel"):
-        _apply(estimator, supervised, np.repeat(X[..., None], 3, axis=-1))
+        _apply(estimator, supervised, rgb)
 
 
 # -- labels ------------------------------------------------------------------
@@ -241,3 +270,43 @@ def test_fuzzed_input_fits_or_raises_a_documented_error(name, factory, supervise
     assert len(out) == len(X)
     if supervised:
         assert set(np.asarray(out).tolist()) <= set(estimator.classes_.tolist())
+
+
+# -- image files -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    """A good PNG and, next to it, each kind of bad file."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("bad_files")
+    good = root / "good.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
+    data = good.read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (root / "text.jpg").write_text("not an image")
+    return root
+
+
+@pytest.mark.parametrize("name", ["truncated.png", "corrupt.png", "text.jpg",
+                                  "missing.png"])
+def test_bad_files_are_named_by_readers_and_the_classifier(bad_files, name):
+    from skimgcls import ImageReader
+
+    paths = np.array([str(bad_files / "good.png"), str(bad_files / name)], dtype=object)
+    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+        ImageReader(mode="L").fit_transform(paths)
+    clf = CNNClassifier(module__width=4, max_epochs=1, validation_fraction=None,
+                        iterator_train__num_workers=0)
+    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+        clf.fit(np.r_[paths, paths], [0, 1, 0, 1])
+
+
+def test_decompression_bomb_in_a_reader(bad_files, monkeypatch):
+    from PIL import Image
+
+    from skimgcls import ImageReader
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)
+    with pytest.raises(ValueError, match=r"good\.png.*decompression-bomb"):
+        ImageReader().fit_transform(np.array([str(bad_files / "good.png")], dtype=object))
