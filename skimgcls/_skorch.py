@@ -13,15 +13,23 @@
 """
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.dataset import unpack_data
+from skorch.dataset import get_len, unpack_data
 from skorch.utils import to_tensor
 
-__all__ = ["ImageNet", "ImageTensorDataset", "resolve_device", "resolve_precision"]
+__all__ = [
+    "ImageNet",
+    "ImageTensorDataset",
+    "image_batches",
+    "resolve_device",
+    "resolve_precision",
+    "torch_threads",
+]
 
 _SCALE = {torch.uint8: 1 / 255, torch.uint16: 1 / 65535}
 
@@ -66,6 +74,24 @@ def resolve_precision(precision, device):
     return "fp32"
 
 
+@contextmanager
+def torch_threads(n_threads):
+    """Run a ``with`` block with ``torch.set_num_threads(n_threads)``, then restore.
+
+    None leaves torch's setting alone (``torch.get_num_threads()``: the
+    ``OMP_NUM_THREADS`` environment variable, else one thread per core).
+    """
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class ImageTensorDataset(torch.utils.data.Dataset):
     """In-memory NHWC images, labels and sample weights, batched by slicing.
 
@@ -76,25 +102,29 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     y : ndarray of shape (n_samples,), default=None
         Encoded labels (0 .. n_classes - 1).
     sample_weight : ndarray of shape (n_samples,), default=None
-        Per-sample loss weights; ones when None.
+        Per-sample loss weights. None, or all ones, leaves them out of the
+        batches (the loss is then a plain mean: two tensor ops less per batch).
     """
 
     def __init__(self, X, y=None, sample_weight=None):
         self.X = torch.from_numpy(np.ascontiguousarray(X))
-        n = len(self.X)
         self.y = None if y is None else torch.as_tensor(y, dtype=torch.long)
-        if sample_weight is None:
-            sample_weight = np.ones(n, dtype=np.float32)
-        self.sample_weight = torch.as_tensor(sample_weight, dtype=torch.float32)
+        if sample_weight is not None and np.all(np.asarray(sample_weight) == 1):
+            sample_weight = None
+        self.sample_weight = (None if sample_weight is None else
+                              torch.as_tensor(sample_weight, dtype=torch.float32))
 
     def __len__(self):
         return len(self.X)
 
+    def _batch(self, idx):
+        Xb = {"X": self.X[idx]}
+        if self.sample_weight is not None:
+            Xb["sample_weight"] = self.sample_weight[idx]
+        return Xb, None if self.y is None else self.y[idx]
+
     def __getitems__(self, indices):
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        Xb = {"X": self.X[idx], "sample_weight": self.sample_weight[idx]}
-        yb = None if self.y is None else self.y[idx]
-        return Xb, yb
+        return self._batch(torch.as_tensor(indices, dtype=torch.long))
 
     def __getitem__(self, i):
         Xb, yb = self.__getitems__([i])
@@ -104,6 +134,49 @@ class ImageTensorDataset(torch.utils.data.Dataset):
 def collate_batch(batch):
     """Identity collate: :meth:`ImageTensorDataset.__getitems__` already batches."""
     return batch
+
+
+class _SliceBatches:
+    """Batches of an :class:`ImageTensorDataset` by tensor slicing.
+
+    What a ``DataLoader`` with a batch sampler does, minus its per-batch
+    Python work: one ``randperm`` per epoch when shuffling, else contiguous
+    slices (views, no copy).
+    """
+
+    def __init__(self, dataset, batch_size, shuffle, drop_last):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self):
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n, b = len(self.dataset), self.batch_size
+        stop = n - n % b if self.drop_last else n
+        order = torch.randperm(n) if self.shuffle else None
+        for start in range(0, stop, b):
+            end = min(start + b, n)
+            yield self.dataset._batch(slice(start, end) if order is None
+                                      else order[start:end])
+
+
+def image_batches(dataset, batch_size=1, shuffle=False, collate_fn=collate_batch,
+                  drop_last=False, **kwargs):
+    """Iterate over ``dataset`` in batches; skorch's ``iterator_train/valid``.
+
+    An :class:`ImageTensorDataset` with no other DataLoader option is sliced
+    directly (the fast path); anything else (``num_workers``, a sampler, a
+    custom dataset...) gets a :class:`torch.utils.data.DataLoader` with the
+    same arguments.
+    """
+    if (isinstance(dataset, ImageTensorDataset) and not kwargs
+            and collate_fn is collate_batch):
+        return _SliceBatches(dataset, batch_size, shuffle, drop_last)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                       collate_fn=collate_fn, drop_last=drop_last,
+                                       **kwargs)
 
 
 class ImageNet(NeuralNetClassifier):
@@ -136,11 +209,43 @@ class ImageNet(NeuralNetClassifier):
 
     def forward_images(self, images):
         """Forward float NCHW images through the module; return float32 logits."""
-        device_type = torch.device(self.device).type
-        with torch.autocast(device_type, dtype=torch.bfloat16,
-                            enabled=self.precision == "bf16"):
-            logits = self.module_(images)
-        return logits.float()
+        if self.precision != "bf16":
+            return self.module_(images).float()
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16):
+            return self.module_(images).float()
+
+    def _defer_loss_sync(self):
+        """Keep batch losses on the device until the epoch ends (accelerators)."""
+        return torch.device(self.device).type != "cpu"
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """Run one epoch; as skorch's, with one device sync per epoch, not per batch.
+
+        On an accelerator the batch losses are kept as tensors during the
+        epoch, so that the host can queue the next batches without waiting
+        for each loss (``.item()`` would), and written to the history as
+        floats at the end of the epoch, before the epoch callbacks read them.
+        """
+        if iterator is None:
+            return
+        defer = self._defer_loss_sync()
+        history, key = self.history, prefix + "_loss"
+        rows, losses, batch_count = [], [], 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            loss = step["loss"].detach()
+            history.record_batch(key, loss if defer else loss.item())
+            history.record_batch(prefix + "_batch_size", _batch_len(batch))
+            if defer:
+                rows.append(history[-1]["batches"][-1])
+                losses.append(loss)
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            batch_count += 1
+        if losses:
+            for row, value in zip(rows, torch.stack(losses).float().tolist()):
+                row[key] = value
+        history.record(prefix + "_batch_count", batch_count)
 
     def infer(self, x, **fit_params):
         return self.forward_images(self.to_model_input(x))
@@ -161,3 +266,10 @@ class ImageNet(NeuralNetClassifier):
         if isinstance(X, Mapping) and "sample_weight" in X:
             loss = loss * X["sample_weight"].to(loss.device)
         return loss.mean()
+
+
+def _batch_len(batch):
+    X = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(X, Mapping) and "X" in X:
+        return len(X["X"])
+    return get_len(X)

@@ -22,8 +22,10 @@ from ._skorch import (
     ImageNet,
     ImageTensorDataset,
     collate_batch,
+    image_batches,
     resolve_device,
     resolve_precision,
+    torch_threads,
 )
 from .networks import build_network
 from .utils._random import seeded
@@ -33,7 +35,7 @@ __all__ = ["CNNClassifier"]
 
 #: Parameter prefixes routed to the skorch net, as in skorch.
 ROUTED_PREFIXES = ("module__", "optimizer__", "criterion__", "iterator_train__",
-                   "iterator_valid__", "callbacks__")
+                   "iterator_valid__", "callbacks__", "compile__")
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -111,6 +113,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         fp32 elsewhere.
     device : str or torch.device, default='auto'
         ``'auto'`` picks CUDA, then MPS, then the CPU.
+    n_threads : int or None, default=None
+        CPU threads torch uses during ``fit``, ``predict`` and
+        ``predict_proba`` (set with ``torch.set_num_threads`` and restored
+        afterwards). None keeps torch's own setting, ``torch.get_num_threads()``:
+        the ``OMP_NUM_THREADS`` environment variable, else one per core. Pass
+        1 when several fits run in parallel (e.g. ``GridSearchCV(n_jobs=-1)``),
+        so that they do not fight over the cores.
+    compile : bool, default=False
+        Compile the network with ``torch.compile`` (skorch's ``compile``
+        option; its arguments are routed with ``compile__<name>``). The first
+        batches then take seconds to compile; worth it for long fits of large
+        networks, rarely for small ones. Needs a C++ compiler on the CPU.
     warm_start : bool, default=False
         When True, ``fit`` continues from the fitted network instead of
         building a new one (same classes and image shape required).
@@ -126,7 +140,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     **kwargs : dict
         Parameters routed to skorch, with the prefixes ``module__``,
         ``optimizer__``, ``criterion__``, ``iterator_train__``,
-        ``iterator_valid__`` and ``callbacks__``. They are grid-searchable
+        ``iterator_valid__``, ``callbacks__`` and ``compile__``. They are grid-searchable
         like the named parameters.
 
     Attributes
@@ -191,6 +205,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "image_shape": [tuple, list, None],
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "device": [str, torch.device],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "compile": ["boolean"],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
         "random_state": ["random_state"],
@@ -214,6 +230,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         image_shape=None,
         precision="auto",
         device="auto",
+        n_threads=None,
+        compile=False,
         warm_start=False,
         callbacks=None,
         random_state=None,
@@ -234,6 +252,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.image_shape = image_shape
         self.precision = precision
         self.device = device
+        self.n_threads = n_threads
+        self.compile = compile
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.random_state = random_state
@@ -351,7 +371,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                          fitted_shape=self.image_shape_ if warm else None)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
-        with seeded(self.random_state) as rng:
+        with seeded(self.random_state) as rng, torch_threads(self.n_threads):
             if not warm:
                 self.image_shape_ = tuple(X.shape[1:])
                 self.device_ = resolve_device(self.device)
@@ -445,6 +465,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             optimizer = OPTIMIZERS[optimizer]
         kwargs = dict(
             criterion__reduction="none",
+            iterator_train=image_batches,
+            iterator_valid=image_batches,
             iterator_train__collate_fn=collate_batch,
             iterator_valid__collate_fn=collate_batch,
             iterator_train__shuffle=True,
@@ -463,6 +485,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             augment=self.augment,
             precision=self.precision_,
+            compile=self.compile,
             **kwargs,
         )
         return net.initialize()
@@ -499,8 +522,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         """Return the float32 logits of validated images, batch by batch."""
         images = torch.from_numpy(X)
-        batch_size = max(self.batch_size, PREDICT_BATCH_SIZE)
-        with torch.inference_mode():
+        # On the CPU, batches larger than PREDICT_BATCH_SIZE spill the
+        # activations out of cache and get slower; accelerators like them large.
+        batch_size = PREDICT_BATCH_SIZE
+        if torch.device(self.device_).type != "cpu":
+            batch_size = max(self.batch_size, batch_size)
+        with torch.inference_mode(), torch_threads(self.n_threads):
             return torch.cat([
                 self.net_.evaluation_step((images[i:i + batch_size], None))
                 for i in range(0, len(images), batch_size)
