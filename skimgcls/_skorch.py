@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 from skorch.dataset import get_len, unpack_data
 from skorch.utils import to_tensor
 
@@ -213,6 +214,40 @@ class ImageNet(NeuralNetClassifier):
             return self.module_(images).float()
         with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16):
             return self.module_(images).float()
+
+    def _set_training(self, training=True):
+        """Set train/eval mode, skipping the module walk when it is already set.
+
+        skorch calls this for every batch; ``Module.train`` visits every
+        submodule, a cost that shows on small networks.
+        """
+        modules = [getattr(self, name + "_") for name in self._modules + self._criteria]
+        modules = [m for m in modules if isinstance(m, torch.nn.Module)]
+        if any(m.training != training for m in modules):
+            for module in modules:
+                module.train(training)
+
+    def _grad_hooks(self):
+        """Whether a callback (or a subclass) listens to ``on_grad_computed``."""
+        if type(self).on_grad_computed is not NeuralNetClassifier.on_grad_computed:
+            return True
+        return any(type(cb).on_grad_computed is not Callback.on_grad_computed
+                   for _, cb in self.callbacks_)
+
+    def train_step(self, batch, **fit_params):
+        """One optimizer step, as skorch's; ``on_grad_computed`` only when heard."""
+        if self._grad_hooks():
+            return super().train_step(batch, **fit_params)
+        accumulator = self.get_train_step_accumulator()
+
+        def step_fn():
+            self._zero_grad_optimizer()
+            step = self.train_step_single(batch, **fit_params)
+            accumulator.store_step(step)
+            return step["loss"]
+
+        self._step_optimizer(step_fn)
+        return accumulator.get_step()
 
     def _defer_loss_sync(self):
         """Keep batch losses on the device until the epoch ends (accelerators)."""
