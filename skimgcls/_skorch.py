@@ -249,6 +249,16 @@ class ImageNet(NeuralNetClassifier):
         self._step_optimizer(step_fn)
         return accumulator.get_step()
 
+    def torch_compile(self, module, name):
+        """Compile the network only (``compile=True``), not the criterion.
+
+        The loss is one cheap fused op; compiling it on its own only adds
+        compile time (and trips a dynamo warning about non-leaf gradients).
+        """
+        if name != "module":
+            return module
+        return super().torch_compile(module, name)
+
     def _defer_loss_sync(self):
         """Keep batch losses on the device until the epoch ends (accelerators)."""
         return torch.device(self.device).type != "cpu"

@@ -74,10 +74,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``'adam'``, ``'adamw'``, ``'sgd'``, ``'rmsprop'``, ``'adadelta'``,
         ``'adagrad'`` or an optimizer class. Its other arguments are set with
         ``optimizer__<name>`` parameters, e.g. ``optimizer__weight_decay=1e-4``.
-    lr : float, default=2e-3
+    lr : float, default=5e-3
         Learning rate; the peak learning rate of the one-cycle schedule.
-    max_epochs : int, default=15
-        Number of passes over the training data.
+    max_epochs : int, default=8
+        Number of passes over the training data. With the one-cycle schedule,
+        8 epochs of the default network reach about 98.7 % on 4,000 MNIST
+        digits, in less time than 5 epochs of the classic PyTorch example
+        (about 96 %); see the performance guide.
     batch_size : int, default=64
         Images per training step.
     lr_schedule : {'onecycle', 'cosine', 'plateau'} or None, default='onecycle'
@@ -218,8 +221,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         module="compact_cnn",
         *,
         optimizer="adamw",
-        lr=2e-3,
-        max_epochs=15,
+        lr=5e-3,
+        max_epochs=8,
         batch_size=64,
         lr_schedule="onecycle",
         validation_fraction=0.1,

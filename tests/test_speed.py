@@ -1,5 +1,7 @@
 """The fast paths: slicing batches, thread count, loss syncs, predict batches."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -225,6 +227,10 @@ def test_compile_is_passed_to_skorch():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("SKIMGCLS_TEST_COMPILE"),
+    reason="torch.compile takes minutes on a small CPU; set SKIMGCLS_TEST_COMPILE=1",
+)
 def test_compile_fits_and_predicts():
     pytest.importorskip("torch._inductor")
     X, y = _data()
