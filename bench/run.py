@@ -345,8 +345,14 @@ def bench_onnx(cfg, data):
     X_train, y_train, X_test, _ = data
     clf = CNNClassifier(module="simple_cnn", max_epochs=1, random_state=cfg.seed,
                         device="cpu").fit(X_train, y_train)
-    module = clf.module_.eval()
+    import copy
+
+    # the hand-written baseline: contiguous NCHW weights and input, as in the
+    # PyTorch example; the package keeps its network channels_last.
+    module = copy.deepcopy(clf.module_).eval().to(memory_format=torch.contiguous_format)
+    module_cl = clf.module_.eval()
     x = to_float_nchw(X_test)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     path = Path(cfg.tmpdir) / "simple_cnn.onnx"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         torch.onnx.export(module, (x[:1],), str(path), input_names=["x"],
@@ -362,6 +368,11 @@ def bench_onnx(cfg, data):
             for i in range(0, len(x), 128):
                 module(x[i:i + 128])
 
+    def eager_channels_last():
+        with torch.no_grad():
+            for i in range(0, len(x), 128):
+                module_cl(x_cl[i:i + 128])
+
     def onnx():
         for i in range(0, len(xn), 128):
             session.run(None, {"x": xn[i:i + 128]})
@@ -369,7 +380,8 @@ def bench_onnx(cfg, data):
     def ours():
         clf.predict(X_test)
 
-    funcs = {"eager_fp32": eager, "onnxruntime": onnx, "cnn_default": ours}
+    funcs = {"eager_fp32": eager, "eager_fp32_channels_last": eager_channels_last,
+             "onnxruntime": onnx, "cnn_default": ours}
     times = {name: [] for name in funcs}
     for _ in range(cfg.repeats):
         for name, fn in funcs.items():

@@ -215,6 +215,17 @@ class ImageNet(NeuralNetClassifier):
         with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16):
             return self.module_(images).float()
 
+    def get_default_callbacks(self):
+        """skorch's default callbacks, without ``print_log`` when ``verbose=0``.
+
+        ``PrintLog`` formats the epoch table every epoch even when it prints
+        nothing, which costs more than a small network's batches.
+        """
+        callbacks = super().get_default_callbacks()
+        if not self.verbose:
+            callbacks = [(name, cb) for name, cb in callbacks if name != "print_log"]
+        return callbacks
+
     def _set_training(self, training=True):
         """Set train/eval mode, skipping the module walk when it is already set.
 

@@ -138,6 +138,15 @@ def test_deferred_loss_sync_writes_floats_at_epoch_end(monkeypatch):
                                reference.history_[:, "train_loss"], rtol=1e-6)
 
 
+def test_print_log_only_when_verbose(capsys):
+    quiet = _clf(max_epochs=1).fit(*_data())
+    assert "print_log" not in dict(quiet.net_.callbacks_)
+    assert capsys.readouterr().out == ""
+    loud = _clf(max_epochs=1, verbose=1).fit(*_data())
+    assert "print_log" in dict(loud.net_.callbacks_)
+    assert "train_loss" in capsys.readouterr().out
+
+
 # -- threads ---------------------------------------------------------------------
 class _RecordThreads(Callback):
     def initialize(self):
