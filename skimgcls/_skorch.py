@@ -3,8 +3,12 @@
 ``CNNClassifier`` keeps only its parameters; ``fit`` builds ``net_``, an
 :class:`ImageNet` (a skorch ``NeuralNetClassifier``) that:
 
-* reads batches from :class:`ImageTensorDataset` by tensor slicing (one
-  ``__getitems__`` per batch, no per-sample ``__getitem__`` + collate),
+* reads batches from :class:`ImageTensorDataset` by tensor slicing
+  (:func:`image_batches`: one ``randperm`` per epoch, no DataLoader, no
+  per-sample ``__getitem__`` + collate),
+* keeps skorch's per-batch bookkeeping small (no redundant ``train()`` walks,
+  no unheard ``on_grad_computed``, one device sync per epoch on accelerators,
+  no epoch table formatted when ``verbose=0``),
 * turns NHWC uint8/float batches into NCHW float input with channels_last
   memory on the device, without a copy of the permutation,
 * runs the forward pass under bf16 autocast when ``precision='bf16'``,
@@ -103,25 +107,23 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     y : ndarray of shape (n_samples,), default=None
         Encoded labels (0 .. n_classes - 1).
     sample_weight : ndarray of shape (n_samples,), default=None
-        Per-sample loss weights. None, or all ones, leaves them out of the
-        batches (the loss is then a plain mean: two tensor ops less per batch).
+        Per-sample loss weights; ones when None.
     """
 
     def __init__(self, X, y=None, sample_weight=None):
         self.X = torch.from_numpy(np.ascontiguousarray(X))
+        n = len(self.X)
         self.y = None if y is None else torch.as_tensor(y, dtype=torch.long)
-        if sample_weight is not None and np.all(np.asarray(sample_weight) == 1):
-            sample_weight = None
-        self.sample_weight = (None if sample_weight is None else
-                              torch.as_tensor(sample_weight, dtype=torch.float32))
+        if sample_weight is None:
+            sample_weight = np.ones(n, dtype=np.float32)
+        self.sample_weight = torch.as_tensor(sample_weight, dtype=torch.float32)
 
     def __len__(self):
         return len(self.X)
 
     def _batch(self, idx):
-        Xb = {"X": self.X[idx]}
-        if self.sample_weight is not None:
-            Xb["sample_weight"] = self.sample_weight[idx]
+        """The batch at ``idx`` (index tensor or slice), as ``__getitems__``."""
+        Xb = {"X": self.X[idx], "sample_weight": self.sample_weight[idx]}
         return Xb, None if self.y is None else self.y[idx]
 
     def __getitems__(self, indices):

@@ -125,9 +125,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         so that they do not fight over the cores.
     compile : bool, default=False
         Compile the network with ``torch.compile`` (skorch's ``compile``
-        option; its arguments are routed with ``compile__<name>``). The first
-        batches then take seconds to compile; worth it for long fits of large
-        networks, rarely for small ones. Needs a C++ compiler on the CPU.
+        option; its arguments are routed with ``compile__<name>``). Compiling
+        takes tens of seconds to minutes before the first batch; worth it for
+        long fits of large networks, rarely for small ones. Needs a C++
+        compiler on the CPU.
     warm_start : bool, default=False
         When True, ``fit`` continues from the fitted network instead of
         building a new one (same classes and image shape required).
@@ -143,8 +144,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     **kwargs : dict
         Parameters routed to skorch, with the prefixes ``module__``,
         ``optimizer__``, ``criterion__``, ``iterator_train__``,
-        ``iterator_valid__``, ``callbacks__`` and ``compile__``. They are grid-searchable
-        like the named parameters.
+        ``iterator_valid__``, ``callbacks__`` and ``compile__``. They are
+        grid-searchable like the named parameters.
 
     Attributes
     ----------

@@ -76,14 +76,6 @@ def test_image_batches_falls_back_to_a_dataloader_for_other_options():
     assert clf.history_[-1, "train_batch_count"] == 4
 
 
-def test_unit_sample_weights_are_left_out_of_batches():
-    X, y = _data(10)
-    Xb, _ = ImageTensorDataset(X, y, np.ones(10)).__getitems__([0, 1])
-    assert set(Xb) == {"X"}
-    Xb, _ = ImageTensorDataset(X, y, np.arange(10.0)).__getitems__([2, 3])
-    np.testing.assert_array_equal(Xb["sample_weight"].numpy(), [2.0, 3.0])
-
-
 def test_sample_weight_still_weights_the_loss():
     X, y = _data()
     w = np.where(y == 0, 0.0, 1.0)
