@@ -604,6 +604,27 @@ def markdown(res):
     return "\n".join(lines) + "\n"
 
 
+def rst(res):
+    """The markdown report as reStructuredText (csv-tables), for the docs."""
+    out = []
+    for line in markdown(res).splitlines():
+        if line.startswith("|---"):
+            continue
+        if line.startswith("| variant"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out += ["", ".. csv-table::", "   :header: " + ", ".join(
+                f'"{c}"' for c in cells), ""]
+        elif line.startswith("| "):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out.append("   " + ", ".join(f'"{c}"' for c in cells))
+        elif line.startswith("### "):
+            title = line[4:]
+            out += ["", title, "-" * len(title)]
+        else:
+            out.append(line.replace("`", "``"))
+    return "\n".join(out).strip() + "\n"
+
+
 def machine_info():
     import skorch
 
@@ -722,6 +743,7 @@ def main(argv=None):
     (outdir / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str))
     table = markdown(res)
     (outdir / f"{stem}.md").write_text(table)
+    (outdir / f"{stem}.rst").write_text(rst(res))
     print(table)
     return res
 
