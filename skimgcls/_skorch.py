@@ -3,8 +3,12 @@
 ``CNNClassifier`` keeps only its parameters; ``fit`` builds ``net_``, an
 :class:`ImageNet` (a skorch ``NeuralNetClassifier``) that:
 
-* reads batches from :class:`ImageTensorDataset` by tensor slicing (one
-  ``__getitems__`` per batch, no per-sample ``__getitem__`` + collate),
+* reads batches from :class:`ImageTensorDataset` by tensor slicing
+  (:func:`image_batches`: one ``randperm`` per epoch, no DataLoader, no
+  per-sample ``__getitem__`` + collate),
+* keeps skorch's per-batch bookkeeping small (no redundant ``train()`` walks,
+  no unheard ``on_grad_computed``, one device sync per epoch on accelerators,
+  no epoch table formatted when ``verbose=0``),
 * turns NHWC uint8/float batches into NCHW float input with channels_last
   memory on the device, without a copy of the permutation,
 * runs the forward pass under bf16 autocast when ``precision='bf16'``,
@@ -20,13 +24,16 @@
   :class:`~skimgcls._checkpoint.Checkpointer` (``checkpoint_``).
 """
 
+import math
 from collections.abc import Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.dataset import unpack_data
+from skorch.callbacks import Callback
+from skorch.dataset import get_len, unpack_data
 from skorch.utils import to_tensor
 
 from ._checkpoint import _cpu
@@ -34,7 +41,14 @@ from ._tta import average_views
 from .augmentation import mix_batch
 from .exceptions import NonFiniteLossError
 
-__all__ = ["ImageNet", "ImageTensorDataset", "resolve_device", "resolve_precision"]
+__all__ = [
+    "ImageNet",
+    "ImageTensorDataset",
+    "image_batches",
+    "resolve_device",
+    "resolve_precision",
+    "torch_threads",
+]
 
 _SCALE = {torch.uint8: 1 / 255, torch.uint16: 1 / 65535}
 
@@ -79,6 +93,24 @@ def resolve_precision(precision, device):
     return "fp32"
 
 
+@contextmanager
+def torch_threads(n_threads):
+    """Run a ``with`` block with ``torch.set_num_threads(n_threads)``, then restore.
+
+    None leaves torch's setting alone (``torch.get_num_threads()``: the
+    ``OMP_NUM_THREADS`` environment variable, else one thread per core).
+    """
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class ImageTensorDataset(torch.utils.data.Dataset):
     """In-memory NHWC images, labels and sample weights, batched by slicing.
 
@@ -103,11 +135,13 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.X)
 
-    def __getitems__(self, indices):
-        idx = torch.as_tensor(indices, dtype=torch.long)
+    def _batch(self, idx):
+        """The batch at ``idx`` (index tensor or slice), as ``__getitems__``."""
         Xb = {"X": self.X[idx], "sample_weight": self.sample_weight[idx]}
-        yb = None if self.y is None else self.y[idx]
-        return Xb, yb
+        return Xb, None if self.y is None else self.y[idx]
+
+    def __getitems__(self, indices):
+        return self._batch(torch.as_tensor(indices, dtype=torch.long))
 
     def __getitem__(self, i):
         Xb, yb = self.__getitems__([i])
@@ -121,6 +155,49 @@ def collate_batch(batch):
 
 class StopTraining(KeyboardInterrupt):
     """A callback asked to stop training at the end of a complete epoch."""
+
+
+class _SliceBatches:
+    """Batches of an :class:`ImageTensorDataset` by tensor slicing.
+
+    What a ``DataLoader`` with a batch sampler does, minus its per-batch
+    Python work: one ``randperm`` per epoch when shuffling, else contiguous
+    slices (views, no copy).
+    """
+
+    def __init__(self, dataset, batch_size, shuffle, drop_last):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self):
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n, b = len(self.dataset), self.batch_size
+        stop = n - n % b if self.drop_last else n
+        order = torch.randperm(n) if self.shuffle else None
+        for start in range(0, stop, b):
+            end = min(start + b, n)
+            yield self.dataset._batch(slice(start, end) if order is None
+                                      else order[start:end])
+
+
+def image_batches(dataset, batch_size=1, shuffle=False, collate_fn=collate_batch,
+                  drop_last=False, **kwargs):
+    """Iterate over ``dataset`` in batches; skorch's ``iterator_train/valid``.
+
+    An :class:`ImageTensorDataset` with no other DataLoader option is sliced
+    directly (the fast path); anything else (``num_workers``, a sampler, a
+    custom dataset...) gets a :class:`torch.utils.data.DataLoader` with the
+    same arguments.
+    """
+    if (isinstance(dataset, ImageTensorDataset) and not kwargs
+            and collate_fn is collate_batch):
+        return _SliceBatches(dataset, batch_size, shuffle, drop_last)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                       collate_fn=collate_fn, drop_last=drop_last,
+                                       **kwargs)
 
 
 class ImageNet(NeuralNetClassifier):
@@ -168,8 +245,106 @@ class ImageNet(NeuralNetClassifier):
             # autocast, such as the one of an accelerator.
             return self.module_(images).float()
         with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16):
-            logits = self.module_(images)
-        return logits.float()
+            return self.module_(images).float()
+
+    def get_default_callbacks(self):
+        """skorch's default callbacks, without ``print_log`` when ``verbose=0``.
+
+        ``PrintLog`` formats the epoch table every epoch even when it prints
+        nothing, which costs more than a small network's batches.
+        """
+        callbacks = super().get_default_callbacks()
+        if not self.verbose:
+            callbacks = [(name, cb) for name, cb in callbacks if name != "print_log"]
+        return callbacks
+
+    def _set_training(self, training=True):
+        """Set train/eval mode, skipping the module walk when it is already set.
+
+        skorch calls this for every batch; ``Module.train`` visits every
+        submodule, a cost that shows on small networks.
+        """
+        modules = [getattr(self, name + "_") for name in self._modules + self._criteria]
+        modules = [m for m in modules if isinstance(m, torch.nn.Module)]
+        if any(m.training != training for m in modules):
+            for module in modules:
+                module.train(training)
+
+    def _grad_hooks(self):
+        """Whether a callback (or a subclass) listens to ``on_grad_computed``."""
+        if type(self).on_grad_computed is not NeuralNetClassifier.on_grad_computed:
+            return True
+        return any(type(cb).on_grad_computed is not Callback.on_grad_computed
+                   for _, cb in self.callbacks_)
+
+    def train_step(self, batch, **fit_params):
+        """One optimizer step, as skorch's; ``on_grad_computed`` only when heard."""
+        if self._grad_hooks():
+            return super().train_step(batch, **fit_params)
+        accumulator = self.get_train_step_accumulator()
+
+        def step_fn():
+            self._zero_grad_optimizer()
+            step = self.train_step_single(batch, **fit_params)
+            accumulator.store_step(step)
+            return step["loss"]
+
+        self._step_optimizer(step_fn)
+        return accumulator.get_step()
+
+    def torch_compile(self, module, name):
+        """Compile the network only (``compile=True``), not the criterion.
+
+        The loss is one cheap fused op; compiling it on its own only adds
+        compile time (and trips a dynamo warning about non-leaf gradients).
+        """
+        if name != "module":
+            return module
+        return super().torch_compile(module, name)
+
+    def _defer_loss_sync(self):
+        """Keep batch losses on the device until the epoch ends (accelerators)."""
+        accelerator = getattr(self, "accelerator", None)
+        device = accelerator.device if accelerator is not None else self.device
+        return torch.device(device).type != "cpu"
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """Run one epoch; as skorch's, with one device sync per epoch, not per batch.
+
+        On an accelerator the batch losses are kept as tensors during the
+        epoch, so that the host can queue the next batches without waiting
+        for each loss (``.item()`` would), and written to the history as
+        floats at the end of the epoch, before the epoch callbacks read them.
+        """
+        if iterator is None:
+            return
+        defer = self._defer_loss_sync()
+        history, key = self.history, prefix + "_loss"
+        rows, losses, batch_count = [], [], 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            loss = step["loss"].detach()
+            history.record_batch(key, loss if defer else loss.item())
+            history.record_batch(prefix + "_batch_size", _batch_len(batch))
+            if defer:
+                rows.append(history[-1]["batches"][-1])
+                losses.append(loss)
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            batch_count += 1
+        if losses:
+            values = torch.stack(losses).float().tolist()
+            for row, value in zip(rows, values):
+                row[key] = value
+            bad = [i for i, value in enumerate(values) if not math.isfinite(value)]
+            if training and bad:
+                raise NonFiniteLossError(
+                    f"The training loss is {values[bad[0]]} at epoch "
+                    f"{len(history)}, batch {bad[0] + 1}: training diverged and was "
+                    "stopped. The estimator keeps the weights of the last complete "
+                    "epoch. Lower lr, normalize the images, or use precision='fp32'."
+                )
+        history.record(prefix + "_batch_count", batch_count)
 
     def predict_logits(self, Xi, views=None):
         """Return the float32 logits of one batch, in evaluation mode.
@@ -207,7 +382,7 @@ class ImageNet(NeuralNetClassifier):
             partner = {"sample_weight": Xi["sample_weight"][perm]}
             loss = lam * loss + (1 - lam) * self.get_loss(
                 y_pred, yi[perm], X=partner, training=True)
-        if not torch.isfinite(loss):
+        if not self._defer_loss_sync() and not torch.isfinite(loss):
             self._raise_non_finite(f"The training loss is {loss.item()}")
         return loss, y_pred
 
@@ -307,3 +482,10 @@ class ImageNet(NeuralNetClassifier):
         if isinstance(X, Mapping) and "sample_weight" in X:
             loss = loss * X["sample_weight"].to(loss.device)
         return loss.mean()
+
+
+def _batch_len(batch):
+    X = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(X, Mapping) and "X" in X:
+        return len(X["X"])
+    return get_len(X)

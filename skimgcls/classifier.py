@@ -25,8 +25,10 @@ from ._skorch import (
     ImageNet,
     ImageTensorDataset,
     collate_batch,
+    image_batches,
     resolve_device,
     resolve_precision,
+    torch_threads,
 )
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset
@@ -39,7 +41,7 @@ __all__ = ["CNNClassifier"]
 
 #: Parameter prefixes routed to the skorch net, as in skorch.
 ROUTED_PREFIXES = ("module__", "optimizer__", "criterion__", "iterator_train__",
-                   "iterator_valid__", "callbacks__")
+                   "iterator_valid__", "callbacks__", "compile__")
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -78,10 +80,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``'adam'``, ``'adamw'``, ``'sgd'``, ``'rmsprop'``, ``'adadelta'``,
         ``'adagrad'`` or an optimizer class. Its other arguments are set with
         ``optimizer__<name>`` parameters, e.g. ``optimizer__weight_decay=1e-4``.
-    lr : float, default=2e-3
+    lr : float, default=5e-3
         Learning rate; the peak learning rate of the one-cycle schedule.
-    max_epochs : int, default=15
-        Number of passes over the training data.
+    max_epochs : int, default=8
+        Number of passes over the training data. With the one-cycle schedule,
+        8 epochs of the default network reach about 98.7 % on 4,000 MNIST
+        digits, in less time than 5 epochs of the classic PyTorch example
+        (about 96 %); see the performance guide.
     batch_size : int, default=64
         Images per training step.
     lr_schedule : {'onecycle', 'cosine', 'plateau'} or None, default='onecycle'
@@ -158,6 +163,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         e.g. ``{'mixed_precision': 'bf16'}``). Leave ``device`` and
         ``precision`` at ``'auto'``: the accelerator decides them. Needs
         ``pip install "skimgcls[accelerate]"``.
+    n_threads : int or None, default=None
+        CPU threads torch uses during ``fit``, ``predict`` and
+        ``predict_proba`` (set with ``torch.set_num_threads`` and restored
+        afterwards). None keeps torch's own setting, ``torch.get_num_threads()``:
+        the ``OMP_NUM_THREADS`` environment variable, else one per core. Pass
+        1 when several fits run in parallel (e.g. ``GridSearchCV(n_jobs=-1)``),
+        so that they do not fight over the cores.
+    compile : bool, default=False
+        Compile the network with ``torch.compile`` (skorch's ``compile``
+        option; its arguments are routed with ``compile__<name>``). Compiling
+        takes tens of seconds to minutes before the first batch; worth it for
+        long fits of large networks, rarely for small ones. Needs a C++
+        compiler on the CPU.
     warm_start : bool, default=False
         When True, ``fit`` continues from the fitted network instead of
         building a new one (same classes and image shape required).
@@ -190,8 +208,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     **kwargs : dict
         Parameters routed to skorch, with the prefixes ``module__``,
         ``optimizer__``, ``criterion__``, ``iterator_train__``,
-        ``iterator_valid__`` and ``callbacks__``. They are grid-searchable
-        like the named parameters.
+        ``iterator_valid__``, ``callbacks__`` and ``compile__``. They are
+        grid-searchable like the named parameters.
 
     Attributes
     ----------
@@ -264,6 +282,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "device": [str, torch.device],
         "tta": [StrOptions(set(TTA_PRESETS)), list, tuple, None],
         "accelerator": [dict, HasMethods(["prepare", "backward", "autocast"]), None],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "compile": ["boolean"],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
         "checkpoint": [str, os.PathLike, None],
@@ -276,8 +296,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         module="compact_cnn",
         *,
         optimizer="adamw",
-        lr=2e-3,
-        max_epochs=15,
+        lr=5e-3,
+        max_epochs=8,
         batch_size=64,
         lr_schedule="onecycle",
         validation_fraction=0.1,
@@ -293,6 +313,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         device="auto",
         tta=None,
         accelerator=None,
+        n_threads=None,
+        compile=False,
         warm_start=False,
         callbacks=None,
         checkpoint=None,
@@ -319,6 +341,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.tta = tta
         self.accelerator = accelerator
+        self.n_threads = n_threads
+        self.compile = compile
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.checkpoint = checkpoint
@@ -458,7 +482,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.n_features_in_ = int(np.prod(shape))
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
-        with seeded(self.random_state) as rng:
+        with seeded(self.random_state) as rng, torch_threads(self.n_threads):
             if not warm:
                 self.image_shape_ = tuple(X.shape[1:]) if X.ndim > 1 else shape
                 accelerator = self._make_accelerator()
@@ -603,6 +627,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             optimizer = OPTIMIZERS[optimizer]
         kwargs = dict(
             criterion__reduction="none",
+            iterator_train=image_batches,
+            iterator_valid=image_batches,
             iterator_train__collate_fn=collate_batch,
             iterator_valid__collate_fn=collate_batch,
             iterator_train__shuffle=True,
@@ -636,6 +662,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             augment=self.augment,
             mixup_alpha=self.mixup_alpha,
             cutmix_alpha=self.cutmix_alpha,
+            compile=self.compile,
             **kwargs,
         )
         return net.initialize()
@@ -702,11 +729,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         views: its softmax is that average and its argmax the prediction.
         """
         views = resolve_tta(self.tta)
-        batches, n_batches = self._batches(X, max(self.batch_size, PREDICT_BATCH_SIZE))
+        # On the CPU, batches larger than PREDICT_BATCH_SIZE spill the
+        # activations out of cache and get slower; accelerators like them large.
+        batch_size = PREDICT_BATCH_SIZE
+        if torch.device(self.device_).type != "cpu":
+            batch_size = max(self.batch_size, batch_size)
+        batches, n_batches = self._batches(X, batch_size)
         batches = track(batches, total=n_batches, desc="predict", unit="batch",
                         verbose=self.verbose, delay=2.0 if self.verbose == 1 else 0.0,
                         disable=not _is_main_process(self.net_))
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self.n_threads):
             return torch.cat([self.net_.predict_logits(batch, views)
                               for batch in batches]).cpu()
 

@@ -1,0 +1,240 @@
+"""The fast paths: slicing batches, thread count, loss syncs, predict batches."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from skorch.callbacks import Callback
+
+from skimgcls import CNNClassifier
+from skimgcls import _skorch, classifier
+from skimgcls._skorch import (
+    ImageNet,
+    ImageTensorDataset,
+    collate_batch,
+    image_batches,
+    resolve_precision,
+    torch_threads,
+)
+
+
+def _data(n=60, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.randint(0, 256, size=(n, 6, 6, 1)).astype(np.uint8)
+    y = np.arange(n) % 3
+    X[y == 1, :3] = 255  # learnable
+    return X, y
+
+
+def _clf(**params):
+    defaults = dict(module__width=4, max_epochs=2, batch_size=16, precision="fp32",
+                    validation_fraction=None, random_state=0)
+    defaults.update(params)
+    return CNNClassifier(**defaults)
+
+
+# -- batching ------------------------------------------------------------------
+def test_image_batches_slices_without_a_dataloader():
+    X, y = _data(50)
+    dataset = ImageTensorDataset(X, y)
+    batches = image_batches(dataset, batch_size=16, shuffle=False,
+                            collate_fn=collate_batch)
+    assert not isinstance(batches, torch.utils.data.DataLoader)
+    assert len(batches) == 4
+    got = list(batches)
+    assert [len(b[1]) for b in got] == [16, 16, 16, 2]
+    # contiguous batches are views of the stored images: no copy
+    assert got[0][0]["X"].data_ptr() == dataset.X.data_ptr()
+    np.testing.assert_array_equal(torch.cat([b[1] for b in got]).numpy(), y)
+
+
+def test_image_batches_shuffle_covers_every_image_once():
+    X, y = _data(50)
+    dataset = ImageTensorDataset(X, np.arange(50))
+    torch.manual_seed(0)
+    order = torch.cat([b[1] for b in image_batches(dataset, batch_size=16,
+                                                    shuffle=True)]).numpy()
+    assert sorted(order.tolist()) == list(range(50))
+    assert order.tolist() != list(range(50))
+
+
+def test_image_batches_drop_last():
+    dataset = ImageTensorDataset(*_data(50))
+    batches = image_batches(dataset, batch_size=16, shuffle=True, drop_last=True)
+    assert len(batches) == 3
+    assert [len(b[1]) for b in batches] == [16, 16, 16]
+
+
+def test_image_batches_falls_back_to_a_dataloader_for_other_options():
+    dataset = ImageTensorDataset(*_data(20))
+    loader = image_batches(dataset, batch_size=8, num_workers=0)
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    assert [len(b[1]) for b in loader] == [8, 8, 4]
+    # and a fit routed through the DataLoader path still works
+    clf = _clf(iterator_train__num_workers=0, max_epochs=1).fit(*_data())
+    assert clf.history_[-1, "train_batch_count"] == 4
+
+
+def test_sample_weight_still_weights_the_loss():
+    X, y = _data()
+    w = np.where(y == 0, 0.0, 1.0)
+    net = _clf(max_epochs=1).fit(X, y, sample_weight=w).net_
+    batch = ImageTensorDataset(X[:8], y[:8], w[:8]).__getitems__(list(range(8)))
+    logits = net.infer(batch[0])
+    weighted = net.get_loss(logits, batch[1], X=batch[0])
+    plain = torch.nn.functional.cross_entropy(logits, batch[1], reduction="none")
+    torch.testing.assert_close(weighted, (plain * batch[0]["sample_weight"]).mean())
+
+
+# -- training loop ----------------------------------------------------------------
+def test_history_records_float_losses_and_batch_counts():
+    clf = _clf(validation_fraction=0.25).fit(*_data())
+    last = clf.history_[-1]
+    assert last["train_batch_count"] == 3  # 45 images / 16
+    assert last["valid_batch_count"] == 1
+    losses = clf.history_[-1, "batches", :, "train_loss"]
+    assert all(isinstance(v, float) for v in losses)
+    assert isinstance(last["train_loss"], float)
+
+
+class _DeferredNet(ImageNet):
+    """The accelerator path (losses kept as tensors until the epoch ends) on the CPU."""
+
+    def _defer_loss_sync(self):
+        return True
+
+
+class _SeeBatchLoss(Callback):
+    def initialize(self):
+        self.seen = []
+        return self
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        key = "train_loss" if training else "valid_loss"
+        self.seen.append(net.history[-1, "batches", -1, key])
+
+
+def test_deferred_loss_sync_writes_floats_at_epoch_end(monkeypatch):
+    monkeypatch.setattr(classifier, "ImageNet", _DeferredNet)
+    spy = _SeeBatchLoss()
+    clf = _clf(validation_fraction=0.25, callbacks=[("spy", spy)]).fit(*_data())
+    spy = dict(clf.net_.callbacks_)["spy"]
+    assert spy.seen and all(isinstance(v, torch.Tensor) for v in spy.seen)
+    for key in ("train_loss", "valid_loss"):
+        values = clf.history_[-1, "batches", :, key]
+        assert all(isinstance(v, float) for v in values), key
+        assert np.isfinite(clf.history_[-1, key])
+    reference = _clf(validation_fraction=0.25).fit(*_data())
+    np.testing.assert_allclose(clf.history_[:, "train_loss"],
+                               reference.history_[:, "train_loss"], rtol=1e-6)
+
+
+def test_print_log_only_when_verbose(capsys):
+    quiet = _clf(max_epochs=1).fit(*_data())
+    assert "print_log" not in dict(quiet.net_.callbacks_)
+    assert capsys.readouterr().out == ""
+    loud = _clf(max_epochs=1, verbose=1).fit(*_data())
+    assert "print_log" in dict(loud.net_.callbacks_)
+    assert "train_loss" in capsys.readouterr().out
+
+
+# -- threads ---------------------------------------------------------------------
+class _RecordThreads(Callback):
+    def initialize(self):
+        self.threads = []
+        return self
+
+    def on_batch_begin(self, net, **kwargs):
+        self.threads.append(torch.get_num_threads())
+
+
+def test_n_threads_is_used_in_fit_and_restored():
+    before = torch.get_num_threads()
+    clf = _clf(n_threads=1, callbacks=[("threads", _RecordThreads())]).fit(*_data())
+    assert set(dict(clf.net_.callbacks_)["threads"].threads) == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_n_threads_is_used_in_predict(monkeypatch):
+    clf = _clf(n_threads=1).fit(*_data())
+    seen = []
+    original = clf.net_.evaluation_step
+
+    def spy(batch, training=False):
+        seen.append(torch.get_num_threads())
+        return original(batch, training)
+
+    monkeypatch.setattr(clf.net_, "evaluation_step", spy)
+    before = torch.get_num_threads()
+    clf.predict(_data()[0])
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_n_threads_none_keeps_torch_setting():
+    before = torch.get_num_threads()
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_n_threads_is_validated():
+    with pytest.raises(ValueError, match="n_threads"):
+        _clf(n_threads=0).fit(*_data())
+
+
+# -- predict ---------------------------------------------------------------------
+def test_predict_batches_of_predict_batch_size_on_cpu(monkeypatch):
+    X, y = _data(300)
+    clf = _clf(batch_size=256, max_epochs=1).fit(X, y)
+    sizes = []
+    original = clf.net_.evaluation_step
+
+    def spy(batch, training=False):
+        sizes.append(len(batch[0]))
+        assert torch.is_inference_mode_enabled()
+        return original(batch, training)
+
+    monkeypatch.setattr(clf.net_, "evaluation_step", spy)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (300, 3)
+    assert sizes == [128, 128, 44]
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+
+
+def test_bf16_predictions_match_fp32():
+    X, y = _data()
+    clf = _clf(max_epochs=3).fit(X, y)
+    fp32 = clf.predict_proba(X)
+    clf.net_.precision = "bf16"
+    bf16 = clf.predict_proba(X)
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    assert (bf16.argmax(1) == fp32.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu(monkeypatch, native, expected):
+    monkeypatch.setattr(_skorch, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("auto", "mps") == "fp32"
+
+
+# -- compile ---------------------------------------------------------------------
+def test_compile_is_passed_to_skorch():
+    clf = _clf(compile=False).fit(*_data())
+    assert clf.net_.compile is False
+    assert "compile__dynamic" in _clf(compile__dynamic=True).get_params()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("SKIMGCLS_TEST_COMPILE"),
+    reason="torch.compile takes minutes on a small CPU; set SKIMGCLS_TEST_COMPILE=1",
+)
+def test_compile_fits_and_predicts():
+    pytest.importorskip("torch._inductor")
+    X, y = _data()
+    clf = _clf(compile=True, compile__dynamic=False, max_epochs=1).fit(X, y)
+    assert isinstance(clf.net_.module_, torch._dynamo.eval_frame.OptimizedModule)
+    assert clf.predict(X).shape == (len(X),)
