@@ -176,7 +176,14 @@ class _SliceBatches:
     def __iter__(self):
         n, b = len(self.dataset), self.batch_size
         stop = n - n % b if self.drop_last else n
-        order = torch.randperm(n) if self.shuffle else None
+        # Draw from torch's RNG exactly as a DataLoader over a RandomSampler
+        # does (its base seed, then the sampler's seed): in-memory images and
+        # files then train the same model, with the same augmentation draws.
+        torch.empty((), dtype=torch.int64).random_()
+        order = None
+        if self.shuffle:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         for start in range(0, stop, b):
             end = min(start + b, n)
             yield self.dataset._batch(slice(start, end) if order is None

@@ -31,7 +31,7 @@ def folders(tmp_path_factory, digits):
 def model_dir(folders):
     out = folders / "model"
     code = main(["train", str(folders / "train"), "--out", str(out), "--epochs", "6",
-                 "--mode", "L", "--verbose", "0", "--lr", "0.01"])
+                 "--mode", "L", "--verbose", "0", "--lr", "0.01", "--batch-size", "16"])
     assert code == 0
     return out
 

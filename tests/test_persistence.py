@@ -136,7 +136,7 @@ def test_tampered_file_is_refused(saved):
 def test_edited_parameters_are_refused(saved):
     path, _ = saved
     raw = path.read_bytes()
-    edited = raw.replace(b'"lr\\": 0.002', b'"lr\\": 0.009')
+    edited = raw.replace(b'"lr\\": 0.005', b'"lr\\": 0.009')
     assert edited != raw
     path.write_bytes(edited)
     with pytest.raises(UnsafeModelFileError, match="does not match its hash"):

@@ -159,13 +159,13 @@ def test_n_threads_is_used_in_fit_and_restored():
 def test_n_threads_is_used_in_predict(monkeypatch):
     clf = _clf(n_threads=1).fit(*_data())
     seen = []
-    original = clf.net_.evaluation_step
+    original = clf.net_.predict_logits
 
-    def spy(batch, training=False):
+    def spy(batch, views=None):
         seen.append(torch.get_num_threads())
-        return original(batch, training)
+        return original(batch, views)
 
-    monkeypatch.setattr(clf.net_, "evaluation_step", spy)
+    monkeypatch.setattr(clf.net_, "predict_logits", spy)
     before = torch.get_num_threads()
     clf.predict(_data()[0])
     assert seen and set(seen) == {1}
@@ -188,14 +188,14 @@ def test_predict_batches_of_predict_batch_size_on_cpu(monkeypatch):
     X, y = _data(300)
     clf = _clf(batch_size=256, max_epochs=1).fit(X, y)
     sizes = []
-    original = clf.net_.evaluation_step
+    original = clf.net_.predict_logits
 
-    def spy(batch, training=False):
-        sizes.append(len(batch[0]))
+    def spy(batch, views=None):
+        sizes.append(len(batch))
         assert torch.is_inference_mode_enabled()
-        return original(batch, training)
+        return original(batch, views)
 
-    monkeypatch.setattr(clf.net_, "evaluation_step", spy)
+    monkeypatch.setattr(clf.net_, "predict_logits", spy)
     proba = clf.predict_proba(X)
     assert proba.shape == (300, 3)
     assert sizes == [128, 128, 44]

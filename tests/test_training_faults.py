@@ -211,7 +211,7 @@ def test_checkpoint_of_an_early_stopped_fit_is_not_continued(data, tmp_path):
 
 def test_checkpoint_of_another_fit_is_refused(data, tmp_path):
     CNNClassifier(max_epochs=1, checkpoint=tmp_path, **PARAMS).fit(*data)
-    with pytest.raises(ValueError, match=r"different fit: lr \(0.002 in the checkpoint, "
+    with pytest.raises(ValueError, match=r"different fit: lr \(0.005 in the checkpoint, "
                                          r"0.01 now\)"):
         CNNClassifier(max_epochs=1, checkpoint=tmp_path, **{**PARAMS, "lr": 0.01}).fit(
             *data)
