@@ -2,6 +2,8 @@
 
 import copy
 import math
+import os
+from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
@@ -24,6 +26,11 @@ from ._skorch import (
     collate_batch,
     resolve_device,
     resolve_precision,
+)
+from .backbones import (
+    UnfreezeBackbone,
+    backbone_param_groups,
+    prepare_module,
 )
 from .networks import build_network
 from .utils._random import seeded
@@ -63,7 +70,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The network. A registered name (see
         :func:`skimgcls.networks.list_networks`): ``'compact_cnn'``, a small
         BatchNorm CNN with global pooling that works for any image size, or
-        ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. A class is
+        ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. Or the name
+        of any torchvision classification model (``'resnet18'``, ``'vgg11'``,
+        ``'efficientnet_b0'``, ``'mobilenet_v3_small'``, ``'convnext_tiny'``,
+        ``'vit_b_16'``..., see :func:`skimgcls.backbones.list_backbones`):
+        its head is replaced for the classes of ``y``, and images are resized,
+        repeated to RGB and normalized inside the network as its weights
+        expect (``module__input_size``, ``module__head_dropout``,
+        ``module__head_hidden``: see :class:`skimgcls.backbones.BackboneNet`
+        and the transfer learning guide). A class is
         instantiated with the ``module__<name>`` parameters, plus
         ``in_channels``, ``n_classes`` and ``image_size`` if its ``__init__``
         accepts them. An instance is copied in ``fit`` and used as is; it must
@@ -118,6 +133,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         skorch callbacks, or ``(name, callback)`` tuples, added to the
         defaults. Their parameters are routed with
         ``callbacks__<name>__<param>``.
+    pretrained : bool, str, path-like or dict, default=False
+        Initial weights of a torchvision backbone ``module``. False: random
+        initialization. True: torchvision's default weights (e.g. ImageNet),
+        downloaded once into torch's cache (``$TORCH_HOME/hub/checkpoints``)
+        and read from there afterwards; offline without the cached file, a
+        :class:`skimgcls.backbones.PretrainedWeightsError` says where to put
+        it. A path to a ``.pth``/``.pt`` or ``.safetensors`` state dict, or a
+        state dict: loaded into the backbone (the original classifier layer is
+        dropped; a matching ``head.*`` is kept).
+    freeze : {'none', 'backbone'} or int, default='none'
+        What of a torchvision backbone does not train: ``'backbone'``
+        everything but the new head (a linear probe trained end to end); an
+        int, that many leading blocks (stem first); ``'none'``: nothing. Frozen
+        blocks keep their weights and BatchNorm statistics unchanged.
+    unfreeze_at_epoch : int or None, default=None
+        Epoch (1-based) from which the frozen blocks train too: with
+        ``freeze='backbone'``, ``unfreeze_at_epoch=3`` trains the head alone
+        for two epochs, then the whole network. No effect when nothing is
+        frozen.
+    backbone_lr_mult : float, default=1.0
+        Learning rate of a torchvision backbone's body relative to ``lr``
+        (discriminative fine-tuning, e.g. 0.1): the body and the head are two
+        optimizer parameter groups, and the learning-rate schedule scales
+        both.
     random_state : int, RandomState instance or None, default=None
         Seeds the weight initialization, the validation split, the batch
         order and the augmentation. With an int, a CPU fit repeats bit for bit.
@@ -193,6 +232,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "device": [str, torch.device],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
+        "pretrained": ["boolean", str, os.PathLike, Mapping],
+        "freeze": [StrOptions({"none", "backbone"}),
+                   Interval(Integral, 0, None, closed="left")],
+        "unfreeze_at_epoch": [Interval(Integral, 1, None, closed="left"), None],
+        "backbone_lr_mult": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -216,6 +260,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         device="auto",
         warm_start=False,
         callbacks=None,
+        pretrained=False,
+        freeze="none",
+        unfreeze_at_epoch=None,
+        backbone_lr_mult=1.0,
         random_state=None,
         verbose=0,
         **kwargs,
@@ -236,6 +284,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.warm_start = warm_start
         self.callbacks = callbacks
+        self.pretrained = pretrained
+        self.freeze = freeze
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.backbone_lr_mult = backbone_lr_mult
         self.random_state = random_state
         self.verbose = verbose
         # Kept in a private dict, not as attributes, so that the parameter
@@ -439,7 +491,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         module = build_network(
             module, in_channels=c, n_classes=len(self.classes_), image_size=(h, w),
             **_strip(self._routed_params("module__"), "module__"),
-        ).to(memory_format=torch.channels_last)
+        )
+        module = prepare_module(module, pretrained=self.pretrained, freeze=self.freeze)
+        module = module.to(memory_format=torch.channels_last)
         optimizer = self.optimizer
         if isinstance(optimizer, str):
             optimizer = OPTIMIZERS[optimizer]
@@ -451,6 +505,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         )
         kwargs.update((k, v) for k, v in self._routed_params().items()
                       if not k.startswith("module__"))
+        groups = backbone_param_groups(module, self.lr, self.backbone_lr_mult)
+        if groups:
+            kwargs["optimizer__param_groups"] = [
+                *kwargs.get("optimizer__param_groups", []), *groups]
         net = ImageNet(
             module=module,
             criterion=nn.CrossEntropyLoss,
@@ -476,13 +534,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor=monitor, patience=self.patience, load_best=True,
                 sink=print if self.verbose else _silent)))
+        if self.unfreeze_at_epoch is not None and self.freeze != "none":
+            callbacks.append(("unfreeze", UnfreezeBackbone(self.unfreeze_at_epoch)))
         callbacks += [copy.deepcopy(cb) for cb in self.callbacks or []]
         return callbacks
 
     def _lr_scheduler(self, n_train, monitor):
         if self.lr_schedule == "onecycle":
             steps = self.max_epochs * math.ceil(n_train / self.batch_size)
-            return LRScheduler(OneCycleLR, max_lr=self.lr, total_steps=steps,
+            # One peak per parameter group (backbone_lr_mult scales the body's).
+            max_lr = [self.lr * group.get("lr_mult", 1.0)
+                      for group in self.net_.optimizer_.param_groups]
+            return LRScheduler(OneCycleLR, max_lr=max_lr, total_steps=steps,
                                step_every="batch", last_epoch=-1)
         if self.lr_schedule == "cosine":
             return LRScheduler(CosineAnnealingLR, T_max=self.max_epochs,
