@@ -26,18 +26,23 @@ it at a given epoch.
 """
 
 import difflib
-import os
 import re
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlparse
+from numbers import Integral
 
 import torch
 from skorch.callbacks import Callback
 from torch import nn
 from torch.nn import functional as F
+
+from ._weights import (
+    PretrainedWeightsError,
+    expected_weights_path,
+    load_state_dict_file,
+    read_state_dict,
+    split_state,
+)
 
 __all__ = [
     "BackboneNet",
@@ -47,7 +52,9 @@ __all__ = [
     "UnfreezeBackbone",
     "backbone_input_spec",
     "build_backbone",
+    "expected_weights_path",
     "list_backbones",
+    "load_state_dict_file",
 ]
 
 #: Containers whose children are the backbone's blocks (rather than the
@@ -73,15 +80,6 @@ _DENSENET_LEGACY_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean"
     r"|running_var))$"
 )
-
-
-class PretrainedWeightsError(OSError):
-    """Pretrained weights could not be downloaded and are not cached.
-
-    Raised by ``pretrained=True`` when torchvision's weights file is neither in
-    torch's cache nor downloadable (no network).  The message says where torch
-    looks for the file and how to pass a local copy instead.
-    """
 
 
 # -- names and expected input -----------------------------------------------
@@ -206,10 +204,12 @@ def _resolve_input_size(input_size, name, image_size):
         return backbone_input_spec(name).size
     if input_size is None:
         return None if image_size is None else _pair(image_size)
-    if isinstance(input_size, bool) or not (
-        isinstance(input_size, int) or (
-            isinstance(input_size, (tuple, list)) and len(input_size) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) for s in input_size))):
+    def is_int(value):
+        return isinstance(value, Integral) and not isinstance(value, bool)
+
+    if not (is_int(input_size) or (isinstance(input_size, (tuple, list))
+                                   and len(input_size) == 2
+                                   and all(is_int(s) for s in input_size))):
         raise ValueError(
             "input_size must be 'auto', None, an int or a pair (H, W) of ints; got "
             f"{input_size!r}."
@@ -514,13 +514,13 @@ class BackboneNet(nn.Module):
             n = 0
         elif freeze == "backbone":
             n = len(blocks)
-        elif isinstance(freeze, int) and not isinstance(freeze, bool) and 0 <= freeze:
+        elif isinstance(freeze, Integral) and not isinstance(freeze, bool) and freeze >= 0:
             if freeze > len(blocks):
                 raise ValueError(
                     f"freeze={freeze} but {self.name!r} has {len(blocks)} blocks. Pass "
                     f"at most {len(blocks)}, or freeze='backbone'."
                 )
-            n = freeze
+            n = int(freeze)
         else:
             raise ValueError(
                 f"freeze must be 'none', 'backbone' or a number of blocks >= 0; got "
@@ -583,8 +583,8 @@ class BackboneNet(nn.Module):
         ValueError
             The state dict does not fit this backbone.
         """
-        state = _read_state_dict(self.name, pretrained)
-        body_state, head_state = _split_state(state)
+        state = read_state_dict(pretrained, default_weights(self.name))
+        body_state, head_state = split_state(state)
         body_state = self._adapt_body_state(body_state)
         result = self.body.load_state_dict(body_state, strict=False)
         if result.missing_keys or result.unexpected_keys:
@@ -615,114 +615,6 @@ class BackboneNet(nn.Module):
             state = interpolate_embeddings(self.body.image_size, self.body.patch_size,
                                            dict(state))
         return state
-
-
-def _split_state(state):
-    """Return (body state, head state) of a torchvision or BackboneNet state dict."""
-    state = dict(state)
-    if state and all(k.startswith("module.") for k in state):  # DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    if any(k.startswith("body.") for k in state):
-        body = {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")}
-        head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-        return body, head
-    return state, {}
-
-
-def _read_state_dict(name, pretrained):
-    if pretrained is True:
-        return _download_state_dict(default_weights(name))
-    if isinstance(pretrained, Mapping):
-        return _unwrap_checkpoint(pretrained)
-    if isinstance(pretrained, (str, os.PathLike)):
-        return _unwrap_checkpoint(load_state_dict_file(pretrained))
-    raise TypeError(
-        "pretrained must be True, a path to a .pth/.safetensors file or a state "
-        f"dict; got {type(pretrained).__name__}."
-    )
-
-
-def _unwrap_checkpoint(obj):
-    """Accept ``{'state_dict': ...}`` / ``{'model': ...}`` training checkpoints."""
-    if isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
-        for key in ("state_dict", "model_state_dict", "model", "module"):
-            if isinstance(obj.get(key), Mapping):
-                return obj[key]
-    if not isinstance(obj, Mapping):
-        raise TypeError(
-            f"Expected a state dict (a mapping of parameter names to tensors); got "
-            f"{type(obj).__name__}. Save weights with torch.save(model.state_dict(), "
-            "path)."
-        )
-    return obj
-
-
-def load_state_dict_file(path):
-    """Read a state dict from a ``.safetensors`` file or a torch ``.pth`` file.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file. ``.safetensors`` files need the ``safetensors`` package;
-        other files are read with ``torch.load(weights_only=True)``.
-
-    Returns
-    -------
-    state_dict : dict of str to torch.Tensor
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"pretrained={path!r}: no such file. Pass the path of a .pth/.pt file "
-            "(torch.save(model.state_dict(), path)) or a .safetensors file, or "
-            "pretrained=True for torchvision's default weights."
-        )
-    if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError as exc:
-            raise ImportError(
-                "Reading .safetensors weights needs the safetensors package: pip "
-                'install "skimgcls[persistence]".'
-            ) from exc
-        return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def expected_weights_path(weights):
-    """Return where torch caches (and looks for) a torchvision weights file.
-
-    Parameters
-    ----------
-    weights : torchvision.models.WeightsEnum member
-        E.g. ``ResNet18_Weights.DEFAULT``.
-
-    Returns
-    -------
-    path : str
-        ``<torch.hub.get_dir()>/checkpoints/<file name of the URL>``; torch's
-        hub directory is ``$TORCH_HOME/hub`` (default ``~/.cache/torch/hub``).
-    """
-    filename = os.path.basename(urlparse(weights.url).path)
-    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-
-
-def _download_state_dict(weights):
-    path = expected_weights_path(weights)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.load/hub chatter on old files
-            return weights.get_state_dict(progress=False, weights_only=True)
-    except OSError as exc:  # URLError, HTTPError, socket errors, disk errors
-        raise PretrainedWeightsError(
-            f"Could not get the pretrained weights {weights} ({exc}). torch looks "
-            f"for them at {path} (set TORCH_HOME to change the cache directory) and "
-            f"downloads them from {weights.url} when that file is missing, which "
-            "needs network access. Offline: download that URL elsewhere and copy "
-            f"the file to {path}, or pass its path: pretrained='/path/to/"
-            f"{os.path.basename(path)}' (a .pth or .safetensors state dict). "
-            "pretrained=False trains from random weights."
-        ) from exc
 
 
 def build_backbone(name, *, in_channels=3, n_classes, image_size=None,
@@ -811,7 +703,8 @@ def prepare_module(module, *, pretrained=False, freeze="none"):
     if pretrained is not False and pretrained is not None:
         _require_backbone(module, "pretrained")
         module.load_pretrained(pretrained)
-    if freeze != "none":
+    if not (isinstance(freeze, str) and freeze == "none") and not (
+            isinstance(freeze, Integral) and freeze == 0):
         _require_backbone(module, "freeze")
         module.freeze(freeze)
     return module

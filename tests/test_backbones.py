@@ -351,3 +351,17 @@ def test_search_over_backbones_end_to_end(digits):
     assert search.best_estimator_.predict(X[:4]).shape == (4,)
     assert search.best_estimator_[-1].module_.name == search.best_params_[
         "cnnclassifier__module"]
+
+
+def test_rgb_uint8_bf16_pickle_and_numpy_ints(digits):
+    import pickle
+
+    X, y = digits
+    rgb = np.round(np.repeat(X[..., None], 3, axis=3) * 255).astype(np.uint8)
+    clf = CNNClassifier("mobilenet_v3_small", module__input_size=np.int64(32),
+                        freeze=np.int64(3), **{**FAST, "precision": "bf16"})
+    clf.fit(rgb, y)
+    assert clf.module_.frozen_blocks == 3 and clf.precision_ == "bf16"
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(rgb), clf.predict_proba(rgb))
+    assert not again.module_.train().body.features[0].training  # still frozen
