@@ -198,18 +198,19 @@ def _pair(size):
     return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
 
 
+def _is_int(value):
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def _resolve_input_size(input_size, name, image_size):
     """``'auto'`` -> the weights' size, int -> square, None -> the data's size."""
-    if input_size == "auto":
+    if isinstance(input_size, str) and input_size == "auto":
         return backbone_input_spec(name).size
     if input_size is None:
         return None if image_size is None else _pair(image_size)
-    def is_int(value):
-        return isinstance(value, Integral) and not isinstance(value, bool)
-
-    if not (is_int(input_size) or (isinstance(input_size, (tuple, list))
-                                   and len(input_size) == 2
-                                   and all(is_int(s) for s in input_size))):
+    if not (_is_int(input_size) or (isinstance(input_size, (tuple, list))
+                                    and len(input_size) == 2
+                                    and all(_is_int(s) for s in input_size))):
         raise ValueError(
             "input_size must be 'auto', None, an int or a pair (H, W) of ints; got "
             f"{input_size!r}."
@@ -514,7 +515,7 @@ class BackboneNet(nn.Module):
             n = 0
         elif freeze == "backbone":
             n = len(blocks)
-        elif isinstance(freeze, Integral) and not isinstance(freeze, bool) and freeze >= 0:
+        elif _is_int(freeze) and freeze >= 0:
             if freeze > len(blocks):
                 raise ValueError(
                     f"freeze={freeze} but {self.name!r} has {len(blocks)} blocks. Pass "

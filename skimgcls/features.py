@@ -168,6 +168,8 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             The fitted transformer.
         """
         X = self._validate(X, reset=True)
+        if _is_paths(X) and hasattr(self, "n_features_in_"):
+            del self.n_features_in_  # from an earlier fit on arrays
         self.image_shape_ = None if _is_paths(X) else tuple(X.shape[1:])
         channels = 3 if _is_paths(X) else X.shape[3]
         self.device_ = resolve_device(self.device)
