@@ -4,6 +4,7 @@ from .augmentation import RandomAugment
 from .classifier import CNNClassifier
 from .datasets import load_image_csv, load_image_folder
 from .exceptions import NonFiniteLossError, UnsafeModelFileError
+from .features import BackboneFeatures
 from .inspection import (
     MisclassifiedImagesDisplay,
     TrainingHistoryDisplay,
@@ -24,6 +25,7 @@ from .preprocessing import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BackboneFeatures",
     "CenterCrop",
     "CNNClassifier",
     "export_onnx",

@@ -3,6 +3,7 @@
 import copy
 import math
 import os
+from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
@@ -32,6 +33,11 @@ from ._skorch import (
 )
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset
+from .backbones import (
+    UnfreezeBackbone,
+    backbone_param_groups,
+    prepare_module,
+)
 from .networks import build_network
 from .utils._progress import track
 from .utils._random import seeded
@@ -71,7 +77,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The network. A registered name (see
         :func:`skimgcls.networks.list_networks`): ``'compact_cnn'``, a small
         BatchNorm CNN with global pooling that works for any image size, or
-        ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. A class is
+        ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. Or the name
+        of any torchvision classification model (``'resnet18'``, ``'vgg11'``,
+        ``'efficientnet_b0'``, ``'mobilenet_v3_small'``, ``'convnext_tiny'``,
+        ``'vit_b_16'``..., see :func:`skimgcls.backbones.list_backbones`):
+        its head is replaced for the classes of ``y``, and images are resized,
+        repeated to RGB and normalized inside the network as its weights
+        expect (``module__input_size``, ``module__head_dropout``,
+        ``module__head_hidden``: see :class:`skimgcls.backbones.BackboneNet`
+        and the transfer learning guide). A class is
         instantiated with the ``module__<name>`` parameters, plus
         ``in_channels``, ``n_classes`` and ``image_size`` if its ``__init__``
         accepts them. An instance is copied in ``fit`` and used as is; it must
@@ -193,6 +207,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         CPU, ends with the same model as an uninterrupted fit. A checkpoint of
         a different fit is refused with a ``ValueError``. Used by ``fit`` only
         (not by ``partial_fit`` or a ``warm_start`` continuation).
+    pretrained : bool, str, path-like or dict, default=False
+        Initial weights of a torchvision backbone ``module``. False: random
+        initialization. True: torchvision's default weights (e.g. ImageNet),
+        downloaded once into torch's cache (``$TORCH_HOME/hub/checkpoints``)
+        and read from there afterwards; offline without the cached file, a
+        :class:`skimgcls.backbones.PretrainedWeightsError` says where to put
+        it. A path to a ``.pth``/``.pt`` or ``.safetensors`` state dict, or a
+        state dict: loaded into the backbone (the original classifier layer is
+        dropped; a matching ``head.*`` is kept).
+    freeze : {'none', 'backbone'} or int, default='none'
+        What of a torchvision backbone does not train: ``'backbone'``
+        everything but the new head (a linear probe trained end to end); an
+        int, that many leading blocks (stem first); ``'none'``: nothing. Frozen
+        blocks keep their weights and BatchNorm statistics unchanged.
+    unfreeze_at_epoch : int or None, default=None
+        Epoch (1-based) from which the frozen blocks train too: with
+        ``freeze='backbone'``, ``unfreeze_at_epoch=3`` trains the head alone
+        for two epochs, then the whole network. No effect when nothing is
+        frozen.
+    backbone_lr_mult : float, default=1.0
+        Learning rate of a torchvision backbone's body relative to ``lr``
+        (discriminative fine-tuning, e.g. 0.1): the body and the head are two
+        optimizer parameter groups, and the learning-rate schedule scales
+        both.
     random_state : int, RandomState instance or None, default=None
         Seeds the weight initialization, the validation split, the batch
         order and the augmentation. With an int, a CPU fit repeats bit for bit.
@@ -287,6 +325,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "callbacks": [list, None],
         "checkpoint": [str, os.PathLike, None],
+        "pretrained": ["boolean", str, os.PathLike, Mapping],
+        "freeze": [StrOptions({"none", "backbone"}),
+                   Interval(Integral, 0, None, closed="left")],
+        "unfreeze_at_epoch": [Interval(Integral, 1, None, closed="left"), None],
+        "backbone_lr_mult": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -318,6 +361,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         warm_start=False,
         callbacks=None,
         checkpoint=None,
+        pretrained=False,
+        freeze="none",
+        unfreeze_at_epoch=None,
+        backbone_lr_mult=1.0,
         random_state=None,
         verbose=0,
         **kwargs,
@@ -346,6 +393,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.checkpoint = checkpoint
+        self.pretrained = pretrained
+        self.freeze = freeze
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.backbone_lr_mult = backbone_lr_mult
         self.random_state = random_state
         self.verbose = verbose
         # Kept in a private dict, not as attributes, so that the parameter
@@ -621,7 +672,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         module = build_network(
             module, in_channels=c, n_classes=len(self.classes_), image_size=(h, w),
             **_strip(self._routed_params("module__"), "module__"),
-        ).to(memory_format=torch.channels_last)
+        )
+        module = prepare_module(module, pretrained=self.pretrained, freeze=self.freeze)
+        module = module.to(memory_format=torch.channels_last)
         optimizer = self.optimizer
         if isinstance(optimizer, str):
             optimizer = OPTIMIZERS[optimizer]
@@ -638,6 +691,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                           iterator_valid__num_workers=_default_workers())
         kwargs.update((k, v) for k, v in self._routed_params().items()
                       if not k.startswith("module__"))
+        groups = backbone_param_groups(module, self.lr, self.backbone_lr_mult)
+        if groups:
+            kwargs["optimizer__param_groups"] = [
+                *kwargs.get("optimizer__param_groups", []), *groups]
         net_class = ImageNet
         kwargs.update(device=self.device_, precision=self.precision_)
         if accelerator is not None:
@@ -679,6 +736,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.verbose:
             callbacks.append(("progress_bar", EpochProgressBar(
                 leave=self.verbose > 1, epochs=1 if partial else self.max_epochs)))
+        if self.unfreeze_at_epoch is not None and self.freeze != "none":
+            callbacks.append(("unfreeze", UnfreezeBackbone(self.unfreeze_at_epoch)))
         callbacks += [copy.deepcopy(cb) for cb in self.callbacks or []]
         return callbacks
 
@@ -690,7 +749,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 # Each process steps once per batch of its shard.
                 batches = math.ceil(batches / accelerator.num_processes)
             steps = self.max_epochs * batches
-            return LRScheduler(OneCycleLR, max_lr=self.lr, total_steps=steps,
+            # One peak per parameter group (backbone_lr_mult scales the body's).
+            max_lr = [self.lr * group.get("lr_mult", 1.0)
+                      for group in self.net_.optimizer_.param_groups]
+            return LRScheduler(OneCycleLR, max_lr=max_lr, total_steps=steps,
                                step_every="batch", last_epoch=-1)
         if self.lr_schedule == "cosine":
             return LRScheduler(CosineAnnealingLR, T_max=self.max_epochs,

@@ -70,10 +70,21 @@ def list_networks():
 def _resolve_builder(name):
     if name in _REGISTRY:
         return _REGISTRY[name]
+    # Then torchvision's classification models (imported lazily: torchvision's
+    # model zoo is only loaded when a backbone is asked for).
+    from .backbones import backbone_builder, suggest_backbones
+
+    builder = backbone_builder(name)
+    if builder is not None:
+        return builder
+    close = suggest_backbones(name)
+    hint = f" Did you mean {close}?" if close else ""
     raise ValueError(
-        f"Unknown network {name!r}. Built-in networks: {list_networks()}. Pass one "
-        "of these names, a torch.nn.Module subclass or an instance, or register "
-        "your own with skimgcls.networks.register_network."
+        f"Unknown network {name!r}.{hint} Built-in networks: {list_networks()}; "
+        "torchvision backbones: skimgcls.backbones.list_backbones() (e.g. "
+        "'resnet18', 'efficientnet_b0', 'vit_b_16'). Pass one of these names, a "
+        "torch.nn.Module subclass or an instance, or register your own with "
+        "skimgcls.networks.register_network."
     )
 
 
@@ -83,7 +94,10 @@ def build_network(module, *, in_channels, n_classes, image_size, **kwargs):
     Parameters
     ----------
     module : str, type or torch.nn.Module
-        A registered name, an ``nn.Module`` subclass or an instance.  A class is
+        A registered name, the name of a torchvision classification model
+        (see :func:`skimgcls.backbones.list_backbones`; built as a
+        :class:`skimgcls.backbones.BackboneNet`), an ``nn.Module`` subclass
+        or an instance.  A class is
         instantiated with ``kwargs``, plus ``in_channels``, ``n_classes`` and
         ``image_size`` for those of them its ``__init__`` accepts and
         ``kwargs`` does not give.  An instance is returned as is.

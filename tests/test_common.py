@@ -3,6 +3,7 @@
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skimgcls import (
+    BackboneFeatures,
     CenterCrop,
     CNNClassifier,
     ImageReader,
@@ -30,12 +31,27 @@ def fast_classifier(**params):
     return CNNClassifier(**defaults)
 
 
+def fast_features(**params):
+    """BackboneFeatures with random (seeded) ResNet-18 weights on 32x32 input.
+
+    No download (pretrained=False); each 1 x n_features row is a gray image
+    that the network resizes to 32x32.
+    """
+    defaults = dict(
+        backbone="resnet18", pretrained=False, input_size=32,
+        image_shape=(1, -1, 1), precision="fp32", device="cpu", random_state=0,
+    )
+    defaults.update(params)
+    return BackboneFeatures(**defaults)
+
+
 #: The checks pass 2-D (n_samples, n_features) data: read each row as a
 #: 1 x n_features gray image, as for the classifier.
 ROW_IMAGE = dict(image_shape=(1, -1, 1))
 
 ESTIMATORS = [
     fast_classifier(),
+    fast_features(),
     Resize((2, 3), **ROW_IMAGE),
     Resize(4, keep_aspect_ratio="pad", interpolation="bicubic", **ROW_IMAGE),
     CenterCrop((1, 2), **ROW_IMAGE),
@@ -55,6 +71,13 @@ EXPECTED_FAILED_CHECKS = {
         "check_sample_weight_equivalence_on_dense_data": (
             "mini-batch SGD: a weight of 2 and a duplicated sample give different "
             "batches, hence different (equally valid) weights"
+        ),
+    },
+    "BackboneFeatures": {
+        "check_methods_subset_invariance": (
+            "float32 convolutions: oneDNN picks kernels by batch size, so the "
+            "features of a row computed alone and within a batch differ by ~1e-6 "
+            "(relative 1e-3 on near-zero values), beyond the check's rtol=1e-7"
         ),
     },
 }
