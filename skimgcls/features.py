@@ -232,7 +232,7 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
 
         Returns
         -------
-        features : ndarray of shape (n_samples, embedding_dim_), dtype float32
+        features : ndarray of shape (n_samples, embedding_dim), dtype float32
         """
         check_is_fitted(self)
         X = self._validate(X, reset=False)

@@ -37,11 +37,18 @@ def client():
     pythonpath = os.pathsep.join([root] + [p for p in
                                            [os.environ.get("PYTHONPATH")] if p])
     env = {"PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-        worker_dashboard_address=None, env=env, silence_logs=40,
-    ) as cluster, distributed.Client(cluster) as client:
-        yield client
+    saved = dict(os.environ)
+    try:
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+            worker_dashboard_address=None, env=env, silence_logs=40,
+        ) as cluster, distributed.Client(cluster) as client:
+            yield client
+    finally:
+        # The nanny exports OMP_NUM_THREADS=1 & co. into *this* process's
+        # environment; later subprocesses of the suite must not inherit it.
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture

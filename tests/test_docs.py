@@ -35,6 +35,8 @@ def test_docs_build_without_warnings(tmp_path):
         shutil.copytree(ROOT / name, tmp_path / name,
                         ignore=shutil.ignore_patterns("_build", "auto_examples",
                                                       "generated", "gen_modules"))
+    if (ROOT / "bench" / "results").exists():  # tables the guide includes
+        shutil.copytree(ROOT / "bench" / "results", tmp_path / "bench" / "results")
     if (ROOT / "CHANGELOG.md").exists():
         shutil.copy(ROOT / "CHANGELOG.md", tmp_path / "CHANGELOG.md")
     package_root = str(Path(skimgcls.__file__).resolve().parents[1])
