@@ -89,7 +89,7 @@ def _train(args):
 
     reader = _reader(args)
     X, y = load_image_folder(args.data_dir, mode=args.mode, lazy=True,
-                             on_error=args.on_error)
+                             on_error=args.on_error, verbose=args.verbose)
     classes, counts = np.unique(y, return_counts=True)
     print(f"Found {len(X)} images of {len(classes)} classes in {args.data_dir}: "
           + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts)))
@@ -274,7 +274,7 @@ def build_parser():
                        help="training epochs (default: %(default)s)")
     train.add_argument("--out", required=True, metavar="MODEL_DIR",
                        help="directory to write the model to")
-    train.add_argument("--batch-size", type=int, default=64,
+    train.add_argument("--batch-size", type=int, default=32,
                        help="default: %(default)s")
     train.add_argument("--lr", type=float, default=2e-3, help="default: %(default)s")
     train.add_argument("--validation-fraction", type=float, default=0.1,

@@ -291,7 +291,7 @@ def stack_images(images, paths):
     return np.stack(images)
 
 
-def _read_all(paths, read_kwargs, on_error, n_jobs=None):
+def _read_all(paths, read_kwargs, on_error, n_jobs=None, verbose=0):
     """Decode ``paths``; return (images, kept indices)."""
     def one(path):
         try:
@@ -304,12 +304,21 @@ def _read_all(paths, read_kwargs, on_error, n_jobs=None):
     if n_jobs is not None and n_jobs != 1 and len(paths) > 1:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(p) for p in paths)
+        results = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(one)(p) for p in _reading(paths, verbose))
     else:
-        results = [one(p) for p in paths]
+        results = [one(p) for p in _reading(paths, verbose)]
     kept = [i for i, r in enumerate(results) if not isinstance(r, ImageReadError)]
     failed = [r for r in results if isinstance(r, ImageReadError)]
     return [results[i] for i in kept], kept, failed
+
+
+def _reading(paths, verbose):
+    """``paths`` with a progress bar when ``verbose`` (tqdm, when installed)."""
+    from .utils._progress import track
+
+    return track(paths, total=len(paths), desc="reading images", unit="image",
+                 verbose=verbose)
 
 
 def _warn_skipped(failed, n_total):
@@ -325,7 +334,7 @@ def _warn_skipped(failed, n_total):
 
 
 def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
-          on_error, n_jobs):
+          on_error, n_jobs, verbose=0):
     _check_choice("on_error", on_error, ("raise", "skip"))
     read_kwargs = dict(mode=mode, size=size, interpolation=interpolation,
                        keep_aspect_ratio=keep_aspect_ratio)
@@ -338,7 +347,7 @@ def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
     if lazy:
         if on_error == "skip":
             failed, kept = [], []
-            for i, path in enumerate(paths):
+            for i, path in enumerate(_reading(paths, verbose)):
                 try:
                     _check_readable(path)
                     kept.append(i)
@@ -347,7 +356,7 @@ def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
             _warn_skipped(failed, len(paths))
             paths, labels = paths[kept], labels[kept]
         return paths, labels
-    images, kept, failed = _read_all(paths, read_kwargs, on_error, n_jobs)
+    images, kept, failed = _read_all(paths, read_kwargs, on_error, n_jobs, verbose)
     _warn_skipped(failed, len(paths))
     if not images:
         raise ValueError(f"None of the {len(paths)} image files could be read.")
@@ -356,7 +365,7 @@ def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
 
 def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
                       keep_aspect_ratio=None, lazy=False, extensions=IMAGE_EXTENSIONS,
-                      on_error="raise", n_jobs=None):
+                      on_error="raise", n_jobs=None, verbose=0):
     """Load images stored one folder per class: ``root/<label>/<file>``.
 
     The layout of torchvision's ``ImageFolder`` and Keras'
@@ -396,6 +405,9 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
         but whose pixel data is corrupt still fails later, when it is decoded.
     n_jobs : int or None, default=None
         Threads that decode files in parallel (``lazy=False``); None is one.
+    verbose : int, default=0
+        1 or more shows a progress bar while files are read (needs tqdm, the
+        ``progress`` extra); 0 is silent.
 
     Returns
     -------
@@ -457,12 +469,13 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
         )
     return _load(paths, labels, mode=mode, size=size, interpolation=interpolation,
                  keep_aspect_ratio=keep_aspect_ratio, lazy=lazy, on_error=on_error,
-                 n_jobs=n_jobs)
+                 n_jobs=n_jobs, verbose=verbose)
 
 
 def load_image_csv(source, *, path_column="path", label_column="label", root=None,
                    mode="RGB", size=None, interpolation="bilinear",
-                   keep_aspect_ratio=None, lazy=False, on_error="raise", n_jobs=None):
+                   keep_aspect_ratio=None, lazy=False, on_error="raise", n_jobs=None,
+                   verbose=0):
     """Load images listed in a CSV file or a DataFrame of paths and labels.
 
     Parameters
@@ -492,6 +505,8 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
         ``X`` and ``y`` with a warning (see :func:`load_image_folder`).
     n_jobs : int or None, default=None
         Threads that decode files in parallel (``lazy=False``).
+    verbose : int, default=0
+        1 or more shows a progress bar while files are read.
 
     Returns
     -------
@@ -541,7 +556,7 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
               else np.zeros(len(paths)))
     X, y = _load(paths, labels, mode=mode, size=size, interpolation=interpolation,
                  keep_aspect_ratio=keep_aspect_ratio, lazy=lazy, on_error=on_error,
-                 n_jobs=n_jobs)
+                 n_jobs=n_jobs, verbose=verbose)
     return X, (y if label_column is not None else None)
 
 

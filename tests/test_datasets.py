@@ -303,3 +303,11 @@ def test_grid_search_on_paths_directly(png_folder):
                iterator_train__num_workers=0, iterator_valid__num_workers=0)
     search = GridSearchCV(clf, {"reader__size": [(6, 6), (8, 8)]}, cv=2).fit(paths, y)
     assert search.best_estimator_.image_shape_[:2] == search.best_params_["reader__size"]
+
+
+def test_loading_shows_progress_only_when_verbose(png_folder, capsys):
+    load_image_folder(png_folder, mode="L")
+    assert "reading images" not in capsys.readouterr().err
+    X, y = load_image_folder(png_folder, mode="L", verbose=1)
+    err = capsys.readouterr().err
+    assert "reading images" in err and f"/{len(X)}" in err
