@@ -8,7 +8,6 @@ network returns logits; ``predict_proba`` applies the softmax.
 
 import inspect
 
-import torch
 from torch import nn
 
 __all__ = [

@@ -33,7 +33,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .datasets import read_image, stack_images
+from .datasets import stack_images
 from .utils.validation import check_image_shape, check_images, is_path_array
 
 __all__ = [

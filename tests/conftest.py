@@ -25,6 +25,13 @@ def small_digits(digits):
     return X[idx], y[idx]
 
 
+def digits_sample(n, seed=0):
+    """``n`` digits images drawn at random, as (float32 (n, 8, 8) in [0, 1], labels)."""
+    digits = load_digits()
+    idx = np.random.RandomState(seed).permutation(len(digits.target))[:n]
+    return (digits.images[idx] / 16).astype(np.float32), digits.target[idx]
+
+
 def tiny_classifier(**params):
     """A CNNClassifier small enough for unit tests (well under a second a fit)."""
     defaults = dict(module__width=4, max_epochs=2, batch_size=32, lr=0.03,

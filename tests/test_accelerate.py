@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from torch import nn
 
 from skimgcls import CNNClassifier
@@ -14,6 +13,8 @@ from skimgcls import CNNClassifier
 accelerate = pytest.importorskip("accelerate")
 from accelerate.state import AcceleratorState  # noqa: E402
 from skorch.hf import AccelerateMixin  # noqa: E402
+
+from .conftest import digits_sample  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +27,7 @@ def fresh_accelerator_state():
 
 @pytest.fixture(scope="module")
 def data():
-    digits = load_digits()
-    rng = np.random.RandomState(0)
-    idx = rng.permutation(len(digits.target))[:200]
-    return (digits.images[idx] / 16).astype(np.float32), digits.target[idx]
+    return digits_sample(200)
 
 
 def tiny(**params):

@@ -4,26 +4,20 @@ import pickle
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
-from skimgcls import CNNClassifier
 from skimgcls.utils import _progress
 from skimgcls.utils._progress import progress_bar, track
+
+from .conftest import digits_sample, tiny_classifier
 
 
 @pytest.fixture(scope="module")
 def data():
-    digits = load_digits()
-    rng = np.random.RandomState(0)
-    idx = rng.permutation(len(digits.target))[:200]
-    return (digits.images[idx] / 16).astype(np.float32), digits.target[idx]
+    return digits_sample(200)
 
 
 def tiny(**params):
-    defaults = dict(module__width=4, max_epochs=2, batch_size=32, lr=0.01,
-                    random_state=0, precision="fp32")
-    defaults.update(params)
-    return CNNClassifier(**defaults)
+    return tiny_classifier(**{"lr": 0.01, **params})
 
 
 def test_verbose_0_is_silent(data, capsys):

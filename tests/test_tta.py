@@ -3,28 +3,22 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from sklearn.ensemble import VotingClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skimgcls import CNNClassifier
 from skimgcls._tta import TTA_PRESETS, shift_pixels
+
+from .conftest import digits_sample, tiny_classifier
 
 
 @pytest.fixture(scope="module")
 def data():
-    digits = load_digits()
-    rng = np.random.RandomState(0)
-    idx = rng.permutation(len(digits.target))[:300]
-    return (digits.images[idx] / 16).astype(np.float32), digits.target[idx]
+    return digits_sample(300)
 
 
 def tiny(**params):
-    defaults = dict(module__width=4, max_epochs=2, batch_size=32, lr=0.01,
-                    random_state=0, precision="fp32")
-    defaults.update(params)
-    return CNNClassifier(**defaults)
+    return tiny_classifier(**{"lr": 0.01, **params})
 
 
 @pytest.fixture(scope="module")
