@@ -109,8 +109,8 @@ def load_state_dict_file(path):
             from safetensors.torch import load_file
         except ImportError as exc:
             raise ImportError(
-                "Reading .safetensors weights needs the safetensors package: pip "
-                'install "skimgcls[persistence]".'
+                "Reading .safetensors weights needs the safetensors package, a "
+                "dependency of skimgcls: pip install safetensors."
             ) from exc
         return load_file(path, device="cpu")
     return torch.load(path, map_location="cpu", weights_only=True)

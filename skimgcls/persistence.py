@@ -73,8 +73,8 @@ def _require_safetensors():
         import safetensors.torch
     except ImportError as exc:  # pragma: no cover - tested with it installed
         raise ImportError(
-            "Saving and loading models needs safetensors: "
-            'pip install "skimgcls[persistence]"'
+            "Saving and loading models needs safetensors, a dependency of "
+            "skimgcls: pip install safetensors"
         ) from exc
     return safetensors.torch
 
