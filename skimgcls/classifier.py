@@ -288,6 +288,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     far from [0, 1]. Values beyond +-1e5 (in any dtype but uint8/uint16), NaN
     and infinity are refused with a ``ValueError``.
 
+    The default network uses BatchNorm, whose running statistics (used by
+    ``predict``) move 10 % toward each training batch's. On very small
+    training sets (a few batches per epoch) and few epochs they stay close to
+    their initial values and predictions can collapse to one class although
+    the training accuracy is high: train more epochs or use a smaller
+    ``batch_size`` (e.g. more than 50 training steps in all).
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits
