@@ -16,6 +16,12 @@ __all__ = ["build_parser", "main"]
 MODEL_FILE = "model.safetensors"
 
 
+def _classifier_defaults():
+    from .classifier import CNNClassifier
+
+    return CNNClassifier().get_params()
+
+
 class CLIError(Exception):
     """An error the command line reports as one line."""
 
@@ -99,7 +105,7 @@ def _train(args):
 
         augment = RandomAugment()
     clf = CNNClassifier(
-        module=args.model, max_epochs=args.epochs, batch_size=args.batch_size,
+        module=args.model, max_epochs=args.max_epochs, batch_size=args.batch_size,
         lr=args.lr, validation_fraction=args.validation_fraction or None,
         augment=augment, reader=reader, random_state=args.seed,
         verbose=args.verbose,
@@ -270,13 +276,15 @@ def build_parser():
     train.add_argument("--model", default="compact_cnn",
                        help="network: compact_cnn, simple_cnn or a torchvision "
                        "model name such as resnet18 (default: %(default)s)")
-    train.add_argument("--epochs", type=int, default=15,
-                       help="training epochs (default: %(default)s)")
     train.add_argument("--out", required=True, metavar="MODEL_DIR",
                        help="directory to write the model to")
-    train.add_argument("--batch-size", type=int, default=32,
-                       help="default: %(default)s")
-    train.add_argument("--lr", type=float, default=2e-3, help="default: %(default)s")
+    # Training defaults are CNNClassifier's own, read from it, not copied.
+    defaults = _classifier_defaults()
+    for flag, param, kind, what in (("--epochs", "max_epochs", int, "training epochs"),
+                                    ("--batch-size", "batch_size", int, "images per step"),
+                                    ("--lr", "lr", float, "learning rate")):
+        train.add_argument(flag, dest=param, type=kind, default=defaults[param],
+                           help=f"{what} (default: %(default)s)")
     train.add_argument("--validation-fraction", type=float, default=0.1,
                        help="held out to report validation accuracy; 0 for none "
                        "(default: %(default)s)")
