@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skimgcls import CNNClassifier
-from skimgcls._skorch import cpu_has_native_bf16
+from skimgcls._device import cpu_has_native_bf16
 from skimgcls.networks import SimpleCNN
 
 RESULTS = Path(__file__).parent / "results"

@@ -22,7 +22,7 @@ from .preprocessing import (
     ToRGB,
 )
 
-__version__ = "0.1.0.dev0"
+from ._version import __version__
 
 __all__ = [
     "BackboneFeatures",

@@ -6,9 +6,10 @@ import time
 import torch
 from skorch.callbacks import Callback
 
+from .backbones import BackboneNet
 from .utils._progress import progress_bar
 
-__all__ = ["EpochProgressBar"]
+__all__ = ["EpochProgressBar", "UnfreezeBackbone"]
 
 #: Seconds between two refreshes of the running loss and accuracy; reading
 #: them synchronizes the GPU, so it is not done on every batch.
@@ -108,3 +109,36 @@ class EpochProgressBar(Callback):
         state = self.__dict__.copy()
         state.pop("pbar_", None)
         return state
+
+
+class UnfreezeBackbone(Callback):
+    """skorch callback: make every parameter trainable from a given epoch on.
+
+    Combined with ``freeze='backbone'`` this is the classic two-stage
+    fine-tuning: train the new head on a frozen backbone, then everything.
+    :class:`~skimgcls.CNNClassifier` adds it when ``unfreeze_at_epoch`` is set.
+
+    Parameters
+    ----------
+    epoch : int
+        First epoch (1-based, as in ``history_``) that trains the whole
+        network. The history records ``unfrozen=True`` at the epoch where it
+        unfroze (a later one if training resumed past ``epoch``, e.g. with
+        ``warm_start``).
+    """
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_begin(self, net, **kwargs):
+        """Unfreeze when the epoch about to run is ``epoch``."""
+        module = net.module_
+        frozen = any(not p.requires_grad for p in module.parameters())
+        if len(net.history) < self.epoch or not frozen:
+            return
+        if isinstance(module, BackboneNet):
+            module.unfreeze()
+        else:
+            for param in module.parameters():
+                param.requires_grad_(True)
+        net.history.record("unfrozen", True)

@@ -99,14 +99,14 @@ def _differences(saved, current):
     return diffs
 
 
-def _cpu(obj):
+def to_cpu(obj):
     """Deep copy of nested containers with every tensor cloned to the CPU."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
+        return {k: to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
+        return type(obj)(to_cpu(v) for v in obj)
     return obj
 
 
@@ -136,7 +136,7 @@ def _callback_states(net):
                 "misses": int(cb.misses_),
                 "dynamic_threshold": float(_plain(cb.dynamic_threshold_)),
                 "best_epoch": int(cb.best_epoch_),
-                "best_model_weights": None if best is None else _cpu(best),
+                "best_model_weights": None if best is None else to_cpu(best),
             }
     return states
 

@@ -12,13 +12,11 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._version import __version__
+
 __all__ = ["export_onnx"]
 
 
-def _version():
-    from . import __version__
-
-    return __version__
 
 
 # -- ONNX ----------------------------------------------------------------------
@@ -128,7 +126,7 @@ def export_onnx(estimator, path, *, input_shape=None, layout="NHWC"):
     program.model.metadata_props.update({
         "classes": json.dumps(classes, default=str),
         "input_layout": layout,
-        "producer": f"skimgcls {_version()}",
+        "producer": f"skimgcls {__version__}",
     })
     path = Path(path)
     program.save(str(path))

@@ -1,11 +1,11 @@
-"""The skorch side of :class:`~skimgcls.CNNClassifier`.
+"""The skorch net of :class:`~skimgcls.CNNClassifier`.
 
-``CNNClassifier`` keeps only its parameters; ``fit`` builds ``net_``, an
-:class:`ImageNet` (a skorch ``NeuralNetClassifier``) that:
+``CNNClassifier`` keeps only its parameters; ``fit`` builds ``net_`` (see
+:mod:`skimgcls._build`), an :class:`ImageNet` (a skorch
+``NeuralNetClassifier``) that:
 
-* reads batches from :class:`ImageTensorDataset` by tensor slicing
-  (:func:`image_batches`: one ``randperm`` per epoch, no DataLoader, no
-  per-sample ``__getitem__`` + collate),
+* reads batches from :class:`~skimgcls._data.ImageTensorDataset` by tensor
+  slicing (:func:`~skimgcls._data.image_batches`),
 * keeps skorch's per-batch bookkeeping small (no redundant ``train()`` walks,
   no unheard ``on_grad_computed``, one device sync per epoch on accelerators,
   no epoch table formatted when ``verbose=0``),
@@ -26,185 +26,23 @@
 
 import math
 from collections.abc import Mapping
-from contextlib import contextmanager
-from functools import lru_cache
 
-import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from skorch.dataset import get_len, unpack_data
 from skorch.utils import to_tensor
 
-from ._checkpoint import _cpu
+from ._checkpoint import to_cpu
+from ._functional import to_float_nchw
 from ._tta import average_views
 from .augmentation import mix_batch
 from .exceptions import NonFiniteLossError
 
-__all__ = [
-    "ImageNet",
-    "ImageTensorDataset",
-    "image_batches",
-    "resolve_device",
-    "resolve_precision",
-    "torch_threads",
-]
-
-_SCALE = {torch.uint8: 1 / 255, torch.uint16: 1 / 65535}
-
-
-def resolve_device(device):
-    """Map ``'auto'`` to CUDA, then MPS, then CPU; pass anything else through."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16():
-    """Return True if the CPU computes bf16 natively (avx512_bf16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision, device):
-    """Return ``'bf16'`` or ``'fp32'`` for ``precision`` on ``device``.
-
-    ``'auto'`` picks bf16 autocast on CUDA GPUs that support it and on CPUs
-    with native bf16 arithmetic (avx512_bf16 or AMX), where it is about twice
-    as fast at the same accuracy; fp32 everywhere else.
-    """
-    if precision != "auto":
-        return precision
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if kind == "cpu":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "fp32"
-
-
-@contextmanager
-def torch_threads(n_threads):
-    """Run a ``with`` block with ``torch.set_num_threads(n_threads)``, then restore.
-
-    None leaves torch's setting alone (``torch.get_num_threads()``: the
-    ``OMP_NUM_THREADS`` environment variable, else one thread per core).
-    """
-    if n_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-class ImageTensorDataset(torch.utils.data.Dataset):
-    """In-memory NHWC images, labels and sample weights, batched by slicing.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, H, W, C)
-        Validated images (uint8, uint16 or float32).
-    y : ndarray of shape (n_samples,), default=None
-        Encoded labels (0 .. n_classes - 1).
-    sample_weight : ndarray of shape (n_samples,), default=None
-        Per-sample loss weights; ones when None.
-    """
-
-    def __init__(self, X, y=None, sample_weight=None):
-        self.X = torch.from_numpy(np.ascontiguousarray(X))
-        n = len(self.X)
-        self.y = None if y is None else torch.as_tensor(y, dtype=torch.long)
-        if sample_weight is None:
-            sample_weight = np.ones(n, dtype=np.float32)
-        self.sample_weight = torch.as_tensor(sample_weight, dtype=torch.float32)
-
-    def __len__(self):
-        return len(self.X)
-
-    def _batch(self, idx):
-        """The batch at ``idx`` (index tensor or slice), as ``__getitems__``."""
-        Xb = {"X": self.X[idx], "sample_weight": self.sample_weight[idx]}
-        return Xb, None if self.y is None else self.y[idx]
-
-    def __getitems__(self, indices):
-        return self._batch(torch.as_tensor(indices, dtype=torch.long))
-
-    def __getitem__(self, i):
-        Xb, yb = self.__getitems__([i])
-        return {k: v[0] for k, v in Xb.items()}, None if yb is None else yb[0]
-
-
-def collate_batch(batch):
-    """Identity collate: :meth:`ImageTensorDataset.__getitems__` already batches."""
-    return batch
-
+__all__ = ["ImageNet", "StopTraining"]
 
 class StopTraining(KeyboardInterrupt):
     """A callback asked to stop training at the end of a complete epoch."""
-
-
-class _SliceBatches:
-    """Batches of an :class:`ImageTensorDataset` by tensor slicing.
-
-    What a ``DataLoader`` with a batch sampler does, minus its per-batch
-    Python work: one ``randperm`` per epoch when shuffling, else contiguous
-    slices (views, no copy).
-    """
-
-    def __init__(self, dataset, batch_size, shuffle, drop_last):
-        self.dataset, self.batch_size = dataset, batch_size
-        self.shuffle, self.drop_last = shuffle, drop_last
-
-    def __len__(self):
-        n, b = len(self.dataset), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
-    def __iter__(self):
-        n, b = len(self.dataset), self.batch_size
-        stop = n - n % b if self.drop_last else n
-        # Draw from torch's RNG exactly as a DataLoader over a RandomSampler
-        # does (its base seed, then the sampler's seed): in-memory images and
-        # files then train the same model, with the same augmentation draws.
-        torch.empty((), dtype=torch.int64).random_()
-        order = None
-        if self.shuffle:
-            seed = int(torch.empty((), dtype=torch.int64).random_().item())
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        for start in range(0, stop, b):
-            end = min(start + b, n)
-            yield self.dataset._batch(slice(start, end) if order is None
-                                      else order[start:end])
-
-
-def image_batches(dataset, batch_size=1, shuffle=False, collate_fn=collate_batch,
-                  drop_last=False, **kwargs):
-    """Iterate over ``dataset`` in batches; skorch's ``iterator_train/valid``.
-
-    An :class:`ImageTensorDataset` with no other DataLoader option is sliced
-    directly (the fast path); anything else (``num_workers``, a sampler, a
-    custom dataset...) gets a :class:`torch.utils.data.DataLoader` with the
-    same arguments.
-    """
-    if (isinstance(dataset, ImageTensorDataset) and not kwargs
-            and collate_fn is collate_batch):
-        return _SliceBatches(dataset, batch_size, shuffle, drop_last)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       collate_fn=collate_fn, drop_last=drop_last,
-                                       **kwargs)
 
 
 class ImageNet(NeuralNetClassifier):
@@ -240,10 +78,7 @@ class ImageNet(NeuralNetClassifier):
         """Turn an NHWC batch into float NCHW (channels_last) on the device."""
         if isinstance(x, Mapping):
             x = x["X"]
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        scale = _SCALE.get(x.dtype)
-        x = x.float()
-        return x.mul_(scale) if scale is not None else x
+        return to_float_nchw(x, self.device)
 
     def forward_images(self, images):
         """Forward float NCHW images through the module; return float32 logits."""
@@ -424,8 +259,8 @@ class ImageNet(NeuralNetClassifier):
         """Keep (on the CPU) what rolling back to this point needs."""
         self._last_good_ = {
             "epochs": len(self.history),
-            "module": _cpu(self.module_.state_dict()),
-            "optimizers": {name: _cpu(getattr(self, name + "_").state_dict())
+            "module": to_cpu(self.module_.state_dict()),
+            "optimizers": {name: to_cpu(getattr(self, name + "_").state_dict())
                            for name in self._optimizers},
         }
 

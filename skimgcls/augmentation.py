@@ -29,15 +29,18 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._base import ImageTransformer
+from ._docstring import Substitution
+from ._functional import from_float_nchw, to_float_nchw
+from ._io import read_image
 from .utils._random import seeded
-from .utils.validation import check_image_shape, check_images
+from .utils.validation import check_images
 
 __all__ = ["RandomAugment", "augmentation_preview", "mix_batch"]
 
-_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection"}
 
 
@@ -45,7 +48,8 @@ def _uniform(n, low, high, device):
     return torch.rand(n, device=device) * (high - low) + low
 
 
-class RandomAugment(TransformerMixin, BaseEstimator):
+@Substitution("image_shape")
+class RandomAugment(ImageTransformer):
     """Random image augmentation for training, one draw per image per batch.
 
     Every magnitude is a parameter, so it can be grid-searched, e.g.
@@ -96,10 +100,7 @@ class RandomAugment(TransformerMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds :meth:`fit_transform`. Inside ``CNNClassifier`` the classifier's
         ``random_state`` governs the draws instead.
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)`` in :meth:`fit_transform`; ignored for 3-D and
-        4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -333,29 +334,6 @@ class RandomAugment(TransformerMixin, BaseEstimator):
         return self.apply(images, params)
 
     # -- scikit-learn API ------------------------------------------------------------
-    def _check(self, X, reset):
-        return check_images(X, image_shape=check_image_shape(self.image_shape),
-                            estimator=self, reset=reset)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Validate ``X``; nothing is learned.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : RandomAugment
-            The fitted augmenter.
-        """
-        self._check(X, reset=True)
-        return self
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None):
         """Return augmented copies of the (training) images ``X``.
@@ -374,15 +352,9 @@ class RandomAugment(TransformerMixin, BaseEstimator):
             validated input (uint8, uint16 or float32).
         """
         X = self._check(X, reset=True)
-        scale = _MAX.get(X.dtype)
-        images = torch.from_numpy(X).permute(0, 3, 1, 2).float()
-        if scale is not None:
-            images = images / scale
         with seeded(self.random_state):
-            out = self(images)
-        if scale is not None:
-            out = (out * scale).round_().clamp_(0, scale)
-        return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy().astype(X.dtype))
+            out = self(to_float_nchw(X))
+        return from_float_nchw(out, X.dtype)
 
     def transform(self, X):
         """Return the images unchanged (validated, NHWC): never augment test data.
@@ -397,14 +369,14 @@ class RandomAugment(TransformerMixin, BaseEstimator):
         X : ndarray of shape (n_samples, H, W, C)
             The same images.
         """
-        return self._check(X, reset=False)
+        return super().transform(X)
+
+    def _transform(self, X):
+        return X
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
         tags.non_deterministic = True
-        tags.requires_fit = False
-        tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
 
@@ -543,15 +515,11 @@ def augmentation_preview(augment, image, *, n_images=16, n_cols=4, path=None,
     from PIL import Image
 
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        from .datasets import read_image
-
         image = read_image(image, mode=None)
     if isinstance(image, Image.Image):
         image = np.asarray(image)
     X = check_images(np.asarray(image)[np.newaxis])
-    scale = _MAX.get(X.dtype, 1.0)
-    batch = torch.from_numpy(X).permute(0, 3, 1, 2).float() / scale
-    batch = batch.expand(n_images - 1, -1, -1, -1).contiguous()
+    batch = to_float_nchw(X).expand(n_images - 1, -1, -1, -1).contiguous()
     with seeded(random_state), torch.no_grad():
         augmented = augment(batch) if n_images > 1 else batch
     tiles = torch.cat([batch[:1], augmented[:n_images - 1]])

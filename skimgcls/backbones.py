@@ -32,7 +32,6 @@ from functools import lru_cache
 from numbers import Integral
 
 import torch
-from skorch.callbacks import Callback
 from torch import nn
 from torch.nn import functional as F
 
@@ -49,7 +48,6 @@ __all__ = [
     "InputAdapter",
     "InputSpec",
     "PretrainedWeightsError",
-    "UnfreezeBackbone",
     "backbone_input_spec",
     "build_backbone",
     "expected_weights_path",
@@ -735,34 +733,11 @@ def backbone_param_groups(module, lr, lr_mult):
     return [("body.*", {"lr": lr * lr_mult, "lr_mult": lr_mult})]
 
 
-class UnfreezeBackbone(Callback):
-    """skorch callback: make every parameter trainable from a given epoch on.
+def __getattr__(name):
+    # UnfreezeBackbone is a skorch callback: it lives with the other callbacks
+    # in the training layer; this alias keeps skimgcls.backbones.UnfreezeBackbone.
+    if name == "UnfreezeBackbone":
+        from ._callbacks import UnfreezeBackbone
 
-    Combined with ``freeze='backbone'`` this is the classic two-stage
-    fine-tuning: train the new head on a frozen backbone, then everything.
-    :class:`~skimgcls.CNNClassifier` adds it when ``unfreeze_at_epoch`` is set.
-
-    Parameters
-    ----------
-    epoch : int
-        First epoch (1-based, as in ``history_``) that trains the whole
-        network. The history records ``unfrozen=True`` at the epoch where it
-        unfroze (a later one if training resumed past ``epoch``, e.g. with
-        ``warm_start``).
-    """
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_begin(self, net, **kwargs):
-        """Unfreeze when the epoch about to run is ``epoch``."""
-        module = net.module_
-        frozen = any(not p.requires_grad for p in module.parameters())
-        if len(net.history) < self.epoch or not frozen:
-            return
-        if isinstance(module, BackboneNet):
-            module.unfreeze()
-        else:
-            for param in module.parameters():
-                param.requires_grad_(True)
-        net.history.record("unfrozen", True)
+        return UnfreezeBackbone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

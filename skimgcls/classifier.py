@@ -1,7 +1,5 @@
 """CNNClassifier: a scikit-learn classifier that trains a CNN through skorch."""
 
-import copy
-import math
 import os
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -10,59 +8,40 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
-from sklearn.utils import assert_all_finite
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
-from skorch.callbacks import EarlyStopping, LRScheduler
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from skorch.helper import predefined_split
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
-from ._callbacks import EpochProgressBar
-from ._checkpoint import Checkpointer, fit_fingerprint
-from ._skorch import (
-    ImageNet,
-    ImageTensorDataset,
-    collate_batch,
-    image_batches,
-    resolve_device,
-    resolve_precision,
-    torch_threads,
+from ._accelerate import accelerator_precision, make_accelerator
+from ._build import (
+    OPTIMIZERS,
+    ROUTED_PREFIXES,
+    build_callbacks,
+    build_net,
+    default_workers,
+    is_main_process,
 )
+from ._checkpoint import Checkpointer, fit_fingerprint
+from ._data import ImageTensorDataset, collate_batch
+from ._device import resolve_device, resolve_precision, torch_threads
+from ._docstring import Substitution
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset
-from .backbones import (
-    UnfreezeBackbone,
-    backbone_param_groups,
-    prepare_module,
-)
-from .networks import build_network
+from .preprocessing import ImageReader
 from .utils._progress import track
 from .utils._random import seeded
-from .utils.validation import check_image_shape, check_images
+from .utils.validation import check_image_shape, check_images, check_labels
 
 __all__ = ["CNNClassifier"]
-
-#: Parameter prefixes routed to the skorch net, as in skorch.
-ROUTED_PREFIXES = ("module__", "optimizer__", "criterion__", "iterator_train__",
-                   "iterator_valid__", "callbacks__", "compile__")
-
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adadelta": torch.optim.Adadelta,
-    "adagrad": torch.optim.Adagrad,
-}
 
 #: Smallest batch used by predict/predict_proba: large enough to amortize the
 #: per-batch overhead, small enough that activations stay in cache.
 PREDICT_BATCH_SIZE = 128
 
 
+@Substitution("image_shape", "precision", "device")
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """Image classifier that trains a PyTorch CNN through skorch.
 
@@ -144,16 +123,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         memory does not grow with the number of files. The number of workers
         is ``iterator_train__num_workers`` / ``iterator_valid__num_workers``
         (default: up to 4, one less than the CPU cores).
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)`` (one entry may be -1). None reads 2-D rows as
-        square gray images. Ignored for 3-D and 4-D input.
-    precision : {'auto', 'fp32', 'bf16'}, default='auto'
-        Arithmetic of the forward pass. ``'auto'`` uses bf16 autocast on GPUs
-        that support it and on CPUs with native bf16 (avx512_bf16 or AMX),
-        fp32 elsewhere.
-    device : str or torch.device, default='auto'
-        ``'auto'`` picks CUDA, then MPS, then the CPU.
+    {image_shape}
+    {precision}
+    {device}
     tta : {'flip', 'shift', 'flip+shift'}, list or None, default=None
         Test-time augmentation: ``predict_proba`` averages the softmax
         probabilities of several views of each image, and ``predict`` and
@@ -453,6 +425,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                         **{k: v for k, v in params.items() if k not in rest}}
         return super().set_params(**rest) if rest else self
 
+    def _validate_params(self):
+        """Check the declared constraints, the routed parameters and ``tta``.
+
+        ``_parameter_constraints`` cannot express "names starting with
+        ``module__`` & co." or "a list of view names", so those two checks
+        run here, where ``fit`` (through ``_fit_context``), ``partial_fit``
+        and scikit-learn's tooling validate parameters.
+        """
+        super()._validate_params()
+        _check_routed(self._routed)
+        resolve_tta(self.tta)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
@@ -494,8 +478,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``KeyboardInterrupt`` at the end of an epoch (skorch's
             ``EarlyStopping`` does) ends training normally instead.
         """
-        _check_routed(self._routed)
-        resolve_tta(self.tta)
         warm = self.warm_start and hasattr(self, "net_")
         return self._fit(X, y, sample_weight, warm=warm, epochs=self.max_epochs)
 
@@ -525,24 +507,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "net_")
         if first:
             self._validate_params()
-            _check_routed(self._routed)
         return self._fit(X, y, sample_weight, warm=not first, epochs=1,
                          classes=classes, partial=True)
 
     def _fit(self, X, y, sample_weight, *, warm, epochs, classes=None,
              partial=False):
-        image_shape = check_image_shape(self.image_shape)
-        X = check_images(X, image_shape=image_shape, estimator=self, reset=not warm,
-                         fitted_shape=self.image_shape_ if warm else None,
-                         allow_paths=True)
-        if X.ndim == 1 and not warm:  # file paths: the first file gives the shape
-            shape = self._reader().read(X[:1]).shape[1:]
-            self.n_features_in_ = int(np.prod(shape))
+        X, shape = check_images(
+            X, image_shape=check_image_shape(self.image_shape), estimator=self,
+            reset=not warm, fitted_shape=self.image_shape_ if warm else None,
+            allow_paths=True, reader=self._reader(), return_image_shape=True)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
         with seeded(self.random_state) as rng, torch_threads(self.n_threads):
             if not warm:
-                self.image_shape_ = tuple(X.shape[1:]) if X.ndim > 1 else shape
+                self.image_shape_ = shape
                 accelerator = self._make_accelerator()
                 if accelerator is None:
                     self.device_ = resolve_device(self.device)
@@ -550,7 +528,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 self.net_ = self._build_net(accelerator, paths=X.ndim == 1)
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self.net_.train_split = None if valid is None else predefined_split(valid)
-            self.net_.callbacks = self._callbacks(len(train), partial=partial)
+            self.net_.callbacks = build_callbacks(self.get_params(deep=False), self.net_,
+                                                  n_train=len(train), partial=partial)
             self.net_.initialize_callbacks()
             if hasattr(self.net_, "accelerator"):
                 # Re-prepare a module unwrapped at the end of the last fit.
@@ -580,21 +559,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return checkpointer, 0 if stopped else max(epochs - done, 0)
 
     def _encode_labels(self, X, y, *, classes, reset):
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y "
-                "is None."
-            )
-        y = column_or_1d(y, warn=True)
-        if y.dtype.kind in "fcO":
-            assert_all_finite(y, input_name="y")
-        if len(y) != len(X):
-            raise ValueError(
-                f"X and y have different numbers of samples: {len(X)} images and "
-                f"{len(y)} labels. Pass one label per image."
-            )
-        check_classification_targets(y)
         if reset:
+            y = check_labels(y, n_samples=len(X), estimator=self)
             labels = y if classes is None else np.asarray(classes)
             self.classes_ = np.unique(labels)
             if len(self.classes_) < 2:
@@ -602,12 +568,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     "CNNClassifier needs samples of at least 2 classes in the data, "
                     f"but the data contains only one class: {self.classes_[0]!r}."
                 )
-        unseen = np.setdiff1d(y, self.classes_)
-        if unseen.size:
-            raise ValueError(
-                f"y contains labels not seen in the first fit: {unseen.tolist()[:10]}. "
-                f"Known classes: {self.classes_.tolist()[:20]}."
-            )
+        y = check_labels(y, n_samples=len(X), classes=self.classes_, estimator=self,
+                         seen_in="fit" if reset else "the first fit")
         return np.searchsorted(self.classes_, y)
 
     def _sample_weights(self, X, y_enc, sample_weight):
@@ -649,8 +611,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _make_accelerator(self):
         if self.accelerator is None:
             return None
-        from ._accelerate import accelerator_precision, make_accelerator
-
         accelerator = make_accelerator(self.accelerator, device=self.device,
                                        precision=self.precision)
         self.device_ = str(accelerator.device)
@@ -658,11 +618,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return accelerator
 
     def _reader(self):
-        if self.reader is not None:
-            return self.reader
-        from .preprocessing import ImageReader
-
-        return ImageReader()
+        return ImageReader() if self.reader is None else self.reader
 
     def _dataset(self, X, y_enc=None, weights=None):
         """In-memory images -> tensor slices; file paths -> decoded per batch."""
@@ -672,107 +628,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return ImageTensorDataset(X, y_enc, weights)
 
     def _build_net(self, accelerator=None, *, paths=False):
-        h, w, c = self.image_shape_
-        module = self.module
-        if isinstance(module, nn.Module):
-            module = copy.deepcopy(module)
-        module = build_network(
-            module, in_channels=c, n_classes=len(self.classes_), image_size=(h, w),
-            **_strip(self._routed_params("module__"), "module__"),
-        )
-        module = prepare_module(module, pretrained=self.pretrained, freeze=self.freeze)
-        module = module.to(memory_format=torch.channels_last)
-        optimizer = self.optimizer
-        if isinstance(optimizer, str):
-            optimizer = OPTIMIZERS[optimizer]
-        kwargs = dict(
-            criterion__reduction="none",
-            iterator_train=image_batches,
-            iterator_valid=image_batches,
-            iterator_train__collate_fn=collate_batch,
-            iterator_valid__collate_fn=collate_batch,
-            iterator_train__shuffle=True,
-        )
-        if paths:  # decode files in worker processes, overlapping training
-            kwargs.update(iterator_train__num_workers=_default_workers(),
-                          iterator_valid__num_workers=_default_workers())
-        kwargs.update((k, v) for k, v in self._routed_params().items()
-                      if not k.startswith("module__"))
-        groups = backbone_param_groups(module, self.lr, self.backbone_lr_mult)
-        if groups:
-            kwargs["optimizer__param_groups"] = [
-                *kwargs.get("optimizer__param_groups", []), *groups]
-        net_class = ImageNet
-        kwargs.update(device=self.device_, precision=self.precision_)
-        if accelerator is not None:
-            from ._accelerate import AcceleratedImageNet
-
-            # The accelerator places the module and runs its own autocast.
-            net_class = AcceleratedImageNet
-            kwargs.update(device=None, precision="fp32", accelerator=accelerator)
-            # Print the epoch table on the main process only, and not at all
-            # when verbose=0 (skorch prints to any sink other than print).
-            kwargs.setdefault("callbacks__print_log__sink",
-                              accelerator.print if self.verbose else _silent)
-        net = net_class(
-            module=module,
-            criterion=nn.CrossEntropyLoss,
-            optimizer=optimizer,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            verbose=self.verbose,
-            augment=self.augment,
-            mixup_alpha=self.mixup_alpha,
-            cutmix_alpha=self.cutmix_alpha,
-            compile=self.compile,
-            **kwargs,
-        )
-        return net.initialize()
-
-    def _callbacks(self, n_train, *, partial):
-        monitor = "valid_loss" if self.net_.train_split is not None else "train_loss"
-        callbacks = []
-        if self.lr_schedule is not None and not partial:
-            callbacks.append(("lr_schedule", self._lr_scheduler(n_train, monitor)))
-        if self.early_stopping and not partial:
-            callbacks.append(("early_stopping", EarlyStopping(
-                monitor=monitor, patience=self.patience, load_best=True,
-                sink=print if self.verbose else _silent)))
-        if self.verbose:
-            callbacks.append(("progress_bar", EpochProgressBar(
-                leave=self.verbose > 1, epochs=1 if partial else self.max_epochs)))
-        if self.unfreeze_at_epoch is not None and self.freeze != "none":
-            callbacks.append(("unfreeze", UnfreezeBackbone(self.unfreeze_at_epoch)))
-        callbacks += [copy.deepcopy(cb) for cb in self.callbacks or []]
-        return callbacks
-
-    def _lr_scheduler(self, n_train, monitor):
-        if self.lr_schedule == "onecycle":
-            batches = math.ceil(n_train / self.batch_size)
-            accelerator = getattr(self.net_, "accelerator", None)
-            if accelerator is not None:
-                # Each process steps once per batch of its shard.
-                batches = math.ceil(batches / accelerator.num_processes)
-            steps = self.max_epochs * batches
-            # One peak per parameter group (backbone_lr_mult scales the body's).
-            max_lr = [self.lr * group.get("lr_mult", 1.0)
-                      for group in self.net_.optimizer_.param_groups]
-            return LRScheduler(OneCycleLR, max_lr=max_lr, total_steps=steps,
-                               step_every="batch", last_epoch=-1)
-        if self.lr_schedule == "cosine":
-            return LRScheduler(CosineAnnealingLR, T_max=self.max_epochs,
-                               last_epoch=-1)
-        return LRScheduler(ReduceLROnPlateau, monitor=monitor, mode="min",
-                           patience=self.patience, factor=0.1)
+        return build_net(self.get_params(deep=False), image_shape=self.image_shape_,
+                         n_classes=len(self.classes_), device=self.device_,
+                         precision=self.precision_, accelerator=accelerator, paths=paths)
 
     # -- prediction ----------------------------------------------------------
     def _check_X(self, X):
         check_is_fitted(self)
         return check_images(X, image_shape=self.image_shape_, estimator=self,
                             reset=False, fitted_shape=self.image_shape_,
-                            allow_paths=True)
+                            allow_paths=True, reader=self._reader())
 
     def _batches(self, X, batch_size):
         """Prediction batches of validated input, and how many there are.
@@ -782,7 +647,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         if X.ndim == 1:
             workers = self._routed.get("iterator_valid__num_workers",
-                                       _default_workers())
+                                       default_workers())
             loader = torch.utils.data.DataLoader(
                 self._dataset(X), batch_size=batch_size, shuffle=False,
                 num_workers=workers, collate_fn=collate_batch)
@@ -806,7 +671,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         batches, n_batches = self._batches(X, batch_size)
         batches = track(batches, total=n_batches, desc="predict", unit="batch",
                         verbose=self.verbose, delay=2.0 if self.verbose == 1 else 0.0,
-                        disable=not _is_main_process(self.net_))
+                        disable=not is_main_process(self.net_))
         with torch.inference_mode(), torch_threads(self.n_threads):
             return torch.cat([self.net_.predict_logits(batch, views)
                               for batch in batches]).cpu()
@@ -867,15 +732,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             Mean accuracy of ``self.predict(X)`` against ``y``.
         """
         check_is_fitted(self)
-        known = set(self.classes_.tolist())
-        unseen = {label for label in column_or_1d(y).tolist() if label not in known}
-        if unseen:
-            raise ValueError(
-                f"y contains labels that were not seen in fit: "
-                f"{sorted(unseen, key=repr)[:10]!r}; the classes are "
-                f"{self.classes_.tolist()[:20]!r}. Check that the labels have the "
-                "same type and spelling as those passed to fit."
-            )
+        check_labels(y, classes=self.classes_, estimator=self)
         return super().score(X, y, sample_weight=sample_weight)
 
     @property
@@ -889,24 +746,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Per-epoch training history (``net_.history``)."""
         check_is_fitted(self)
         return self.net_.history
-
-
-def _silent(*args, **kwargs):
-    """A sink that prints nothing (for callbacks when ``verbose=0``)."""
-
-
-def _is_main_process(net):
-    accelerator = getattr(net, "accelerator", None)
-    return accelerator is None or accelerator.is_local_main_process
-
-
-def _default_workers():
-    """DataLoader workers that decode files: up to 4, leaving a core to train."""
-    return min(4, max(1, (os.cpu_count() or 1) - 1))
-
-
-def _strip(params, prefix):
-    return {key[len(prefix):]: value for key, value in params.items()}
 
 
 def _check_routed(params):

@@ -15,11 +15,28 @@ cross-validation and searches and is decoded only when needed.
 
 import csv
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._io import (
+    ASPECT,
+    IMAGE_EXTENSIONS,
+    INTERPOLATIONS,
+    MODES,
+    ImageReadError,
+    as_size,
+    check_choice,
+    check_readable,
+    read_all,
+    read_image,
+    stack_images,
+    warn_skipped,
+    with_progress,
+)
+from .preprocessing import ImageReader
+from .utils.validation import read_images
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -30,334 +47,32 @@ __all__ = [
     "read_image",
 ]
 
-#: File name extensions :func:`load_image_folder` picks up (lower case).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-
-_MODES = (None, "RGB", "L", "RGBA")
-_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
-_ASPECT = (None, "pad", "crop")
-
-
-class ImageReadError(ValueError):
-    """An image file is missing, unreadable, corrupt or too large.
-
-    The message names the file; the path is also kept in ``path``.
-
-    Parameters
-    ----------
-    path : str
-        The file that failed.
-    reason : str, default=None
-        Why it failed and what to do. None takes ``path`` as the whole
-        message (as when a DataLoader worker re-raises the error).
-    """
-
-    def __init__(self, path, reason=None):
-        if reason is None:  # one argument: a whole message (DataLoader re-raise)
-            self.path = None
-            super().__init__(str(path))
-        else:
-            self.path = str(path)
-            super().__init__(f"Cannot read image file {self.path!r}: {reason}")
-
-
-def _check_choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}.")
-
-
-def _as_size(size):
-    """Return ``(H, W)`` from an int or a pair, or None."""
-    if size is None:
-        return None
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be an int or a pair (H, W); got {size!r}.") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be positive; got {size!r}.")
-    return h, w
-
-
-def _pil_to_array(im, mode):
-    """Convert a decoded PIL image to an (H, W, C) array in ``mode``."""
-    src = im.mode
-    if src.startswith("I;16") or src in ("I", "F"):
-        arr = np.asarray(im)
-        if src == "F":
-            arr = arr.astype(np.float32)
-        else:
-            arr = np.clip(arr, 0, 65535).astype(np.uint16)
-        arr = arr[..., np.newaxis]
-        if mode is None:
-            return arr
-        if arr.dtype == np.uint16:
-            arr = np.round(arr / 257.0).astype(np.uint8)
-        else:
-            arr = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-        if mode == "L":
-            return arr
-        arr = np.repeat(arr, 3, axis=2)
-        if mode == "RGBA":
-            arr = np.concatenate([arr, np.full_like(arr[..., :1], 255)], axis=2)
-        return arr
-    if mode is None:
-        if src == "1":
-            target = "L"
-        elif src in ("L", "RGB", "RGBA"):
-            target = src
-        elif src in ("P", "PA"):
-            has_alpha = src == "PA" or "transparency" in im.info
-            target = "RGBA" if has_alpha else "RGB"
-        elif src in ("LA", "La", "RGBa"):
-            target = "RGBA"
-        else:  # CMYK, YCbCr, LAB, HSV, ...
-            target = "RGB"
-    else:
-        target = mode
-    if src in ("P", "PA") and target == "L":
-        im = im.convert("RGBA" if src == "PA" else "RGB")
-    if im.mode != target:
-        im = im.convert(target)
-    arr = np.asarray(im, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[..., np.newaxis]
-    return arr
-
-
-def _resize_pil(im, size, interpolation, keep_aspect_ratio):
-    from PIL import Image, ImageOps
-
-    resample = {"nearest": Image.Resampling.NEAREST,
-                "bilinear": Image.Resampling.BILINEAR,
-                "bicubic": Image.Resampling.BICUBIC,
-                "area": Image.Resampling.BOX}[interpolation]
-    h, w = size
-    if im.size == (w, h):
-        return im
-    if keep_aspect_ratio == "crop":
-        return ImageOps.fit(im, (w, h), method=resample)
-    if keep_aspect_ratio == "pad":
-        return ImageOps.pad(im, (w, h), method=resample, color=0)
-    return im.resize((w, h), resample=resample)
-
-
-def _decode(path, mode, size, interpolation, keep_aspect_ratio):
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as im:
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)  # animated GIF/WebP/TIFF: first frame
-        if size is not None and im.format == "JPEG":
-            # Decode big JPEGs at a reduced scale (DCT scaling) when the
-            # target is much smaller: far less memory and time.
-            im.draft(im.mode, (size[1], size[0]))
-        im = ImageOps.exif_transpose(im)
-        eight_bit = not (im.mode.startswith("I") or im.mode == "F")
-        if size is not None and eight_bit:
-            if im.mode not in ("L", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info
-                                else "RGB")
-            im = _resize_pil(im, size, interpolation, keep_aspect_ratio)
-        arr = _pil_to_array(im, mode)
-    if size is not None and not eight_bit:
-        from .preprocessing import _resize_nhwc
-
-        arr = _resize_nhwc(arr[np.newaxis], size, interpolation, keep_aspect_ratio,
-                           fill=0.0, antialias=True)[0]
-    return arr
-
-
-def read_image(path, *, mode="RGB", size=None, interpolation="bilinear",
-               keep_aspect_ratio=None):
-    """Decode one image file into an ``(H, W, C)`` array.
-
-    Parameters
-    ----------
-    path : str or path-like
-        A PNG, JPEG, BMP, TIFF, WebP or GIF file (anything Pillow opens). For
-        animated files, the first frame is read. The EXIF orientation tag is
-        applied, so photos come out upright.
-    mode : {'RGB', 'L', 'RGBA'} or None, default='RGB'
-        Color mode of the result: ``'RGB'`` (3 channels; gray images are
-        repeated, alpha is dropped), ``'L'`` (1 gray channel, ITU-R 601-2
-        luma), ``'RGBA'`` (4 channels). None keeps the file's own kind: gray
-        ``(H, W, 1)``, RGB, RGBA (palette images become RGB or RGBA), and
-        16-bit images as uint16.
-    size : int or tuple of int or None, default=None
-        ``(H, W)`` to resize to while decoding (an int means square). None
-        keeps the file's size.
-    interpolation : {'nearest', 'bilinear', 'bicubic', 'area'}, default='bilinear'
-        Resampling filter for ``size``.
-    keep_aspect_ratio : {None, 'pad', 'crop'}, default=None
-        None stretches to ``size``; ``'pad'`` fits the whole image and pads
-        with black; ``'crop'`` fills ``size`` and crops the center.
-
-    Returns
-    -------
-    image : ndarray of shape (H, W, C)
-        uint8, except 16-bit files with ``mode=None`` (uint16) and 32-bit
-        float TIFFs with ``mode=None`` (float32).
-
-    Raises
-    ------
-    ImageReadError
-        If the file is missing, not an image, corrupt, or larger than Pillow's
-        decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``). The
-        message names the file.
-
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os
-    >>> from PIL import Image
-    >>> from skimgcls.datasets import read_image
-    >>> path = os.path.join(tempfile.mkdtemp(), "gray.png")
-    >>> Image.fromarray(np.zeros((4, 6), dtype=np.uint8)).save(path)
-    >>> read_image(path).shape
-    (4, 6, 3)
-    >>> read_image(path, mode="L", size=(2, 3)).shape
-    (2, 3, 1)
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    _check_choice("mode", mode, _MODES)
-    _check_choice("interpolation", interpolation, _INTERPOLATIONS)
-    _check_choice("keep_aspect_ratio", keep_aspect_ratio, _ASPECT)
-    size = _as_size(size)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _decode(path, mode, size, interpolation, keep_aspect_ratio)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(path, (
-            f"it is larger than Pillow's decompression-bomb limit of "
-            f"{Image.MAX_IMAGE_PIXELS} pixels ({exc}). If you trust the file, raise "
-            "the limit with PIL.Image.MAX_IMAGE_PIXELS = <pixels> (None disables it)."
-        )) from None
-    except FileNotFoundError:
-        raise ImageReadError(path, "no such file.") from None
-    except IsADirectoryError:
-        raise ImageReadError(path, "it is a directory, not an image file.") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(path, (
-            "Pillow does not recognize it as an image (not an image, or a format "
-            "Pillow cannot open). Remove it or pass on_error='skip' to the loader."
-        )) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(path, (
-            f"the file is corrupt or truncated ({type(exc).__name__}: {exc}). "
-            "Remove it or pass on_error='skip' to the loader."
-        )) from None
-
-
-def _check_readable(path):
-    """Open the header only: cheap check for lazy loading with on_error='skip'."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.size  # noqa: B018 - the header must parse
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning,
-            UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from None
-
-
-def stack_images(images, paths):
-    """Stack decoded images into one NHWC array or say which files differ."""
-    shapes = {}
-    for img, path in zip(images, paths):
-        shapes.setdefault(img.shape, path)
-    if len(shapes) > 1:
-        examples = "; ".join(f"{p!s} is {s[0]}x{s[1]} with {s[2]} channel(s)"
-                             for s, p in list(shapes.items())[:3])
-        raise ValueError(
-            f"The images have {len(shapes)} different shapes ({examples}). Pass a "
-            "size to resize them while reading, e.g. ImageReader(size=(224, 224)), "
-            "load_image_folder(root, size=(224, 224)) or "
-            "CNNClassifier(reader=ImageReader(size=(224, 224))); and mode='RGB' or "
-            "'L' to give them one number of channels."
-        )
-    dtypes = {img.dtype for img in images}
-    if len(dtypes) > 1:
-        raise ValueError(
-            f"The images decode to different dtypes {sorted(map(str, dtypes))} "
-            "(16-bit and 8-bit files mixed). Pass mode='L' or mode='RGB' to read "
-            "every file as 8-bit."
-        )
-    return np.stack(images)
-
-
-def _read_all(paths, read_kwargs, on_error, n_jobs=None, verbose=0):
-    """Decode ``paths``; return (images, kept indices)."""
-    def one(path):
-        try:
-            return read_image(path, **read_kwargs)
-        except ImageReadError as exc:
-            if on_error == "raise":
-                raise
-            return exc
-
-    if n_jobs is not None and n_jobs != 1 and len(paths) > 1:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(one)(p) for p in _reading(paths, verbose))
-    else:
-        results = [one(p) for p in _reading(paths, verbose)]
-    kept = [i for i, r in enumerate(results) if not isinstance(r, ImageReadError)]
-    failed = [r for r in results if isinstance(r, ImageReadError)]
-    return [results[i] for i in kept], kept, failed
-
-
-def _reading(paths, verbose):
-    """``paths`` with a progress bar when ``verbose`` (tqdm, when installed)."""
-    from .utils._progress import track
-
-    return track(paths, total=len(paths), desc="reading images", unit="image",
-                 verbose=verbose)
-
-
-def _warn_skipped(failed, n_total):
-    if failed:
-        shown = "\n".join(f"  {exc}" for exc in failed[:5])
-        more = f"\n  ... and {len(failed) - 5} more" if len(failed) > 5 else ""
-        warnings.warn(
-            f"Skipped {len(failed)} of {n_total} image files that could not be read "
-            f"(on_error='skip'):\n{shown}{more}",
-            UserWarning,
-            stacklevel=3,
-        )
-
 
 def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
           on_error, n_jobs, verbose=0):
-    _check_choice("on_error", on_error, ("raise", "skip"))
+    check_choice("on_error", on_error, ("raise", "skip"))
     read_kwargs = dict(mode=mode, size=size, interpolation=interpolation,
                        keep_aspect_ratio=keep_aspect_ratio)
-    _check_choice("mode", mode, _MODES)
-    _check_choice("interpolation", interpolation, _INTERPOLATIONS)
-    _check_choice("keep_aspect_ratio", keep_aspect_ratio, _ASPECT)
-    _as_size(size)
+    check_choice("mode", mode, MODES)
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
+    check_choice("keep_aspect_ratio", keep_aspect_ratio, ASPECT)
+    as_size(size)
     paths = np.asarray([str(p) for p in paths], dtype=object)
     labels = np.asarray(labels)
     if lazy:
         if on_error == "skip":
             failed, kept = [], []
-            for i, path in enumerate(_reading(paths, verbose)):
+            for i, path in enumerate(with_progress(paths, verbose)):
                 try:
-                    _check_readable(path)
+                    check_readable(path)
                     kept.append(i)
                 except ImageReadError as exc:
                     failed.append(exc)
-            _warn_skipped(failed, len(paths))
+            warn_skipped(failed, len(paths))
             paths, labels = paths[kept], labels[kept]
         return paths, labels
-    images, kept, failed = _read_all(paths, read_kwargs, on_error, n_jobs, verbose)
-    _warn_skipped(failed, len(paths))
+    images, kept, failed = read_all(paths, read_kwargs, on_error, n_jobs, verbose)
+    warn_skipped(failed, len(paths))
     if not images:
         raise ValueError(f"None of the {len(paths)} image files could be read.")
     return stack_images(images, paths[kept]), labels[kept]
@@ -575,8 +290,10 @@ class ImagePathDataset(torch.utils.data.Dataset):
         Encoded labels.
     sample_weight : array-like of shape (n_samples,), default=None
         Per-sample loss weights; ones when None.
-    reader : ImageReader, default=None
-        Decodes the files (mode, size); ``ImageReader()`` when None.
+    reader : object with a ``read(paths)`` method, default=None
+        Decodes the files (see :func:`skimgcls.utils.read_images` for the
+        protocol);
+        ``ImageReader()`` when None.
     image_shape : tuple of int, default=None
         ``(H, W, C)`` every decoded image must have; a file that decodes to
         another shape raises a ValueError that names it.
@@ -589,17 +306,13 @@ class ImagePathDataset(torch.utils.data.Dataset):
 
     def __init__(self, paths, y=None, sample_weight=None, *, reader=None,
                  image_shape=None):
-        if reader is None:
-            from .preprocessing import ImageReader
-
-            reader = ImageReader()
         # Named X (and y) like skorch's datasets, so skorch finds the classes.
         self.X = np.asarray(paths, dtype=object)
         self.y = None if y is None else torch.as_tensor(y, dtype=torch.long)
         if sample_weight is None:
             sample_weight = np.ones(len(self.X), dtype=np.float32)
         self.sample_weight = torch.as_tensor(sample_weight, dtype=torch.float32)
-        self.reader = reader
+        self.reader = ImageReader() if reader is None else reader
         self.image_shape = None if image_shape is None else tuple(image_shape)
 
     def __len__(self):
@@ -608,17 +321,7 @@ class ImagePathDataset(torch.utils.data.Dataset):
     def read(self, indices):
         """Decode the files at ``indices`` into one NHWC array."""
         paths = self.X[np.asarray(indices, dtype=np.intp)]
-        images = [read_image(p, **self.reader._read_kwargs()) for p in paths]
-        if self.image_shape is not None:
-            for img, path in zip(images, paths):
-                if img.shape != self.image_shape:
-                    raise ValueError(
-                        f"Image file {path!r} decodes to shape {img.shape} (H, W, C), "
-                        f"but the images must have shape {self.image_shape} (that of "
-                        "the first image seen in fit). Resize while reading: "
-                        "CNNClassifier(reader=ImageReader(size=(H, W), mode='RGB'))."
-                    )
-        return stack_images(images, paths)
+        return read_images(self.reader, paths, fitted_shape=self.image_shape)
 
     def __getitems__(self, indices):
         idx = torch.as_tensor(indices, dtype=torch.long)

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from numbers import Integral
 
 import joblib
-import numpy as np
 import torch
 from sklearn.base import (
     BaseEstimator,
@@ -23,16 +22,19 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory
 from torch import nn
 
-from ._skorch import resolve_device, resolve_precision
+from ._device import resolve_device, resolve_precision
+from ._docstring import Substitution
+from ._functional import to_float_nchw
 from .backbones import BackboneNet, build_backbone
+from .preprocessing import ImageReader
 from .utils._random import seeded
 from .utils.validation import check_image_shape, check_images, is_path_array
 
 __all__ = ["BackboneFeatures"]
 
-_SCALE = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}
 
 
+@Substitution("image_shape", "device", "precision")
 class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                        BaseEstimator):
     """Pooled embeddings of a frozen CNN backbone, as a scikit-learn transformer.
@@ -62,15 +64,11 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Size images are resized to: ``'auto'`` is the size of the weights
         (224 for most models); smaller is faster. None keeps the images'
         size. Ignored for modules.
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; as in :class:`~skimgcls.CNNClassifier`.
+    {image_shape}
     batch_size : int, default=64
         Images per forward pass.
-    device : str or torch.device, default='auto'
-        ``'auto'`` picks CUDA, then MPS, then the CPU.
-    precision : {'auto', 'fp32', 'bf16'}, default='auto'
-        Arithmetic of the forward pass, as in :class:`~skimgcls.CNNClassifier`.
+    {device}
+    {precision}
     memory : str, joblib.Memory or None, default=None
         Cache of the embeddings (a directory or a :class:`joblib.Memory`).
         The key is the content of the images and of the network's weights, so
@@ -202,18 +200,13 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                                 size=self._read_size()).shape[1]
 
     def _validate(self, X, *, reset):
-        if reset:
-            image_shape = check_image_shape(self.image_shape)
-            return check_images(X, image_shape=image_shape, estimator=self, reset=True,
-                                allow_paths=True)
-        fitted = self.image_shape_
-        if fitted is None:  # fitted on paths: any input, any size
+        fitted = None if reset else self.image_shape_
+        if fitted is None or is_path_array(X):
+            # fit; or files, or a fit on files: any size (the backbone resizes)
             return check_images(X, image_shape=check_image_shape(self.image_shape),
+                                estimator=self if reset else None, reset=reset,
                                 allow_paths=True)
-        if is_path_array(X):
-            return check_images(X, allow_paths=True)
-        return check_images(X, image_shape=fitted, estimator=self, reset=False,
-                            fitted_shape=fitted)
+        return check_images(X, estimator=self, reset=False, fitted_shape=fitted)
 
     def _read_size(self):
         """Size to resize files to while reading them (None: keep)."""
@@ -301,26 +294,14 @@ def _forward_batches(model, X, *, batch_size, device, precision, size):
 def _to_tensor(batch, size, device):
     """NHWC array (or paths) -> float NCHW in [0, 1] on ``device``."""
     if _is_paths(batch):
-        batch = _read_files(batch, size)
-    scale = _SCALE.get(batch.dtype)
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
-    x = x.float()
-    return x.mul_(scale) if scale is not None else x
-
-
-def _read_files(paths, size):
-    from PIL import Image
-
-    images = []
-    for path in paths:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            images.append(np.asarray(im))
-    if len({im.shape for im in images}) > 1:
-        raise ValueError(
-            "Image files of different sizes need a backbone that resizes: pass "
-            "input_size='auto' or an int instead of None."
-        )
-    return np.stack(images)
+        try:
+            batch = ImageReader(mode="RGB", size=size).read(batch)
+        except ValueError as exc:
+            if "different shapes" not in str(exc):
+                raise
+            raise ValueError(
+                f"{exc} For BackboneFeatures, image files of different sizes need a "
+                "backbone that resizes: pass input_size='auto' or an int instead of "
+                "None."
+            ) from None
+    return to_float_nchw(batch, device)

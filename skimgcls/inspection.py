@@ -17,6 +17,8 @@ import numbers
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
+from ._functional import scaled_float
+from ._io import read_image
 from .utils.validation import check_images, is_path_array
 
 __all__ = [
@@ -243,11 +245,9 @@ class TrainingHistoryDisplay:
 
 def _display_images(X, indices):
     """Return the images at ``indices`` as NHWC arrays for imshow."""
-    if is_path_array(X):
-        from PIL import Image
-
+    if is_path_array(X):  # decoded like training files: EXIF-upright, closed
         paths = np.asarray(X, dtype=object)[indices]
-        return [np.asarray(Image.open(path)) for path in paths]
+        return [read_image(path, mode=None) for path in paths]
     images = check_images(X)
     return [images[i] for i in indices]
 
@@ -257,7 +257,7 @@ def _for_imshow(image):
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.dtype == np.uint16:
-        return image / 65535.0
+        return scaled_float(image)
     if image.dtype.kind == "f":
         low, high = float(np.min(image)), float(np.max(image))
         if low < 0 or high > 1:  # normalized images: stretch for display

@@ -10,6 +10,8 @@ import inspect
 
 from torch import nn
 
+from .backbones import backbone_builder, suggest_backbones
+
 __all__ = [
     "CompactCNN",
     "SimpleCNN",
@@ -71,8 +73,6 @@ def _resolve_builder(name):
         return _REGISTRY[name]
     # Then torchvision's classification models (imported lazily: torchvision's
     # model zoo is only loaded when a backbone is asked for).
-    from .backbones import backbone_builder, suggest_backbones
-
     builder = backbone_builder(name)
     if builder is not None:
         return builder

@@ -44,8 +44,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skorch.history import History
 
+from ._build import build_net
+from ._checkpoint import atomic_write
+from ._device import resolve_precision
 from ._onnx import export_onnx
+from ._version import __version__
+from .classifier import CNNClassifier
 from .exceptions import UnsafeModelFileError
 
 __all__ = ["save", "load", "export_onnx"]
@@ -79,10 +85,6 @@ def _require_safetensors():
     return safetensors.torch
 
 
-def _version():
-    from . import __version__
-
-    return __version__
 
 
 # -- encoding ----------------------------------------------------------------
@@ -246,7 +248,6 @@ def save(estimator, path):
     array([1])
     """
     st = _require_safetensors()
-    from ._checkpoint import atomic_write
 
     encoder = _Encoder()
     spec = encoder.encode(estimator, type(estimator).__name__)
@@ -255,7 +256,7 @@ def save(estimator, path):
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
-        "skimgcls_version": _version(),
+        "skimgcls_version": __version__,
         "sklearn_version": sklearn.__version__,
         "torch_version": torch.__version__,
         "spec": json.dumps(spec, sort_keys=True),
@@ -304,13 +305,13 @@ def _check_metadata(metadata, path):
     if metadata.get("format_version") != str(FORMAT_VERSION):
         raise UnsafeModelFileError(
             f"{path} uses model file format {metadata.get('format_version')!r}; this "
-            f"skimgcls ({_version()}) reads format {FORMAT_VERSION}. Upgrade skimgcls."
+            f"skimgcls ({__version__}) reads format {FORMAT_VERSION}. Upgrade skimgcls."
         )
     saved = metadata.get("skimgcls_version")
-    if not _compatible(saved, _version()):
+    if not _compatible(saved, __version__):
         raise UnsafeModelFileError(
             f"{path} was saved by skimgcls {saved}, which this version "
-            f"({_version()}) cannot load: files are read by the same minor version "
+            f"({__version__}) cannot load: files are read by the same minor version "
             f"(0.x) or by a later version of the same major one (1.x and up). "
             f"Load it with skimgcls=={saved}, or retrain."
         )
@@ -415,11 +416,7 @@ class _Decoder:
         return est
 
     def net(self, est, spec):
-        from skorch.history import History
-
-        from ._skorch import resolve_precision
-
-        if not hasattr(est, "_build_net"):
+        if not isinstance(est, CNNClassifier):
             raise UnsafeModelFileError(
                 f"{type(est).__name__} cannot rebuild its network from a file.")
         saved = est.device_
@@ -427,7 +424,9 @@ class _Decoder:
         if torch.device(est.device_).type != torch.device(saved).type:
             est.precision_ = resolve_precision(est.precision, est.device_)
         with torch.random.fork_rng(devices=[]):  # random init, then overwritten
-            net = est._build_net()
+            net = build_net(est.get_params(deep=False), image_shape=est.image_shape_,
+                            n_classes=len(est.classes_), device=est.device_,
+                            precision=est.precision_)
         state = {k: self.tensor(v) for k, v in spec["module"].items()}
         try:
             net.module_.load_state_dict(state)

@@ -26,15 +26,30 @@ Pipeline.
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .datasets import stack_images
-from .utils.validation import check_image_shape, check_images, is_path_array
+from ._base import ImageTransformer, is_ragged, split_ragged
+from ._docstring import Substitution
+from ._functional import (
+    CHUNK,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TORCH_INTERPOLATION,
+    AffineChannels,
+    CropModule,
+    ResizeModule,
+    ToGrayModule,
+    ToRGBModule,
+    apply_nhwc,
+    max_value,
+    pair,
+    resize_nhwc,
+    scaled_float,
+)
+from ._io import read_all, stack_images
+from .utils.validation import is_path_array
 
 __all__ = [
     "CenterCrop",
@@ -46,252 +61,12 @@ __all__ = [
     "ToRGB",
 ]
 
-#: Images per chunk: bounds the float32 copy a transform makes.
-_CHUNK = 512
-
-_TORCH_INTERPOLATION = {
-    "nearest": "nearest-exact",
-    "bilinear": "bilinear",
-    "bicubic": "bicubic",
-    "area": "area",
-}
-
-#: ImageNet statistics (RGB, images scaled to [0, 1]) used by torchvision weights.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: ITU-R 601-2 luma, the weights of PIL's ``convert('L')`` and torchvision.
-_LUMA = (0.299, 0.587, 0.114)
-
-_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-# -- kernels on float NCHW tensors --------------------------------------------
-def _pair(size):
-    if isinstance(size, Integral):
-        return int(size), int(size)
-    h, w = size
-    return int(h), int(w)
-
-
-def _crop_or_pad(x, height, width, fill):
-    """Center-crop and/or pad ``x`` (…, h, w) to (height, width)."""
-    h, w = x.shape[-2], x.shape[-1]
-    if h > height:
-        top = int(round((h - height) / 2.0))
-        x = x[..., top:top + height, :]
-    if w > width:
-        left = int(round((w - width) / 2.0))
-        x = x[..., :, left:left + width]
-    pad_h, pad_w = max(height - h, 0), max(width - w, 0)
-    if pad_h or pad_w:
-        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
-                  value=float(fill))
-    return x
-
-
-class _ResizeModule(nn.Module):
-    def __init__(self, size, interpolation, keep_aspect_ratio, fill, antialias):
-        super().__init__()
-        self.size = _pair(size)
-        self.mode = _TORCH_INTERPOLATION[interpolation]
-        self.keep_aspect_ratio = keep_aspect_ratio
-        self.fill = float(fill)
-        self.antialias = bool(antialias) and self.mode in ("bilinear", "bicubic")
-
-    def forward(self, x):
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        height, width = self.size
-        if self.keep_aspect_ratio is None:
-            new = (height, width)
-        else:
-            pick = min if self.keep_aspect_ratio == "pad" else max
-            scale = pick(height / h, width / w)
-            new = (max(1, round(h * scale)), max(1, round(w * scale)))
-            if self.keep_aspect_ratio == "pad":
-                new = (min(new[0], height), min(new[1], width))
-            else:
-                new = (max(new[0], height), max(new[1], width))
-        if new != (h, w):
-            kwargs = {}
-            if self.mode in ("bilinear", "bicubic"):
-                kwargs = dict(align_corners=False, antialias=self.antialias)
-            x = F.interpolate(x, size=new, mode=self.mode, **kwargs)
-        if self.keep_aspect_ratio is not None:
-            x = _crop_or_pad(x, height, width, self.fill)
-        return x
-
-
-class _CropModule(nn.Module):
-    def __init__(self, size, fill):
-        super().__init__()
-        self.size = _pair(size)
-        self.fill = float(fill)
-
-    def forward(self, x):
-        return _crop_or_pad(x, *self.size, self.fill)
-
-
-class _AffineChannels(nn.Module):
-    """``x -> (x - mean) / std`` per channel, on float NCHW."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32)
-                             .reshape(1, -1, 1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32)
-                             .reshape(1, -1, 1, 1))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
-class _ToRGBModule(nn.Module):
-    def forward(self, x):
-        c = x.shape[1]
-        if c == 1:
-            return x.expand(-1, 3, -1, -1).contiguous()
-        return x[:, :3]
-
-
-class _ToGrayModule(nn.Module):
-    def __init__(self, n_channels):
-        super().__init__()
-        self.n_channels = int(n_channels)
-        self.register_buffer("luma", torch.tensor(_LUMA).reshape(1, 3, 1, 1))
-
-    def forward(self, x):
-        if x.shape[1] >= 3:
-            x = (x[:, :3] * self.luma).sum(dim=1, keepdim=True)
-        return x.expand(-1, self.n_channels, -1, -1).contiguous()
-
-
-def _apply(module, X, out_dtype=None):
-    """Run a float NCHW ``module`` over NHWC ``X`` chunk by chunk.
-
-    ``out_dtype`` None keeps the dtype of ``X`` (integers rounded and clipped).
-    """
-    out_dtype = np.dtype(X.dtype if out_dtype is None else out_dtype)
-    chunks = []
-    for start in range(0, len(X), _CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(X[start:start + _CHUNK]))
-        x = x.permute(0, 3, 1, 2).to(torch.float32)
-        with torch.no_grad():
-            y = module(x)
-        if out_dtype in _MAX:
-            y = y.round_().clamp_(0, _MAX[out_dtype])
-        chunks.append(y.permute(0, 2, 3, 1).numpy().astype(out_dtype, copy=False))
-    return np.ascontiguousarray(np.concatenate(chunks))
-
-
-def _resize_nhwc(X, size, interpolation, keep_aspect_ratio, fill, antialias):
-    """Resize an NHWC array (one size per call) keeping its dtype."""
-    module = _ResizeModule(size, interpolation, keep_aspect_ratio, fill, antialias)
-    return _apply(module, X)
-
-
-def _scaled_float(X):
-    """uint8 -> /255, uint16 -> /65535, float -> as is; float32 NHWC."""
-    scale = _MAX.get(X.dtype)
-    X = X.astype(np.float32, copy=False)
-    return X / np.float32(scale) if scale is not None else X
-
-
-def _is_ragged(X):
-    """True for a list of images that do not all have one shape."""
-    if not isinstance(X, (list, tuple)) or len(X) < 2 or is_path_array(X):
-        return False
-    shapes = {getattr(im, "size", None) if hasattr(im, "getbands")
-              else np.shape(im) for im in X}
-    return len(shapes) > 1
-
-
-def _split_ragged(X):
-    """Validate each image of a ragged list: list of (1, H, W, C) arrays."""
-    images = [check_images([np.asarray(im)]) if hasattr(im, "getbands")
-              else check_images(np.asarray(im)[np.newaxis]) for im in X]
-    dtypes = {im.dtype for im in images}
-    channels = {im.shape[-1] for im in images}
-    if len(dtypes) > 1 or len(channels) > 1:
-        raise ValueError(
-            f"The images have different dtypes {sorted(map(str, dtypes))} or numbers "
-            f"of channels {sorted(channels)}. Convert them first, e.g. with ToRGB() "
-            "or PIL's im.convert('RGB')."
-        )
-    return images
-
-
-# -- estimators -----------------------------------------------------------------
-class _ImageTransformer(TransformerMixin, BaseEstimator):
-    """Validation, fit/transform plumbing and tags shared by the transformers."""
-
-    #: Stateless transformers work without fit (tag requires_fit=False).
-    _stateless = True
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Validate ``X`` (and learn statistics, for :class:`Normalize`).
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-            The fitted transformer.
-        """
-        self._fit(self._check(X, reset=True))
-        return self
-
-    def _fit(self, X):
-        """Learn from validated NHWC images; stateless by default."""
-
-    def transform(self, X):
-        """Transform images; return an NHWC NumPy array.
-
-        Parameters
-        ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images.
-
-        Returns
-        -------
-        X_new : ndarray of shape (n_samples, H, W, C)
-            The transformed images.
-        """
-        if self._stateless:
-            self._validate_params()
-        else:
-            check_is_fitted(self)
-        if _is_ragged(X) and self._accepts_ragged:
-            images = _split_ragged(X)
-            return np.concatenate([self._transform(im) for im in images])
-        return self._transform(self._check(X, reset=False))
-
-    _accepts_ragged = False
-
-    def _check(self, X, reset):
-        if _is_ragged(X) and self._accepts_ragged:
-            return _split_ragged(X)[0]  # fit: nothing to learn from the sizes
-        return check_images(X, image_shape=check_image_shape(self.image_shape),
-                            estimator=self, reset=reset)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.requires_fit = not self._stateless
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
-
-
 _IMAGE_SHAPE_CONSTRAINT = [tuple, list, None]
 _SIZE_CONSTRAINT = [Interval(Integral, 1, None, closed="left"), tuple, list]
 
 
-class Resize(_ImageTransformer):
+@Substitution("image_shape")
+class Resize(ImageTransformer):
     """Resize images to one size, optionally keeping their aspect ratio.
 
     Parameters
@@ -310,9 +85,7 @@ class Resize(_ImageTransformer):
     antialias : bool, default=True
         Low-pass filter when shrinking with 'bilinear' or 'bicubic' (as PIL
         does), avoiding aliasing.
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -346,7 +119,7 @@ class Resize(_ImageTransformer):
 
     _parameter_constraints = {
         "size": _SIZE_CONSTRAINT,
-        "interpolation": [StrOptions(set(_TORCH_INTERPOLATION))],
+        "interpolation": [StrOptions(set(TORCH_INTERPOLATION))],
         "keep_aspect_ratio": [StrOptions({"pad", "crop"}), None],
         "fill": [Real],
         "antialias": ["boolean"],
@@ -373,14 +146,15 @@ class Resize(_ImageTransformer):
             :meth:`transform` does for float32 images.
         """
         self._validate_params()
-        return _ResizeModule(self.size, self.interpolation, self.keep_aspect_ratio,
-                             self.fill, self.antialias)
+        return ResizeModule(self.size, self.interpolation, self.keep_aspect_ratio,
+                            self.fill, self.antialias)
 
     def _transform(self, X):
-        return _apply(self.as_torch_module(), X)
+        return apply_nhwc(self.as_torch_module(), X)
 
 
-class CenterCrop(_ImageTransformer):
+@Substitution("image_shape")
+class CenterCrop(ImageTransformer):
     """Cut the center ``size`` of each image (pad images that are smaller).
 
     Parameters
@@ -390,9 +164,7 @@ class CenterCrop(_ImageTransformer):
     fill : float, default=0.0
         Value of padded pixels when an image is smaller than ``size``, in the
         images' own units.
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -433,15 +205,15 @@ class CenterCrop(_ImageTransformer):
             Maps ``(n, C, h, w)`` to ``(n, C, H, W)``.
         """
         self._validate_params()
-        return _CropModule(self.size, self.fill)
+        return CropModule(self.size, self.fill)
 
     def _transform(self, X):
-        h, w = _pair(self.size)
+        h, w = pair(self.size)
         if X.shape[1] >= h and X.shape[2] >= w:  # pure slicing: no float copy
             top = int(round((X.shape[1] - h) / 2.0))
             left = int(round((X.shape[2] - w) / 2.0))
             return np.ascontiguousarray(X[:, top:top + h, left:left + w])
-        return _apply(self.as_torch_module(), X)
+        return apply_nhwc(self.as_torch_module(), X)
 
 
 def _per_channel(value, name, n_channels, imagenet):
@@ -465,7 +237,8 @@ def _imagenet_stats(n_channels):
     return mean, std
 
 
-class Normalize(_ImageTransformer):
+@Substitution("image_shape")
+class Normalize(ImageTransformer):
     """Scale images to [0, 1] and standardize each channel.
 
     ``(X / max - mean) / std`` per channel, where ``max`` is 255 for uint8
@@ -481,9 +254,7 @@ class Normalize(_ImageTransformer):
     std : 'fit', 'imagenet', float or array-like of shape (n_channels,), default='fit'
         The same for the standard deviation. Channels with zero variance get
         ``std=1``.
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -535,8 +306,8 @@ class Normalize(_ImageTransformer):
         if learn_mean or learn_std:
             total = np.zeros(n_channels)
             total_sq = np.zeros(n_channels)
-            for start in range(0, len(X), _CHUNK):
-                chunk = _scaled_float(X[start:start + _CHUNK]).reshape(-1, n_channels)
+            for start in range(0, len(X), CHUNK):
+                chunk = scaled_float(X[start:start + CHUNK]).reshape(-1, n_channels)
                 chunk = chunk.astype(np.float64)
                 total += chunk.sum(axis=0)
                 total_sq += np.square(chunk).sum(axis=0)
@@ -562,7 +333,7 @@ class Normalize(_ImageTransformer):
             normalized images :meth:`transform` returns.
         """
         check_is_fitted(self)
-        return _AffineChannels(self.mean_, self.std_)
+        return AffineChannels(self.mean_, self.std_)
 
     def _transform(self, X):
         n_channels = X.shape[-1]
@@ -575,13 +346,14 @@ class Normalize(_ImageTransformer):
         out = np.empty(X.shape, dtype=np.float32)
         mean = self.mean_.astype(np.float32)
         inv_std = (1.0 / self.std_).astype(np.float32)
-        for start in range(0, len(X), _CHUNK):
-            chunk = _scaled_float(X[start:start + _CHUNK])
-            out[start:start + _CHUNK] = (chunk - mean) * inv_std
+        for start in range(0, len(X), CHUNK):
+            chunk = scaled_float(X[start:start + CHUNK])
+            out[start:start + CHUNK] = (chunk - mean) * inv_std
         return out
 
 
-class ToFloat(_ImageTransformer):
+@Substitution("image_shape")
+class ToFloat(ImageTransformer):
     """Scale integer images to float32 in [0, 1].
 
     uint8 images are divided by 255 and uint16 images by 65535; float images
@@ -589,9 +361,7 @@ class ToFloat(_ImageTransformer):
 
     Parameters
     ----------
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -621,17 +391,16 @@ class ToFloat(_ImageTransformer):
         return nn.Identity()
 
     def _transform(self, X):
-        return np.ascontiguousarray(_scaled_float(X))
+        return np.ascontiguousarray(scaled_float(X))
 
 
-class ToRGB(_ImageTransformer):
+@Substitution("image_shape")
+class ToRGB(ImageTransformer):
     """Give every image 3 channels: repeat gray, drop alpha.
 
     Parameters
     ----------
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -664,7 +433,7 @@ class ToRGB(_ImageTransformer):
             Maps ``(n, 1, H, W)``, ``(n, 3, H, W)`` or ``(n, 4, H, W)`` to
             ``(n, 3, H, W)``.
         """
-        return _ToRGBModule()
+        return ToRGBModule()
 
     def _transform(self, X):
         if X.shape[-1] == 1:
@@ -672,7 +441,8 @@ class ToRGB(_ImageTransformer):
         return np.ascontiguousarray(X[..., :3])
 
 
-class ToGrayscale(_ImageTransformer):
+@Substitution("image_shape")
+class ToGrayscale(ImageTransformer):
     """Convert images to gray with ITU-R 601-2 luma (as PIL and torchvision).
 
     ``L = 0.299 R + 0.587 G + 0.114 B``; alpha is dropped; gray images pass.
@@ -682,9 +452,7 @@ class ToGrayscale(_ImageTransformer):
     n_channels : {1, 3}, default=1
         Channels of the output; 3 repeats the gray value (for networks that
         expect RGB input).
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -719,13 +487,14 @@ class ToGrayscale(_ImageTransformer):
             Maps ``(n, C, H, W)`` to ``(n, n_channels, H, W)``.
         """
         self._validate_params()
-        return _ToGrayModule(int(self.n_channels))
+        return ToGrayModule(int(self.n_channels))
 
     def _transform(self, X):
-        return _apply(self.as_torch_module(), X)
+        return apply_nhwc(self.as_torch_module(), X)
 
 
-class ImageReader(_ImageTransformer):
+@Substitution("image_shape")
+class ImageReader(ImageTransformer):
     """Turn file paths (or any images) into one NHWC array.
 
     The first step of a Pipeline fed with paths from
@@ -750,9 +519,7 @@ class ImageReader(_ImageTransformer):
         covers and center-crops.
     n_jobs : int or None, default=None
         Threads that decode files in parallel; None is one.
-    image_shape : tuple of int or None, default=None
-        ``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape
-        ``(n_samples, H*W*C)``; ignored for 3-D and 4-D input.
+    {image_shape}
 
     Attributes
     ----------
@@ -786,7 +553,7 @@ class ImageReader(_ImageTransformer):
     _parameter_constraints = {
         "mode": [StrOptions({"RGB", "L", "RGBA"}), None],
         "size": _SIZE_CONSTRAINT + [None],
-        "interpolation": [StrOptions(set(_TORCH_INTERPOLATION))],
+        "interpolation": [StrOptions(set(TORCH_INTERPOLATION))],
         "keep_aspect_ratio": [StrOptions({"pad", "crop"}), None],
         "n_jobs": [Integral, None],
         "image_shape": _IMAGE_SHAPE_CONSTRAINT,
@@ -802,6 +569,7 @@ class ImageReader(_ImageTransformer):
         self.image_shape = image_shape
 
     def _read_kwargs(self):
+        """The keyword arguments of :func:`skimgcls.datasets.read_image`."""
         return dict(mode=self.mode, size=self.size, interpolation=self.interpolation,
                     keep_aspect_ratio=self.keep_aspect_ratio)
 
@@ -818,14 +586,12 @@ class ImageReader(_ImageTransformer):
         X : ndarray of shape (n_samples, H, W, C)
             uint8 images (uint16 for 16-bit files with ``mode=None``).
         """
-        from .datasets import _read_all
-
         paths = np.asarray(paths, dtype=object)
-        images, _, _ = _read_all(paths, self._read_kwargs(), "raise", self.n_jobs)
+        images, _, _ = read_all(paths, self._read_kwargs(), "raise", self.n_jobs)
         return stack_images(images, paths)
 
     def _check(self, X, reset):
-        if is_path_array(X) or _is_ragged(X):
+        if is_path_array(X) or is_ragged(X):
             return X
         return super()._check(X, reset)
 
@@ -833,7 +599,7 @@ class ImageReader(_ImageTransformer):
         if is_path_array(X):
             return self.read(X)
         if isinstance(X, (list, tuple)):  # ragged list of in-memory images
-            images = [self._transform(im) for im in _split_ragged(X)]
+            images = [self._transform(im) for im in split_ragged(X)]
             return stack_images([im[0] for im in images],
                                 [f"image {i}" for i in range(len(images))])
         if self.mode == "RGB" or (self.mode == "RGBA" and X.shape[-1] == 1):
@@ -841,10 +607,10 @@ class ImageReader(_ImageTransformer):
         elif self.mode == "L":
             X = ToGrayscale()._transform(X)
         if self.mode == "RGBA" and X.shape[-1] == 3:
-            alpha = np.full(X.shape[:-1] + (1,), _MAX.get(X.dtype, 1.0), dtype=X.dtype)
+            alpha = np.full(X.shape[:-1] + (1,), max_value(X.dtype) or 1.0, dtype=X.dtype)
             X = np.concatenate([X, alpha], axis=-1)
         if self.size is not None:
-            X = _resize_nhwc(X, self.size, self.interpolation, self.keep_aspect_ratio,
+            X = resize_nhwc(X, self.size, self.interpolation, self.keep_aspect_ratio,
                              fill=0.0, antialias=True)
         return X
 

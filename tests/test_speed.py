@@ -8,15 +8,10 @@ import torch
 from skorch.callbacks import Callback
 
 from skimgcls import CNNClassifier
-from skimgcls import _skorch, classifier
-from skimgcls._skorch import (
-    ImageNet,
-    ImageTensorDataset,
-    collate_batch,
-    image_batches,
-    resolve_precision,
-    torch_threads,
-)
+from skimgcls import _build, _device
+from skimgcls._data import ImageTensorDataset, collate_batch, image_batches
+from skimgcls._device import resolve_precision, torch_threads
+from skimgcls._skorch import ImageNet
 
 
 def _data(n=60, seed=0):
@@ -116,7 +111,7 @@ class _SeeBatchLoss(Callback):
 
 
 def test_deferred_loss_sync_writes_floats_at_epoch_end(monkeypatch):
-    monkeypatch.setattr(classifier, "ImageNet", _DeferredNet)
+    monkeypatch.setattr(_build, "ImageNet", _DeferredNet)
     spy = _SeeBatchLoss()
     clf = _clf(validation_fraction=0.25, callbacks=[("spy", spy)]).fit(*_data())
     spy = dict(clf.net_.callbacks_)["spy"]
@@ -214,7 +209,7 @@ def test_bf16_predictions_match_fp32():
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_follows_the_cpu(monkeypatch, native, expected):
-    monkeypatch.setattr(_skorch, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: native)
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("fp32", "cpu") == "fp32"
     assert resolve_precision("auto", "mps") == "fp32"

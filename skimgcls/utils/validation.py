@@ -36,7 +36,9 @@ import math
 import os
 
 import numpy as np
-from sklearn.utils.validation import check_array, validate_data
+from sklearn.utils import assert_all_finite
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, column_or_1d, validate_data
 
 __all__ = ["check_images", "check_image_shape", "is_path_array"]
 
@@ -222,6 +224,8 @@ def check_images(
     reset=True,
     fitted_shape=None,
     allow_paths=False,
+    reader=None,
+    return_image_shape=False,
 ):
     """Validate images and return them as one NHWC NumPy array.
 
@@ -243,12 +247,21 @@ def check_images(
     allow_paths : bool, default=False
         If True, a 1-D array of file paths is returned unchanged (as an object
         array) for the caller to read lazily.
+    reader : object with a ``read(paths)`` method, default=None
+        For paths: decodes the first file (see :func:`read_images`) to learn
+        the image shape (``n_features_in_`` on ``estimator`` when ``reset``)
+        or check it against ``fitted_shape``. None: paths are not opened.
+    return_image_shape : bool, default=False
+        Also return the ``(H, W, C)`` of the images: that of the array, or of
+        the first file decoded by ``reader`` (None for paths without one).
 
     Returns
     -------
     X : ndarray of shape (n_samples, H, W, C)
         uint8/uint16 arrays keep their dtype; everything else is float32.
         For path input with ``allow_paths=True``, a 1-D object array.
+    image_shape : tuple of int or None
+        Only with ``return_image_shape=True``.
 
     Raises
     ------
@@ -261,7 +274,13 @@ def check_images(
         matrices.
     """
     if allow_paths and is_path_array(X):
-        return np.asarray(X, dtype=object)
+        X = np.asarray(X, dtype=object)
+        shape = None
+        if reader is not None:  # the first file gives (or must have) the shape
+            shape = tuple(read_images(reader, X[:1], fitted_shape=fitted_shape).shape[1:])
+            if estimator is not None and reset:
+                estimator.n_features_in_ = int(np.prod(shape))
+        return (X, shape) if return_image_shape else X
     if _is_pil_list(X):
         X = _stack_pil(X)
     elif type(X).__module__.startswith("torch") and hasattr(X, "detach"):
@@ -282,7 +301,127 @@ def check_images(
         X = _check_nd(X, estimator, reset)
     if fitted_shape is not None and X.shape[1:] != tuple(fitted_shape):
         raise ValueError(_shape_mismatch_message(X.shape[1:], fitted_shape, estimator))
+    return (X, tuple(X.shape[1:])) if return_image_shape else X
+
+
+def read_images(reader, paths, *, fitted_shape=None):
+    """Decode ``paths`` with ``reader``: the reader protocol, checked.
+
+    A reader is any object with a method ``read(paths)`` that takes a 1-D
+    object array of file paths and returns the decoded images, one per path,
+    in any layout :func:`skimgcls.utils.check_images` accepts (NHWC uint8 is
+    what :class:`~skimgcls.ImageReader` returns). That method is all the
+    package calls; the reader is pickled to DataLoader worker processes.
+
+    Parameters
+    ----------
+    reader : object with a ``read(paths)`` method
+        The reader, e.g. :class:`~skimgcls.ImageReader`.
+    paths : ndarray of shape (n_samples,)
+        File paths (object array).
+    fitted_shape : tuple of int, default=None
+        ``(H, W, C)`` every image must have (that of the first image seen
+        in ``fit``); None accepts any.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, H, W, C)
+        The validated images.
+
+    Examples
+    --------
+    A minimal reader: every file becomes a black 4x4 gray image.
+
+    >>> import numpy as np
+    >>> from skimgcls.utils import read_images
+    >>> class BlackReader:
+    ...     def read(self, paths):
+    ...         return np.zeros((len(paths), 4, 4), dtype=np.uint8)
+    >>> read_images(BlackReader(), np.array(["a.png", "b.png"], dtype=object)).shape
+    (2, 4, 4, 1)
+    """
+    paths = np.asarray(paths, dtype=object)
+    X = reader.read(paths)
+    if (isinstance(X, np.ndarray) and X.ndim == 4 and X.shape[-1] in (1, 3, 4)
+            and X.dtype in (np.uint8, np.uint16)):
+        pass  # ImageReader's output: nothing to convert on the per-batch path
+    else:
+        try:
+            X = check_images(X)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{type(reader).__name__}.read(paths) must return images, one per path, "
+                "as an array of shape (n, H, W, C) (or another layout check_images "
+                f"accepts); it returned something else: {exc}"
+            ) from exc
+    if len(X) != len(paths):
+        raise ValueError(
+            f"{type(reader).__name__}.read(paths) returned {len(X)} images for "
+            f"{len(paths)} paths; a reader must return exactly one image per path."
+        )
+    if fitted_shape is not None and X.shape[1:] != tuple(fitted_shape):
+        raise ValueError(
+            f"Image file {paths[0]!r} (and the others of its batch) decodes to shape "
+            f"{X.shape[1:]} (H, W, C), but the images must have shape "
+            f"{tuple(fitted_shape)} (that of the first image seen in fit). Resize while "
+            "reading: CNNClassifier(reader=ImageReader(size=(H, W), mode='RGB'))."
+        )
     return X
+
+
+def check_labels(y, *, n_samples=None, classes=None, estimator=None, seen_in="fit"):
+    """Validate class labels: the one label check of ``fit``, ``partial_fit``, ``score``.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Class labels of any hashable kind.
+    n_samples : int, default=None
+        Number of images ``y`` must label (one label per image).
+    classes : ndarray, default=None
+        The known classes (``classes_``); every label must be one of them.
+        Labels of another type or spelling (``'1'`` against ``1``) are
+        reported rather than silently misclassified.
+    estimator : estimator instance, default=None
+        Named in the messages.
+    seen_in : str, default='fit'
+        Where ``classes`` were learned, for the message.
+
+    Returns
+    -------
+    y : ndarray of shape (n_samples,)
+        The labels as a 1-D array.
+
+    Raises
+    ------
+    ValueError
+        For a missing ``y``, NaN or infinite labels, a length that differs
+        from ``n_samples``, continuous or multi-output targets, and labels
+        outside ``classes``.
+    """
+    name = type(estimator).__name__ if estimator is not None else "The estimator"
+    if y is None:
+        raise ValueError(f"{name} requires y to be passed, but the target y is None.")
+    y = column_or_1d(y, warn=True)
+    if y.dtype.kind in "fcO":
+        assert_all_finite(y, input_name="y")
+    if n_samples is not None and len(y) != n_samples:
+        raise ValueError(
+            f"X and y have different numbers of samples: {n_samples} images and "
+            f"{len(y)} labels. Pass one label per image."
+        )
+    check_classification_targets(y)
+    if classes is not None:
+        known = set(np.asarray(classes).tolist())
+        unseen = {label for label in y.tolist() if label not in known}
+        if unseen:
+            raise ValueError(
+                f"y contains labels not seen in {seen_in}: "
+                f"{sorted(unseen, key=repr)[:10]!r}; the classes are "
+                f"{np.asarray(classes).tolist()[:20]!r}. Check that the labels have "
+                "the same type and spelling as those passed to fit."
+            )
+    return y
 
 
 def _check_2d(X, image_shape, estimator, reset):

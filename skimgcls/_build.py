@@ -1,0 +1,196 @@
+"""Assemble the skorch net of :class:`~skimgcls.CNNClassifier` from plain values.
+
+Everything here takes the estimator's parameters as a dict (what
+``CNNClassifier.get_params(deep=False)`` returns, routed ``module__*`` &co.
+included) plus what ``fit`` learned from the data (image shape, number of
+classes, device, precision), and returns skorch objects: the module, the
+initialized net, its callbacks and learning-rate schedule. ``fit`` and
+:func:`skimgcls.load` build a net the same way.
+"""
+
+import copy
+import math
+import os
+
+import torch
+from skorch.callbacks import EarlyStopping, LRScheduler
+from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
+
+from ._accelerate import AcceleratedImageNet
+from ._callbacks import EpochProgressBar, UnfreezeBackbone
+from ._data import collate_batch, image_batches
+from ._skorch import ImageNet
+from .backbones import backbone_param_groups, prepare_module
+from .networks import build_network
+
+__all__ = [
+    "OPTIMIZERS",
+    "ROUTED_PREFIXES",
+    "build_callbacks",
+    "build_module",
+    "build_net",
+    "default_workers",
+    "is_main_process",
+    "routed",
+    "silent",
+]
+
+#: Parameter prefixes routed to the skorch net, as in skorch.
+ROUTED_PREFIXES = ("module__", "optimizer__", "criterion__", "iterator_train__",
+                   "iterator_valid__", "callbacks__", "compile__")
+
+#: Optimizer names accepted by ``CNNClassifier(optimizer=...)``.
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adadelta": torch.optim.Adadelta,
+    "adagrad": torch.optim.Adagrad,
+}
+
+
+def silent(*args, **kwargs):
+    """A sink that prints nothing (for callbacks when ``verbose=0``)."""
+
+
+def is_main_process(net):
+    """False on the non-main processes of a distributed (accelerated) net."""
+    accelerator = getattr(net, "accelerator", None)
+    return accelerator is None or accelerator.is_local_main_process
+
+
+def default_workers():
+    """DataLoader workers that decode files: up to 4, leaving a core to train."""
+    return min(4, max(1, (os.cpu_count() or 1) - 1))
+
+
+def routed(params, prefix=None):
+    """The routed parameters (``module__*`` & co.) of ``params``.
+
+    With ``prefix``, only those that start with it, with the prefix removed.
+    """
+    if prefix is None:
+        return {k: v for k, v in params.items() if k.startswith(ROUTED_PREFIXES)}
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def build_module(params, *, image_shape, n_classes):
+    """The torch module: network or backbone, pretrained weights, frozen parts."""
+    h, w, c = image_shape
+    module = params["module"]
+    if isinstance(module, nn.Module):
+        module = copy.deepcopy(module)
+    module = build_network(module, in_channels=c, n_classes=n_classes, image_size=(h, w),
+                           **routed(params, "module__"))
+    module = prepare_module(module, pretrained=params["pretrained"],
+                            freeze=params["freeze"])
+    return module.to(memory_format=torch.channels_last)
+
+
+def build_net(params, *, image_shape, n_classes, device, precision, accelerator=None,
+              paths=False):
+    """The initialized skorch net (:class:`~skimgcls._skorch.ImageNet`).
+
+    Parameters
+    ----------
+    params : dict
+        ``CNNClassifier.get_params(deep=False)``.
+    image_shape : tuple of int
+        ``(H, W, C)`` of the training images.
+    n_classes : int
+        Number of classes.
+    device, precision : str
+        Resolved device and precision (ignored with ``accelerator``).
+    accelerator : accelerate.Accelerator, default=None
+        Train through it (:class:`~skimgcls._accelerate.AcceleratedImageNet`).
+    paths : bool, default=False
+        The data are file paths: decode them in DataLoader workers.
+    """
+    module = build_module(params, image_shape=image_shape, n_classes=n_classes)
+    optimizer = params["optimizer"]
+    if isinstance(optimizer, str):
+        optimizer = OPTIMIZERS[optimizer]
+    kwargs = dict(
+        criterion__reduction="none",
+        iterator_train=image_batches,
+        iterator_valid=image_batches,
+        iterator_train__collate_fn=collate_batch,
+        iterator_valid__collate_fn=collate_batch,
+        iterator_train__shuffle=True,
+    )
+    if paths:  # decode files in worker processes, overlapping training
+        kwargs.update(iterator_train__num_workers=default_workers(),
+                      iterator_valid__num_workers=default_workers())
+    kwargs.update((k, v) for k, v in routed(params).items()
+                  if not k.startswith("module__"))
+    groups = backbone_param_groups(module, params["lr"], params["backbone_lr_mult"])
+    if groups:
+        kwargs["optimizer__param_groups"] = [
+            *kwargs.get("optimizer__param_groups", []), *groups]
+    net_class = ImageNet
+    kwargs.update(device=device, precision=precision)
+    if accelerator is not None:
+        # The accelerator places the module and runs its own autocast.
+        net_class = AcceleratedImageNet
+        kwargs.update(device=None, precision="fp32", accelerator=accelerator)
+        # Print the epoch table on the main process only, and not at all
+        # when verbose=0 (skorch prints to any sink other than print).
+        kwargs.setdefault("callbacks__print_log__sink",
+                          accelerator.print if params["verbose"] else silent)
+    net = net_class(
+        module=module,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=optimizer,
+        lr=params["lr"],
+        max_epochs=params["max_epochs"],
+        batch_size=params["batch_size"],
+        train_split=None,
+        verbose=params["verbose"],
+        augment=params["augment"],
+        mixup_alpha=params["mixup_alpha"],
+        cutmix_alpha=params["cutmix_alpha"],
+        compile=params["compile"],
+        **kwargs,
+    )
+    return net.initialize()
+
+
+def build_callbacks(params, net, *, n_train, partial):
+    """The callbacks of one ``fit`` (or ``partial_fit``) call, in order."""
+    monitor = "valid_loss" if net.train_split is not None else "train_loss"
+    verbose = params["verbose"]
+    callbacks = []
+    if params["lr_schedule"] is not None and not partial:
+        callbacks.append(("lr_schedule", lr_scheduler(params, net, n_train, monitor)))
+    if params["early_stopping"] and not partial:
+        callbacks.append(("early_stopping", EarlyStopping(
+            monitor=monitor, patience=params["patience"], load_best=True,
+            sink=print if verbose else silent)))
+    if verbose:
+        callbacks.append(("progress_bar", EpochProgressBar(
+            leave=verbose > 1, epochs=1 if partial else params["max_epochs"])))
+    if params["unfreeze_at_epoch"] is not None and params["freeze"] != "none":
+        callbacks.append(("unfreeze", UnfreezeBackbone(params["unfreeze_at_epoch"])))
+    callbacks += [copy.deepcopy(cb) for cb in params["callbacks"] or []]
+    return callbacks
+
+
+def lr_scheduler(params, net, n_train, monitor):
+    """The ``LRScheduler`` callback of ``params['lr_schedule']``."""
+    schedule, lr, max_epochs = params["lr_schedule"], params["lr"], params["max_epochs"]
+    if schedule == "onecycle":
+        batches = math.ceil(n_train / params["batch_size"])
+        accelerator = getattr(net, "accelerator", None)
+        if accelerator is not None:
+            # Each process steps once per batch of its shard.
+            batches = math.ceil(batches / accelerator.num_processes)
+        # One peak per parameter group (backbone_lr_mult scales the body's).
+        max_lr = [lr * group.get("lr_mult", 1.0) for group in net.optimizer_.param_groups]
+        return LRScheduler(OneCycleLR, max_lr=max_lr, total_steps=max_epochs * batches,
+                           step_every="batch", last_epoch=-1)
+    if schedule == "cosine":
+        return LRScheduler(CosineAnnealingLR, T_max=max_epochs, last_epoch=-1)
+    return LRScheduler(ReduceLROnPlateau, monitor=monitor, mode="min",
+                       patience=params["patience"], factor=0.1)
