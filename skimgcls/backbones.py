@@ -1,10 +1,14 @@
-"""Torchvision classification models as skimgcls networks (transfer learning).
+"""Torchvision and timm classification models as skimgcls networks (transfer learning).
 
 Every name of ``torchvision.models.list_models(module=torchvision.models)``
 (``'resnet18'``, ``'vgg11'``, ``'efficientnet_b0'``, ``'mobilenet_v3_small'``,
 ``'convnext_tiny'``, ``'vit_b_16'``, ...) is a network name of
-:class:`~skimgcls.CNNClassifier`: ``CNNClassifier(module='resnet18')``.  It is
-built as a :class:`BackboneNet`:
+:class:`~skimgcls.CNNClassifier`: ``CNNClassifier(module='resnet18')``.  So is
+every timm model, prefixed with ``'timm/'`` (``'timm/convnext_atto'``,
+``'timm/efficientnet_b0'``, ``'timm/vit_tiny_patch16_224'``, optionally with a
+pretrained tag: ``'timm/resnet18.a1_in1k'``), when the optional ``timm``
+package is installed (``pip install 'skimgcls[timm]'``).  Either is built as a
+:class:`BackboneNet`:
 
 ``adapter``
     An :class:`InputAdapter` that turns the classifier's input (float images in
@@ -14,18 +18,21 @@ built as a :class:`BackboneNet`:
     module, a search over ``module`` needs no pipeline step per backbone.
 ``body``
     The torchvision model with its last classification layer replaced by an
-    identity: it returns the pooled embedding.
+    identity, or the timm model created with ``num_classes=0``: it returns
+    the pooled embedding.
 ``head``
     A new classification layer (optionally dropout and a hidden layer) with one
     output per class.
 
-Weights come from torchvision's default weights (``pretrained=True``), a local
-file (``.pth``/``.pt``/``.safetensors``) or a state dict.  :meth:`BackboneNet.freeze`
+Weights come from torchvision's default weights or timm's pretrained weights
+(``pretrained=True``), a local file (``.pth``/``.pt``/``.safetensors``) or a
+state dict.  :meth:`BackboneNet.freeze`
 freezes the backbone or its leading blocks; :class:`UnfreezeBackbone` unfreezes
 it at a given epoch.
 """
 
 import difflib
+import fnmatch
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import _timm
 from ._weights import (
     PretrainedWeightsError,
     expected_weights_path,
@@ -88,44 +96,94 @@ def _backbone_names():
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
-def list_backbones():
-    """Return the names of the torchvision classification models.
+_SOURCES = ("all", "torchvision", "timm")
+
+
+def list_backbones(source="all", *, pretrained=False, pattern=None):
+    """Return the names of the torchvision and timm classification models.
 
     Each of them is a valid ``module`` of :class:`~skimgcls.CNNClassifier` and
     ``backbone`` of :class:`~skimgcls.BackboneFeatures`.
 
+    Parameters
+    ----------
+    source : {'all', 'torchvision', 'timm'}, default='all'
+        ``'torchvision'``: torchvision's classification models (``'resnet18'``).
+        ``'timm'``: timm's models, prefixed ``'timm/'`` (``'timm/resnet18'``);
+        needs the optional timm package (``pip install 'skimgcls[timm]'``).
+        ``'all'``: both, the timm names only when timm is installed.
+    pretrained : bool, default=False
+        For timm: False lists the architectures (each has default pretrained
+        weights when timm has any); True lists only architectures with
+        pretrained weights, once per set of weights, with timm's pretrained
+        tag (``'timm/resnet18.a1_in1k'``, ``'timm/resnet18.tv_in1k'``; these
+        are also the names of the weights' Hugging Face Hub repositories).
+        torchvision's names are the same either way (each has default
+        weights).
+    pattern : str or None, default=None
+        Keep only names matching this shell-style wildcard, e.g.
+        ``'timm/convnext*'`` or ``'*efficientnet*'``.
+
     Returns
     -------
     names : list of str
-        Sorted names, e.g. ``'resnet18'``, ``'vit_b_16'``.
+        Sorted torchvision names, then sorted timm names.
 
     Examples
     --------
     >>> from skimgcls.backbones import list_backbones
     >>> 'resnet18' in list_backbones() and 'vit_b_16' in list_backbones()
     True
+    >>> list_backbones('timm', pattern='timm/resnet1*t')  # doctest: +SKIP
+    ['timm/resnet10t', 'timm/resnet14t']
     """
-    return list(_backbone_names())
+    if source not in _SOURCES:
+        raise ValueError(f"source must be one of {_SOURCES}; got {source!r}.")
+    names = [] if source == "timm" else list(_backbone_names())
+    if source == "timm" or (source == "all" and _timm.timm_available()):
+        names += _timm.timm_names(bool(pretrained))
+    if pattern is not None:
+        names = fnmatch.filter(names, pattern)
+    return names
 
 
 def is_backbone(name):
-    """Return True if ``name`` is a torchvision classification model name."""
+    """Return True if ``name`` is a torchvision or timm (``'timm/...'``) model name."""
+    if _timm.is_timm_name(name):
+        try:
+            _timm.check_timm_name(name)
+        except ValueError:
+            return False
+        return True
     return isinstance(name, str) and name in _backbone_names()
 
 
 def suggest_backbones(name, n=3):
-    """Return up to ``n`` backbone names close to ``name`` (for error messages)."""
-    return difflib.get_close_matches(str(name), _backbone_names(), n=n, cutoff=0.6)
+    """Return up to ``n`` backbone names close to ``name`` (for error messages).
+
+    torchvision names for plain names, timm names for ``'timm/...'`` names; a
+    timm model given without the prefix suggests its ``'timm/'`` name.
+    """
+    if _timm.is_timm_name(name):
+        return _timm.suggest_timm(name, n=n)
+    close = difflib.get_close_matches(str(name), _backbone_names(), n=n, cutoff=0.6)
+    timm_close = _timm.suggest_timm(str(name), n=n)
+    exact = [c for c in timm_close[:1] if c == _timm.PREFIX + str(name)]
+    return (exact + (close or timm_close[len(exact):]))[:n]
 
 
 def _check_name(name):
+    if _timm.is_timm_name(name):
+        _timm.check_timm_name(name)
+        return
     if not is_backbone(name):
         close = suggest_backbones(name)
         hint = f" Did you mean {close}?" if close else ""
         raise ValueError(
             f"Unknown torchvision backbone {name!r}.{hint} Valid names are listed by "
             "skimgcls.backbones.list_backbones(), e.g. 'resnet18', 'efficientnet_b0', "
-            "'mobilenet_v3_small', 'convnext_tiny', 'vit_b_16'."
+            "'mobilenet_v3_small', 'convnext_tiny', 'vit_b_16'; timm models are "
+            "named 'timm/<model>', e.g. 'timm/convnext_atto'."
         )
 
 
@@ -162,8 +220,9 @@ class InputSpec:
 def backbone_input_spec(name):
     """Return the input size and normalization backbone ``name`` expects.
 
-    Read from the metadata of torchvision's default weights, so it is
-    available offline.
+    Read from the metadata of torchvision's default weights, or from timm's
+    pretrained config (``input_size``, ``crop_pct``, ``mean``, ``std``) for
+    ``'timm/...'`` names, so it is available offline.
 
     Parameters
     ----------
@@ -182,6 +241,9 @@ def backbone_input_spec(name):
     >>> spec.size, spec.mean
     ((240, 240), (0.485, 0.456, 0.406))
     """
+    if _timm.is_timm_name(name):
+        size, resize_size, mean, std = _timm.input_spec(_timm.check_timm_name(name))
+        return InputSpec(size=size, resize_size=resize_size, mean=mean, std=std)
     transform = default_weights(name).transforms()
     return InputSpec(
         size=_pair(transform.crop_size), resize_size=_pair(transform.resize_size),
@@ -388,7 +450,7 @@ def _block_groups(body):
 
 
 class BackboneNet(nn.Module):
-    """A torchvision classification model with a new head and an input adapter.
+    """A torchvision or timm classification model with a new head and an input adapter.
 
     ``forward(x) = head(body(adapter(x)))``: see the module docstring of
     :mod:`skimgcls.backbones`.  Usually built by name through
@@ -398,7 +460,8 @@ class BackboneNet(nn.Module):
     Parameters
     ----------
     name : str
-        A name of :func:`list_backbones`.
+        A name of :func:`list_backbones`: a torchvision model (``'resnet18'``)
+        or a timm model (``'timm/resnet18'``, ``'timm/resnet18.a1_in1k'``).
     n_classes : int or None
         Number of logits; None makes ``forward`` return the embedding.
     in_channels : int, default=3
@@ -408,16 +471,20 @@ class BackboneNet(nn.Module):
     input_size : 'auto', int, tuple of int or None, default='auto'
         Size the adapter resizes images to. ``'auto'``: the size of
         torchvision's default weights (224 for most models, 240-600 for
-        EfficientNets, 299 for Inception, 518 for ``vit_h_14``).  Smaller sizes
+        EfficientNets, 299 for Inception, 518 for ``vit_h_14``) or of timm's
+        pretrained config (``input_size``).  Smaller sizes
         (e.g. 64) are much faster and fine for small images; None feeds the
-        images at their own size.  ViTs need a multiple of the patch size.
+        images at their own size.  ViTs need a multiple of the patch size;
+        timm models with a fixed input size (ViT, MaxViT...) are created for
+        this size (``img_size``).
     head_dropout : float, default=0.0
         Dropout before the head's linear layer(s).
     head_hidden : int or None, default=None
         Units of a hidden layer (with ReLU) in the head.
     **kwargs : dict
         Passed to the torchvision builder (e.g. ``stochastic_depth_prob`` of
-        ConvNeXt, ``dropout`` of EfficientNet's classifier).
+        ConvNeXt, ``dropout`` of EfficientNet's classifier) or to
+        ``timm.create_model`` (e.g. ``drop_path_rate``, ``drop_rate``).
 
     Attributes
     ----------
@@ -427,18 +494,22 @@ class BackboneNet(nn.Module):
         Resize, gray -> RGB, normalization.
     body : torch.nn.Module
         The torchvision model whose last classification layer (``head_path``)
-        is an identity.
+        is an identity, or the timm model created with ``num_classes=0``
+        (its ``get_classifier()`` is an identity).
     head : torch.nn.Module
         The new head.
     head_path : str
         Dotted name of the replaced layer in the torchvision model (``'fc'``,
-        ``'classifier.6'``, ``'heads.head'``...).
+        ``'classifier.6'``, ``'heads.head'``...), or of the classifier named by
+        timm's pretrained config (``'fc'``, ``'head.fc'``, ``'head'``...).
     embedding_dim : int
         Size of the embedding the body returns.
     input_spec : InputSpec
         The input the default weights expect (size, mean, std).
     frozen_blocks : int
         Number of leading blocks frozen by :meth:`freeze`.
+    source : {'torchvision', 'timm'}
+        Where the model comes from (``'timm'`` for ``'timm/...'`` names).
 
     Examples
     --------
@@ -466,15 +537,26 @@ class BackboneNet(nn.Module):
         self.input_spec = backbone_input_spec(name)
         size = _resolve_input_size(input_size, name, image_size)
         self.adapter = InputAdapter(size, self.input_spec.mean, self.input_spec.std)
-        self.body = torchvision.models.get_model(
-            name, weights=None, **_builder_kwargs(name, size, kwargs))
-        self.head_path = _find_classifier(self.body)
-        old = _replace(self.body, self.head_path, nn.Identity())
-        self.embedding_dim = getattr(old, "in_features", None) or old.in_channels
+        if self.source == "timm":
+            self.body, self._create_kwargs = _timm.create_body(
+                name[len(_timm.PREFIX):], size, kwargs)
+            self.head_path = (_timm.classifier_names(self.body) or ("",))[0]
+            self.embedding_dim = _timm.embedding_dim(self.body)
+        else:
+            self.body = torchvision.models.get_model(
+                name, weights=None, **_builder_kwargs(name, size, kwargs))
+            self.head_path = _find_classifier(self.body)
+            old = _replace(self.body, self.head_path, nn.Identity())
+            self.embedding_dim = getattr(old, "in_features", None) or old.in_channels
         self.head = make_head(self.embedding_dim, n_classes, dropout=head_dropout,
                               hidden=head_hidden)
         self.frozen_blocks = 0
         self._frozen_modules = ()
+
+    @property
+    def source(self):
+        """``'timm'`` for ``'timm/...'`` names, else ``'torchvision'``."""
+        return "timm" if _timm.is_timm_name(self.name) else "torchvision"
 
     def embed(self, x):
         """Return the pooled embeddings ``(n, embedding_dim)`` of images ``x``."""
@@ -487,7 +569,15 @@ class BackboneNet(nn.Module):
     # -- blocks and freezing --------------------------------------------------
     @property
     def blocks(self):
-        """The backbone's blocks in forward order (lists of modules/parameters)."""
+        """The backbone's blocks in forward order (lists of modules/parameters).
+
+        For timm models, the groups of timm's ``group_matcher(coarse=True)``
+        (stem, then stages or blocks).
+        """
+        if self.source == "timm":
+            groups = _timm.block_groups(self.body)
+            if groups is not None:
+                return groups
         return _block_groups(self.body)
 
     def freeze(self, freeze="backbone"):
@@ -564,12 +654,16 @@ class BackboneNet(nn.Module):
         pretrained : True, str, path or mapping
             ``True``: torchvision's default weights, downloaded to torch's
             cache (``$TORCH_HOME/hub/checkpoints``) the first time, read from
-            there afterwards (offline too). A path: a ``.pth``/``.pt`` file
-            (``torch.save(state_dict)``) or a ``.safetensors`` file. A mapping: a
-            state dict. State dicts of the torchvision model (the original
-            ImageNet head is dropped) and of a ``BackboneNet`` (keys
-            ``body.*``/``head.*``; the head is loaded when its shapes match)
-            are both accepted.
+            there afterwards (offline too); for timm models, timm's pretrained
+            weights of the name's tag (or the default tag), read from the
+            Hugging Face cache and downloaded there when missing. A path: a
+            ``.pth``/``.pt`` file (``torch.save(state_dict)``) or a
+            ``.safetensors`` file (e.g. the ``model.safetensors`` of a timm
+            Hub repository). A mapping: a state dict. State dicts of the
+            torchvision or timm model (the original ImageNet head is dropped;
+            timm's checkpoint filter of the architecture is applied) and of a
+            ``BackboneNet`` (keys ``body.*``/``head.*``; the head is loaded
+            when its shapes match) are all accepted.
 
         Returns
         -------
@@ -582,18 +676,28 @@ class BackboneNet(nn.Module):
         ValueError
             The state dict does not fit this backbone.
         """
-        state = read_state_dict(pretrained, default_weights(self.name))
+        if self.source == "timm" and pretrained is True:
+            state = _timm.pretrained_state(self.name[len(_timm.PREFIX):],
+                                           self._create_kwargs)
+        elif self.source == "timm":
+            state = read_state_dict(pretrained, None)
+        else:
+            state = read_state_dict(pretrained, default_weights(self.name))
         body_state, head_state = split_state(state)
         body_state = self._adapt_body_state(body_state)
         result = self.body.load_state_dict(body_state, strict=False)
         if result.missing_keys or result.unexpected_keys:
+            model = self.name.removeprefix(_timm.PREFIX)
+            origin = (f"timm's {model} (timm.create_model({model!r}).state_dict())"
+                      if self.source == "timm" else
+                      f"torchvision's {model} (torchvision.models.{model}()"
+                      ".state_dict())")
             raise ValueError(
                 f"The pretrained weights do not fit {self.name!r}: "
                 f"{len(result.missing_keys)} missing keys (e.g. "
                 f"{result.missing_keys[:3]}) and {len(result.unexpected_keys)} "
                 f"unexpected keys (e.g. {result.unexpected_keys[:3]}). Pass a state "
-                f"dict of torchvision's {self.name} (torchvision.models.{self.name}()"
-                ".state_dict()) or of a skimgcls BackboneNet of the same name."
+                f"dict of {origin} or of a skimgcls BackboneNet of the same name."
             )
         own_head = self.head.state_dict()
         if head_state and set(head_state) == set(own_head) and all(
@@ -602,6 +706,8 @@ class BackboneNet(nn.Module):
         return self
 
     def _adapt_body_state(self, state):
+        if self.source == "timm":
+            return _timm.adapt_state(self.body, state)
         drop = (self.head_path + ".",) + _AUX_PREFIXES
         state = {k: v for k, v in state.items() if not k.startswith(drop)}
         if self.name.startswith("densenet"):
@@ -620,7 +726,8 @@ def build_backbone(name, *, in_channels=3, n_classes, image_size=None,
                    pretrained=False, **kwargs):
     """Build a :class:`BackboneNet`, optionally with pretrained weights.
 
-    This is the builder behind ``CNNClassifier(module=<torchvision name>)``.
+    This is the builder behind ``CNNClassifier(module=<torchvision name>)``
+    and ``CNNClassifier(module='timm/<timm name>')``.
 
     Parameters
     ----------
@@ -659,8 +766,12 @@ def build_backbone(name, *, in_channels=3, n_classes, image_size=None,
 
 
 def backbone_builder(name):
-    """Return the network builder of torchvision model ``name``, or None."""
-    if not is_backbone(name):
+    """Return the network builder of torchvision or timm model ``name``, or None.
+
+    Every ``'timm/...'`` name gets a builder: the name is checked (timm
+    installed, model known) when the network is built.
+    """
+    if not (_timm.is_timm_name(name) or is_backbone(name)):
         return None
 
     def builder(*, in_channels, n_classes, image_size, **kwargs):
@@ -675,8 +786,9 @@ def backbone_builder(name):
 def _require_backbone(module, what):
     if not isinstance(module, BackboneNet):
         raise ValueError(
-            f"{what} applies to torchvision backbones (module='resnet18', "
-            "'efficientnet_b0', ... or a skimgcls.backbones.BackboneNet); got a "
+            f"{what} applies to torchvision and timm backbones (module='resnet18', "
+            "'efficientnet_b0', 'timm/convnext_atto', ... or a "
+            "skimgcls.backbones.BackboneNet); got a "
             f"{type(module).__name__}. Pass a backbone name as module, or leave "
             f"{what} at its default."
         )

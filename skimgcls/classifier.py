@@ -59,7 +59,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. Or the name
         of any torchvision classification model (``'resnet18'``, ``'vgg11'``,
         ``'efficientnet_b0'``, ``'mobilenet_v3_small'``, ``'convnext_tiny'``,
-        ``'vit_b_16'``..., see :func:`skimgcls.backbones.list_backbones`):
+        ``'vit_b_16'``..., see :func:`skimgcls.backbones.list_backbones`), or
+        of a timm model as ``'timm/<name>'`` (``'timm/convnext_atto'``; needs
+        ``pip install 'skimgcls[timm]'``):
         its head is replaced for the classes of ``y``, and images are resized,
         repeated to RGB and normalized inside the network as its weights
         expect (``module__input_size``, ``module__head_dropout``,
@@ -187,7 +189,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         :class:`skimgcls.backbones.PretrainedWeightsError` says where to put
         it. A path to a ``.pth``/``.pt`` or ``.safetensors`` state dict, or a
         state dict: loaded into the backbone (the original classifier layer is
-        dropped; a matching ``head.*`` is kept).
+        dropped; a matching ``head.*`` is kept). For ``'timm/...'`` modules,
+        True reads timm's pretrained weights from the Hugging Face cache.
     freeze : {'none', 'backbone'} or int, default='none'
         What of a torchvision backbone does not train: ``'backbone'``
         everything but the new head (a linear probe trained end to end); an

@@ -49,8 +49,9 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     Parameters
     ----------
     backbone : str or torch.nn.Module, default='resnet18'
-        A torchvision classification model name (see
-        :func:`skimgcls.backbones.list_backbones`), or a module: a
+        A torchvision classification model name or a timm model name
+        ``'timm/<name>'`` (see :func:`skimgcls.backbones.list_backbones`), or a
+        module: a
         :class:`~skimgcls.backbones.BackboneNet` (e.g. the ``module_`` of a
         fitted :class:`~skimgcls.CNNClassifier`, whose fine-tuned embeddings
         are then used) or any module mapping float ``(n, C, H, W)`` images in
@@ -58,7 +59,7 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     pretrained : bool, str, path-like or dict, default=True
         Weights of a named backbone: True for torchvision's default weights
         (downloaded once to torch's cache; offline, the error says where to
-        put the file), a ``.pth``/``.safetensors`` path or a state dict, False
+        put the file) or timm's pretrained weights (Hugging Face cache), a ``.pth``/``.safetensors`` path or a state dict, False
         for random weights (seeded by ``random_state``). Ignored for modules.
     input_size : 'auto', int, tuple of int or None, default='auto'
         Size images are resized to: ``'auto'`` is the size of the weights

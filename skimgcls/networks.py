@@ -80,8 +80,9 @@ def _resolve_builder(name):
     hint = f" Did you mean {close}?" if close else ""
     raise ValueError(
         f"Unknown network {name!r}.{hint} Built-in networks: {list_networks()}; "
-        "torchvision backbones: skimgcls.backbones.list_backbones() (e.g. "
-        "'resnet18', 'efficientnet_b0', 'vit_b_16'). Pass one of these names, a "
+        "torchvision and timm backbones: skimgcls.backbones.list_backbones() (e.g. "
+        "'resnet18', 'efficientnet_b0', 'vit_b_16', 'timm/convnext_atto'). Pass "
+        "one of these names, a "
         "torch.nn.Module subclass or an instance, or register your own with "
         "skimgcls.networks.register_network."
     )
@@ -94,6 +95,7 @@ def build_network(module, *, in_channels, n_classes, image_size, **kwargs):
     ----------
     module : str, type or torch.nn.Module
         A registered name, the name of a torchvision classification model
+        or of a timm model as ``'timm/<name>'``
         (see :func:`skimgcls.backbones.list_backbones`; built as a
         :class:`skimgcls.backbones.BackboneNet`), an ``nn.Module`` subclass
         or an instance.  A class is

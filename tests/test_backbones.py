@@ -85,7 +85,7 @@ def test_family_builds_trains_and_predicts(digits, name, freeze):
 @pytest.mark.slow
 def test_every_torchvision_classifier_gets_a_head_and_blocks():
     """All list_models() names build (on the meta device: no memory, no time)."""
-    names = list_backbones()
+    names = list_backbones(source="torchvision")
     assert {"resnet18", "vgg11", "efficientnet_b0", "mobilenet_v3_small",
             "convnext_tiny", "vit_b_16"} <= set(names)
     for name in names:
@@ -249,7 +249,7 @@ def test_pretrained_true_reads_torch_cache_offline(offline, resnet_file):
 
 def test_pretrained_needs_a_backbone(digits):
     clf = CNNClassifier("compact_cnn", pretrained={"x": torch.zeros(1)}, **FAST)
-    with pytest.raises(ValueError, match="pretrained applies to torchvision backbones"):
+    with pytest.raises(ValueError, match="pretrained applies to torchvision and timm backbones"):
         clf.fit(*digits)
     with pytest.raises(ValueError, match="backbone_lr_mult applies"):
         CNNClassifier("compact_cnn", backbone_lr_mult=0.1, **FAST).fit(*digits)
