@@ -21,6 +21,7 @@ from .preprocessing import (
     ToGrayscale,
     ToRGB,
 )
+from .saliency import SaliencyDisplay, saliency_maps
 
 __version__ = "0.1.0.dev0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "RandomAugment",
     "register_network",
     "Resize",
+    "SaliencyDisplay", "saliency_maps",
     "save",
     "ToFloat",
     "ToGrayscale",
