@@ -231,7 +231,7 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
     given = None if target is None else _target_indices(clf, target, len(Xt))
     maps, probas, targets, images, cam_layer = [], [], [], [], None
     batches, _ = clf._batches(Xt, batch_size)
-    with _seeded(random_state, torch.device(net.device)), torch.enable_grad():
+    with _seeded(random_state, torch.device(clf.device_)), torch.enable_grad():
         for batch in batches:
             if isinstance(batch, Mapping):  # decoded files: {"X": ..., ...}
                 batch = batch["X"]
