@@ -21,6 +21,7 @@ from .preprocessing import (
     ToGrayscale,
     ToRGB,
 )
+from .saliency import SaliencyDisplay, saliency_maps
 
 from ._version import __version__
 
@@ -41,6 +42,7 @@ __all__ = [
     "RandomAugment",
     "register_network",
     "Resize",
+    "SaliencyDisplay", "saliency_maps",
     "save",
     "ToFloat",
     "ToGrayscale",

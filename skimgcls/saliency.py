@@ -1,0 +1,541 @@
+"""Saliency maps: which pixels a fitted network bases its decision on.
+
+:func:`saliency_maps` returns one heat map per image, and
+:class:`SaliencyDisplay` draws them over the images in a grid, in
+scikit-learn's display style. Both work on a fitted
+:class:`~skimgcls.CNNClassifier`, a Pipeline ending with one (the images go
+through the preceding steps first) and a fitted search whose
+``best_estimator_`` is one of those.
+
+The attribution methods are Captum's (``pip install "skimgcls[saliency]"``),
+imported only when a map is computed:
+
+==========================  ====================================================
+``'integrated_gradients'``  :class:`captum.attr.IntegratedGradients` from a black
+                            (all-zero) network input
+``'saliency'``              :class:`captum.attr.Saliency`: absolute gradients
+``'gradient_shap'``         :class:`captum.attr.GradientShap` around a black input
+``'occlusion'``             :class:`captum.attr.Occlusion`: the drop of the
+                            target's logit when a square is blanked out
+``'gradcam'``               :class:`captum.attr.LayerGradCam` on the last spatial
+                            feature map (or ``layer=``), upsampled bilinearly
+==========================  ====================================================
+"""
+
+import contextlib
+import math
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from .classifier import CNNClassifier
+from .inspection import _for_imshow, _pyplot
+from .utils.validation import check_images, is_path_array
+
+__all__ = ["SaliencyDisplay", "saliency_maps"]
+
+METHODS = ("integrated_gradients", "saliency", "gradient_shap", "occlusion",
+           "gradcam")
+
+_NEEDS_CAPTUM = ('Saliency maps need Captum, an optional dependency: '
+                 'pip install "skimgcls[saliency]".')
+
+
+def _captum_attr():
+    try:
+        import captum.attr
+    except ImportError as exc:
+        raise ImportError(_NEEDS_CAPTUM) from exc
+    return captum.attr
+
+
+# -- the estimator and its input ----------------------------------------------
+def _classifier_and_input(estimator, X):
+    """The fitted CNNClassifier inside ``estimator``, and ``X`` as it receives it."""
+    seen = estimator
+    for _ in range(10):
+        if isinstance(estimator, CNNClassifier):
+            check_is_fitted(estimator)
+            return estimator, X
+        if hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        elif hasattr(estimator, "steps"):
+            if len(estimator.steps) > 1:
+                X = estimator[:-1].transform(X)
+            estimator = estimator.steps[-1][1]
+        else:
+            break
+    raise TypeError(
+        "Saliency maps need a fitted CNNClassifier, a Pipeline ending with one, or "
+        f"a fitted search whose best_estimator_ is one of those; got "
+        f"{type(seen).__name__}. Other classifiers have no network to take "
+        "gradients of."
+    )
+
+
+def _target_indices(clf, target, n):
+    """Class indices (n,) of given target labels: one for all, or one per image."""
+    if np.ndim(target) == 0:
+        labels = [target] * n
+    else:
+        labels = column_or_1d(np.asarray(target, dtype=object)).tolist()
+    if len(labels) != n:
+        raise ValueError(f"target has {len(labels)} labels for {n} images; pass "
+                         "one label for all images, one per image, or None for "
+                         "the predicted classes.")
+    index = {label: i for i, label in enumerate(clf.classes_.tolist())}
+    unknown = sorted({repr(label) for label in labels if label not in index})
+    if unknown:
+        raise ValueError(
+            f"target labels {', '.join(unknown[:5])} are not among the classes of "
+            f"the estimator, {clf.classes_.tolist()[:20]!r}. Pass class labels (as "
+            "in y), not column indices; None targets the predicted classes."
+        )
+    return np.array([index[label] for label in labels], dtype=np.int64)
+
+
+# -- the methods ----------------------------------------------------------------
+def _last_feature_map(module, inputs):
+    """Name of the layer that outputs the network's last spatial feature map.
+
+    Hooks record which layers return (n, C, h, w) tensors with more than one
+    position, in the order they finish; the last one is the output of the
+    convolutional part (e.g. ``features`` of the built-in networks, ``body.layer4``
+    of a ResNet), after its activation, as Grad-CAM expects.
+    """
+    finished = []
+
+    def record(name):
+        def hook(layer, args, output):
+            if (isinstance(output, torch.Tensor) and output.ndim == 4
+                    and output.shape[-2] * output.shape[-1] > 1):
+                finished.append(name)
+        return hook
+
+    handles = [layer.register_forward_hook(record(name))
+               for name, layer in module.named_modules() if name]
+    try:
+        with torch.no_grad():
+            module(inputs[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not finished:
+        raise ValueError(
+            f"method='gradcam' needs a layer that outputs (n, C, h, w) feature maps, "
+            f"and {type(module).__name__} has none (a vision transformer's tokens "
+            "are not one). Pass layer= a layer name or module, or use another method."
+        )
+    return finished[-1]
+
+
+def _resolve_layer(module, layer, inputs):
+    if layer is None:
+        layer = _last_feature_map(module, inputs)
+    if isinstance(layer, torch.nn.Module):
+        if not any(layer is m for m in module.modules()):
+            raise ValueError("layer is not a submodule of the fitted network "
+                             "(estimator.module_); pass one of its layers or a name.")
+        return layer
+    layers = dict(module.named_modules())
+    if layer not in layers:
+        convs = [name for name, m in layers.items() if isinstance(m, torch.nn.Conv2d)]
+        raise ValueError(f"No layer named {layer!r} in the network; its convolution "
+                         f"layers are {convs[-10:]}. See estimator.module_ for the "
+                         "names.")
+    return layers[layer]
+
+
+def _occlusion_window(shape):
+    """About an eighth of the image, moved by half its size."""
+    side = max(1, min(shape[-2:]) // 8)
+    return (shape[1], side, side), (shape[1], max(1, side // 2), max(1, side // 2))
+
+
+def _attribute(method, forward, inputs, target, layer, params):
+    """Attributions of one batch, reduced to (n, H, W) non-negative maps."""
+    attr = _captum_attr()
+    params = dict(params)
+    inputs = inputs.requires_grad_()
+    if method == "gradcam":
+        params.setdefault("relu_attributions", True)
+        cam = attr.LayerGradCam(forward, layer).attribute(inputs, target=target,
+                                                         **params)
+        if cam.ndim != 4:
+            raise ValueError(f"The Grad-CAM layer must output (n, C, h, w) feature "
+                             f"maps; its map has shape {tuple(cam.shape)}. Pass "
+                             "layer= a convolution layer.")
+        cam = attr.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]),
+                                                interpolate_mode="bilinear")
+        return cam.sum(1).clamp_min(0)
+    if method == "integrated_gradients":
+        maps = attr.IntegratedGradients(forward).attribute(inputs, target=target,
+                                                          **params)
+    elif method == "saliency":
+        params.setdefault("abs", True)
+        maps = attr.Saliency(forward).attribute(inputs, target=target, **params)
+    elif method == "gradient_shap":
+        params.setdefault("baselines", torch.zeros_like(inputs[:1]))
+        params.setdefault("n_samples", 16)
+        params.setdefault("stdevs", 0.1)
+        maps = attr.GradientShap(forward).attribute(inputs, target=target, **params)
+    else:  # occlusion
+        window, strides = _occlusion_window(inputs.shape)
+        params.setdefault("sliding_window_shapes", window)
+        params.setdefault("strides", strides)
+        params.setdefault("perturbations_per_eval", 16)
+        maps = attr.Occlusion(forward).attribute(inputs, target=target, **params)
+    return maps.abs().sum(1)
+
+
+@contextlib.contextmanager
+def _seeded(random_state, device):
+    """Seed torch and NumPy (Captum draws from both), then restore their states."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if random_state is None:
+            yield
+            return
+        numpy_state = np.random.get_state()
+        torch.manual_seed(random_state)
+        np.random.seed(random_state)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+
+
+def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
+              random_state, keep_images=False):
+    """Maps, target indices, probabilities (and network inputs) of images ``X``."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; expected one of {list(METHODS)}.")
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    _captum_attr()  # fail before any work when Captum is missing
+    clf, Xt = _classifier_and_input(estimator, X)
+    Xt = clf._check_X(Xt)
+    net = clf.net_
+    module = net.module_.eval()
+
+    def forward(images):
+        # Softmax ignores what all logits share, so a logit alone is no evidence
+        # for its class: explain z_t - mean(z), which, unlike log p_t, does not
+        # saturate on confident predictions.
+        logits = module(images).float()
+        return logits - logits.mean(dim=1, keepdim=True)
+
+    given = None if target is None else _target_indices(clf, target, len(Xt))
+    maps, probas, targets, images, cam_layer = [], [], [], [], None
+    batches, _ = clf._batches(Xt, batch_size)
+    with _seeded(random_state, torch.device(clf.device_)), torch.enable_grad():
+        for batch in batches:
+            if isinstance(batch, Mapping):  # decoded files: {"X": ..., ...}
+                batch = batch["X"]
+            inputs = net.to_model_input(batch).contiguous()
+            if method == "gradcam" and cam_layer is None:
+                cam_layer = _resolve_layer(module, layer, inputs)
+            with torch.no_grad():
+                proba = torch.softmax(forward(inputs), dim=1).cpu().numpy()
+            start = sum(map(len, probas))
+            indices = (proba.argmax(1) if given is None
+                       else given[start:start + len(proba)])
+            batch_maps = _attribute(method, forward, inputs,
+                                    torch.as_tensor(indices, device=inputs.device),
+                                    cam_layer, method_params or {})
+            maps.append(batch_maps.detach().float().cpu().numpy())
+            probas.append(proba)
+            targets.append(indices)
+            if keep_images:
+                images.append(batch.cpu().numpy())
+    return (clf, np.concatenate(maps), np.concatenate(targets), np.concatenate(probas),
+            np.concatenate(images) if keep_images else None)
+
+
+def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
+                  layer=None, method_params=None, batch_size=32, random_state=None):
+    """Compute a saliency map per image: where the network looks for a class.
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        A fitted :class:`~skimgcls.CNNClassifier`, a Pipeline ending with one
+        (``X`` is transformed by the preceding steps), or a fitted search
+        whose ``best_estimator_`` is one of those.
+    X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
+        Images accepted by ``estimator`` (gray or color).
+    target : label, array-like of shape (n_samples,) or None, default=None
+        The class to explain, as a label from ``classes_`` (not an index):
+        one for all images or one per image (e.g. the true labels). None
+        explains each image's predicted class.
+    method : {'integrated_gradients', 'saliency', 'gradient_shap', \
+'occlusion', 'gradcam'}, default='integrated_gradients'
+        The Captum attribution method; see :mod:`skimgcls.saliency`.
+    layer : str, torch.nn.Module or None, default=None
+        The layer of ``method='gradcam'``, by name in
+        ``estimator.module_.named_modules()`` or as a module; None takes the
+        layer that outputs the last spatial feature map (e.g. ``features``
+        of the built-in networks, ``body.layer4`` of a ResNet backbone). Ignored by the
+        other methods.
+    method_params : dict or None, default=None
+        Extra arguments of the Captum method's ``attribute``, e.g.
+        ``{'n_steps': 100}`` for integrated gradients,
+        ``{'sliding_window_shapes': (1, 4, 4)}`` for occlusion or
+        ``{'baselines': ...}`` (a network input, on the network's device).
+    batch_size : int, default=32
+        Images per attribution call. Integrated gradients and Gradient SHAP
+        run ``n_steps`` / ``n_samples`` forward passes of each batch.
+    random_state : int or None, default=None
+        Seeds the random draws of ``'gradient_shap'`` (the other methods are
+        deterministic); the global random states of torch and NumPy are left
+        as they were.
+
+    Returns
+    -------
+    maps : ndarray of shape (n_samples, H, W)
+        float32, non-negative, one map per image at the resolution of the
+        network input, pixel for pixel aligned with it (hence with ``X``
+        unless a Pipeline step resizes or crops). Pixel methods sum the
+        absolute attributions over the channels; Grad-CAM keeps the positive
+        part. Larger means more important; the scale differs between methods
+        and images.
+
+    Raises
+    ------
+    ImportError
+        If Captum is not installed.
+
+    See Also
+    --------
+    SaliencyDisplay : Draw the maps over the images.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("captum")
+    >>> from sklearn.datasets import load_digits
+    >>> from skimgcls import CNNClassifier, saliency_maps
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X.reshape(-1, 8, 8) / 16
+    >>> clf = CNNClassifier(max_epochs=1, module__width=4, random_state=0)
+    >>> clf = clf.fit(X[:100], y[:100])
+    >>> saliency_maps(clf, X[:5], method="gradcam").shape
+    (5, 8, 8)
+    """
+    return _saliency(estimator, X, target, method, layer=layer,
+                     method_params=method_params, batch_size=batch_size,
+                     random_state=random_state)[1]
+
+
+def _shown_images(X, network_inputs, size):
+    """The images to draw under the maps: ``X`` itself when the network saw
+    images of its size, else the network inputs (after the Pipeline steps)."""
+    if not is_path_array(X) and not isinstance(X, str):
+        try:
+            images = check_images(X)
+        except (TypeError, ValueError):  # a format only the Pipeline's steps read
+            images = None
+        if images is not None and images.shape[1:3] == tuple(size):
+            return images
+    return network_inputs
+
+
+class SaliencyDisplay:
+    """Saliency maps drawn over their images, in a grid.
+
+    Each cell shows an image with its heat map on top (scaled so that the
+    image's largest value is 1), the predicted label and its probability, and
+    the explained class when it is not the prediction. Build it with
+    :meth:`from_estimator`; the raw maps are in ``maps``.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images, H, W, C)
+        The images under the maps.
+    maps : ndarray of shape (n_images, H, W)
+        Non-negative saliency maps, aligned with ``images``.
+    targets : ndarray of shape (n_images,)
+        The class label each map explains.
+    y_pred : ndarray of shape (n_images,) or None, default=None
+        Predicted labels.
+    confidence : ndarray of shape (n_images,) or None, default=None
+        Probability of each prediction.
+    y_true : ndarray of shape (n_images,) or None, default=None
+        True labels, shown when given.
+    method : str or None, default=None
+        The attribution method, shown in the figure title.
+
+    Attributes
+    ----------
+    figure_ : matplotlib.figure.Figure
+        The figure.
+    axes_ : ndarray of matplotlib.axes.Axes of shape (n_rows, n_cols)
+        One axes per image (unused cells are hidden).
+    overlays_ : list of matplotlib.image.AxesImage
+        The heat map of each image.
+
+    See Also
+    --------
+    saliency_maps : The maps alone, as an array.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("captum")
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_digits
+    >>> from skimgcls import CNNClassifier, SaliencyDisplay
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X.reshape(-1, 8, 8) / 16
+    >>> clf = CNNClassifier(max_epochs=1, module__width=4, random_state=0)
+    >>> clf = clf.fit(X[:100], y[:100])
+    >>> display = SaliencyDisplay.from_estimator(clf, X[300:306], y[300:306],
+    ...                                          method="saliency")
+    >>> display.maps.shape
+    (6, 8, 8)
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close(display.figure_)
+    """
+
+    def __init__(self, *, images, maps, targets, y_pred=None, confidence=None,
+                 y_true=None, method=None):
+        self.images = images
+        self.maps = maps
+        self.targets = targets
+        self.y_pred = y_pred
+        self.confidence = confidence
+        self.y_true = y_true
+        self.method = method
+
+    @classmethod
+    def from_estimator(cls, estimator, X, y=None, *, target=None,
+                       method="integrated_gradients", layer=None, method_params=None,
+                       batch_size=32, random_state=None, n_cols=None, cmap="jet",
+                       alpha=0.5, image_cmap="gray", ax=None):
+        """Compute the saliency maps of images ``X`` and draw them.
+
+        Parameters
+        ----------
+        estimator : estimator instance
+            A fitted :class:`~skimgcls.CNNClassifier`, a Pipeline ending with
+            one, or a fitted search whose ``best_estimator_`` is one of those.
+        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
+            Images accepted by ``estimator``; one grid cell each.
+        y : array-like of shape (n_samples,) or None, default=None
+            True labels, shown in the titles.
+        target : label, array-like of shape (n_samples,) or None, default=None
+            The class to explain, as a label from ``classes_``: one for all
+            images or one per image (``target=y`` explains the true
+            classes). None explains the predictions.
+        method : {'integrated_gradients', 'saliency', 'gradient_shap', \
+'occlusion', 'gradcam'}, default='integrated_gradients'
+            The attribution method, see :func:`saliency_maps`.
+        layer : str, torch.nn.Module or None, default=None
+            The Grad-CAM layer; None takes the one that outputs the last
+            spatial feature map.
+        method_params : dict or None, default=None
+            Extra arguments of the Captum method's ``attribute``.
+        batch_size : int, default=32
+            Images per attribution call.
+        random_state : int or None, default=None
+            Seeds the noise of ``'gradient_shap'``.
+        n_cols : int or None, default=None
+            Columns of the grid; about a square grid when None.
+        cmap : str, default='jet'
+            Colormap of the heat maps.
+        alpha : float, default=0.5
+            Opacity of the heat maps.
+        image_cmap : str, default='gray'
+            Colormap of one-channel images.
+        ax : array of matplotlib.axes.Axes or None, default=None
+            Axes to draw into (at least one per image); None creates a figure.
+
+        Returns
+        -------
+        display : SaliencyDisplay
+            The plotted display.
+        """
+        clf, maps, targets, proba, inputs = _saliency(
+            estimator, X, target, method, layer=layer, method_params=method_params,
+            batch_size=batch_size, random_state=random_state, keep_images=True)
+        if y is not None:
+            y = column_or_1d(y)
+            if len(y) != len(maps):
+                raise ValueError(f"y has {len(y)} labels for {len(maps)} images; pass "
+                                 "one true label per image, or None.")
+        display = cls(
+            images=_shown_images(X, inputs, maps.shape[1:]),
+            maps=maps, targets=clf.classes_[targets],
+            y_pred=clf.classes_[proba.argmax(1)], confidence=proba.max(1),
+            y_true=y, method=method,
+        )
+        return display.plot(n_cols=n_cols, cmap=cmap, alpha=alpha,
+                            image_cmap=image_cmap, ax=ax)
+
+    def _title(self, i):
+        lines = [] if self.y_true is None else [f"true: {self.y_true[i]}"]
+        if self.y_pred is not None:
+            pred = f"pred: {self.y_pred[i]}"
+            if self.confidence is not None:
+                pred += f" ({self.confidence[i]:.2f})"
+            lines.append(pred)
+        if self.y_pred is None or self.targets[i] != self.y_pred[i]:
+            lines.append(f"map of: {self.targets[i]}")
+        return "\n".join(lines)
+
+    def plot(self, *, n_cols=None, cmap="jet", alpha=0.5, image_cmap="gray",
+             ax=None):
+        """Draw each image with its heat map on top.
+
+        Parameters
+        ----------
+        n_cols : int or None, default=None
+            Columns of the grid; about a square grid when None.
+        cmap : str, default='jet'
+            Colormap of the heat maps.
+        alpha : float, default=0.5
+            Opacity of the heat maps.
+        image_cmap : str, default='gray'
+            Colormap of one-channel images.
+        ax : array of matplotlib.axes.Axes or None, default=None
+            Axes to draw into (at least one per image); None creates a figure.
+
+        Returns
+        -------
+        display : SaliencyDisplay
+            This display, with ``figure_``, ``axes_`` and ``overlays_``.
+        """
+        plt = _pyplot("SaliencyDisplay")
+        n = len(self.maps)
+        if n == 0:
+            raise ValueError("There are no saliency maps to draw; pass at least "
+                             "one image.")
+        n_cols = n_cols or math.ceil(math.sqrt(n))
+        n_rows = math.ceil(n / n_cols)
+        if ax is None:
+            fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
+                                     figsize=(1.8 * n_cols, 2.1 * n_rows + 0.5),
+                                     layout="constrained")
+        else:
+            axes = np.asarray(ax, dtype=object).reshape(-1)
+            if len(axes) < n:
+                raise ValueError(f"Expected at least {n} axes, one per image; got "
+                                 f"{len(axes)}.")
+            fig = axes[0].figure
+            axes = axes.reshape(1, -1)
+        for axis in axes.flat:
+            axis.set_axis_off()
+        self.overlays_ = []
+        for i, axis in enumerate(axes.flat[:n]):
+            axis.imshow(_for_imshow(self.images[i]), cmap=image_cmap)
+            peak = float(self.maps[i].max())
+            self.overlays_.append(axis.imshow(
+                self.maps[i] / (peak or 1.0), cmap=cmap, alpha=alpha, vmin=0.0,
+                vmax=1.0, interpolation="bilinear"))
+            axis.set_title(self._title(i), fontsize=8)
+        if self.method:
+            fig.suptitle(f"Saliency ({self.method})")
+        self.figure_, self.axes_ = fig, axes
+        return self
