@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-from ._functional import scaled_float
+from ._plotting import for_imshow, pyplot
 from ._io import read_image
 from .utils.validation import check_images, is_path_array
 
@@ -31,16 +31,6 @@ __all__ = [
 
 #: History columns that are bookkeeping, not curves.
 _NOT_CURVES = {"epoch", "dur", "batches", "train_batch_count", "valid_batch_count"}
-
-
-def _pyplot(caller):
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            f"{caller} needs matplotlib to plot: pip install \"skimgcls[plots]\"."
-        ) from exc
-    return plt
 
 
 def _history_of(estimator):
@@ -211,7 +201,7 @@ class TrainingHistoryDisplay:
         display : TrainingHistoryDisplay
             This display, with ``figure_``, ``axes_`` and ``lines_``.
         """
-        plt = _pyplot("TrainingHistoryDisplay")
+        plt = pyplot("TrainingHistoryDisplay")
         panels = [("Loss", self.losses)] + ([("Score", self.scores)]
                                             if self.scores else [])
         if ax is None:
@@ -250,19 +240,6 @@ def _display_images(X, indices):
         return [read_image(path, mode=None) for path in paths]
     images = check_images(X)
     return [images[i] for i in indices]
-
-
-def _for_imshow(image):
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.dtype == np.uint16:
-        return scaled_float(image)
-    if image.dtype.kind == "f":
-        low, high = float(np.min(image)), float(np.max(image))
-        if low < 0 or high > 1:  # normalized images: stretch for display
-            image = (image - low) / (high - low or 1.0)
-    return image
 
 
 class MisclassifiedImagesDisplay:
@@ -429,7 +406,7 @@ default=None
         display : MisclassifiedImagesDisplay
             This display, with ``figure_`` and ``axes_``.
         """
-        plt = _pyplot("MisclassifiedImagesDisplay")
+        plt = pyplot("MisclassifiedImagesDisplay")
         n = max(len(self.images), 1)
         n_cols = n_cols or math.ceil(math.sqrt(n))
         n_rows = math.ceil(n / n_cols)
@@ -449,7 +426,7 @@ default=None
             axes.flat[0].text(0.5, 0.5, "No misclassified images",
                               ha="center", va="center")
         for i, axis in enumerate(axes.flat[:len(self.images)]):
-            axis.imshow(_for_imshow(self.images[i]), cmap=cmap)
+            axis.imshow(for_imshow(self.images[i]), cmap=cmap)
             title = f"true: {self.y_true[i]}\npred: {self.y_pred[i]}"
             if self.confidence is not None:
                 title += f" ({self.confidence[i]:.2f})"

@@ -25,15 +25,15 @@ imported only when a map is computed:
 import contextlib
 import math
 import numbers
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .classifier import CNNClassifier
-from .inspection import _for_imshow, _pyplot
-from .utils.validation import check_images, is_path_array
+from ._plotting import for_imshow, pyplot
+from .preprocessing import ImageReader
+from .utils.validation import check_images, is_path_array, read_images
 
 __all__ = ["SaliencyDisplay", "saliency_maps"]
 
@@ -217,7 +217,11 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
     _captum_attr()  # fail before any work when Captum is missing
     clf, Xt = _classifier_and_input(estimator, X)
-    Xt = clf._check_X(Xt)
+    reader = ImageReader() if clf.reader is None else clf.reader
+    Xt = check_images(Xt, image_shape=clf.image_shape_, fitted_shape=clf.image_shape_,
+                      allow_paths=True, reader=reader)
+    if Xt.ndim == 1:  # file paths: decode them (maps are for a few images)
+        Xt = read_images(reader, Xt, fitted_shape=clf.image_shape_)
     net = clf.net_
     module = net.module_.eval()
 
@@ -230,11 +234,10 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
 
     given = None if target is None else _target_indices(clf, target, len(Xt))
     maps, probas, targets, images, cam_layer = [], [], [], [], None
-    batches, _ = clf._batches(Xt, batch_size)
+    batches = (torch.from_numpy(Xt[i:i + batch_size])
+               for i in range(0, len(Xt), batch_size))
     with _seeded(random_state, torch.device(clf.device_)), torch.enable_grad():
         for batch in batches:
-            if isinstance(batch, Mapping):  # decoded files: {"X": ..., ...}
-                batch = batch["X"]
             inputs = net.to_model_input(batch).contiguous()
             if method == "gradcam" and cam_layer is None:
                 cam_layer = _resolve_layer(module, layer, inputs)
@@ -507,7 +510,7 @@ class SaliencyDisplay:
         display : SaliencyDisplay
             This display, with ``figure_``, ``axes_`` and ``overlays_``.
         """
-        plt = _pyplot("SaliencyDisplay")
+        plt = pyplot("SaliencyDisplay")
         n = len(self.maps)
         if n == 0:
             raise ValueError("There are no saliency maps to draw; pass at least "
@@ -529,7 +532,7 @@ class SaliencyDisplay:
             axis.set_axis_off()
         self.overlays_ = []
         for i, axis in enumerate(axes.flat[:n]):
-            axis.imshow(_for_imshow(self.images[i]), cmap=image_cmap)
+            axis.imshow(for_imshow(self.images[i]), cmap=image_cmap)
             peak = float(self.maps[i].max())
             self.overlays_.append(axis.imshow(
                 self.maps[i] / (peak or 1.0), cmap=cmap, alpha=alpha, vmin=0.0,
