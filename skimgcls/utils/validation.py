@@ -410,7 +410,6 @@ def check_labels(y, *, n_samples=None, classes=None, estimator=None, seen_in="fi
             f"X and y have different numbers of samples: {n_samples} images and "
             f"{len(y)} labels. Pass one label per image."
         )
-    check_classification_targets(y)
     if classes is not None:
         known = set(np.asarray(classes).tolist())
         unseen = {label for label in y.tolist() if label not in known}
@@ -421,6 +420,7 @@ def check_labels(y, *, n_samples=None, classes=None, estimator=None, seen_in="fi
                 f"{np.asarray(classes).tolist()[:20]!r}. Check that the labels have "
                 "the same type and spelling as those passed to fit."
             )
+    check_classification_targets(y)
     return y
 
 
