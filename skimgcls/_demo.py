@@ -11,15 +11,19 @@ from .classifier import CNNClassifier
 from .persistence import save
 
 
-def run_demo(out="model-digits", max_epochs=15, random_state=0):
+def run_demo(out="model-digits", max_epochs=None, random_state=0):
     """Train on scikit-learn's digits, print accuracy and a report, save the model.
+
+    The classifier is ``CNNClassifier()`` with its own defaults (epochs,
+    validation fraction, learning rate...), so the demo shows what the
+    defaults do.
 
     Parameters
     ----------
     out : str or path-like, default='model-digits'
         Directory the fitted model is written to.
-    max_epochs : int, default=15
-        Training epochs.
+    max_epochs : int, str or None, default=None
+        Training epochs; None keeps ``CNNClassifier``'s default.
     random_state : int, default=0
         Seed of the split and the training.
 
@@ -36,7 +40,8 @@ def run_demo(out="model-digits", max_epochs=15, random_state=0):
     )
     print(f"Training CNNClassifier on {len(X_train)} digits images (8x8 gray), "
           f"testing on {len(X_test)}.")
-    clf = CNNClassifier(max_epochs=max_epochs, random_state=random_state, verbose=1)
+    params = {} if max_epochs is None else {"max_epochs": max_epochs}
+    clf = CNNClassifier(random_state=random_state, verbose=1, **params)
     start = time.perf_counter()
     clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start

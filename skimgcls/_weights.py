@@ -41,7 +41,7 @@ def split_state(state):
     return state, {}
 
 
-def read_state_dict(pretrained, weights):
+def read_state_dict(pretrained, weights, *, progress=True):
     """Return the state dict ``pretrained`` designates.
 
     Parameters
@@ -52,13 +52,18 @@ def read_state_dict(pretrained, weights):
         a state dict (or a training checkpoint holding one).
     weights : torchvision.models.WeightsEnum member
         The backbone's default weights (used when ``pretrained`` is True).
+    progress : bool, default=True
+        Show torch's progress bar (on stderr) while downloading. Weights files
+        run from tens to hundreds of MB, so a download is not silent by
+        default. False leaves torch's one line naming the URL and the cache
+        file (for a caller whose ``verbose`` is 0).
 
     Returns
     -------
     state_dict : mapping of str to torch.Tensor
     """
     if pretrained is True:
-        return _download_state_dict(weights)
+        return _download_state_dict(weights, progress=progress)
     if isinstance(pretrained, Mapping):
         return _unwrap_checkpoint(pretrained)
     if isinstance(pretrained, (str, os.PathLike)):
@@ -134,12 +139,12 @@ def expected_weights_path(weights):
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
 
-def _download_state_dict(weights):
+def _download_state_dict(weights, *, progress=True):
     path = expected_weights_path(weights)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.load/hub chatter on old files
-            return weights.get_state_dict(progress=False, weights_only=True)
+            return weights.get_state_dict(progress=progress, weights_only=True)
     except OSError as exc:  # URLError, HTTPError, socket errors, disk errors
         raise PretrainedWeightsError(
             f"Could not get the pretrained weights {weights} ({exc}). torch looks "

@@ -17,9 +17,25 @@ MODEL_FILE = "model.safetensors"
 
 
 def _classifier_defaults():
+    """``CNNClassifier()``'s parameters: the command's defaults are read, not copied."""
     from .classifier import CNNClassifier
 
     return CNNClassifier().get_params()
+
+
+def _param_type(kind, default):
+    """argparse type of a flag whose default is a CNNClassifier default.
+
+    Numbers are parsed with ``kind``; a keyword default (such as ``'auto'``)
+    is accepted as itself, so the flag keeps working whatever the default is.
+    """
+    def convert(text):
+        if isinstance(default, str) and text == default:
+            return text
+        return kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its errors
+    return convert
 
 
 class CLIError(Exception):
@@ -82,7 +98,7 @@ def _paths_of(arguments):
 def _demo(args):
     from ._demo import run_demo
 
-    run_demo(out=args.out, max_epochs=args.epochs, random_state=args.seed)
+    run_demo(out=args.out, max_epochs=args.max_epochs, random_state=args.seed)
     return 0
 
 
@@ -184,11 +200,7 @@ def _evaluate(args):
 
     clf = _load_model(args.model_dir)
     X, y = load_image_folder(args.data_dir, lazy=True, on_error=args.on_error)
-    if np.issubdtype(clf.classes_.dtype, np.number):
-        try:
-            y = y.astype(clf.classes_.dtype)
-        except ValueError:
-            pass
+    y = _labels_as_classes(y, clf.classes_, args.data_dir)
     y_pred = clf.predict(X)
     labels = np.union1d(clf.classes_, np.unique(y))
     accuracy = accuracy_score(y, y_pred)
@@ -205,6 +217,38 @@ def _evaluate(args):
     _plot_confusion_matrix(matrix, labels, png)
     print(f"Wrote {out / 'evaluation.json'} and {png}.")
     return 0
+
+
+def _labels_as_classes(names, classes, data_dir):
+    """The folder names of ``data_dir`` as labels comparable with ``classes``.
+
+    A model fitted on numeric labels needs folders named after the numbers;
+    names that cannot be read as such, or that match none of the model's
+    classes, would score every image as wrong: that is an error, not an
+    accuracy of 0.
+    """
+    import numpy as np
+
+    folders = sorted(set(names.tolist()))
+    shown = ", ".join(map(str, classes.tolist()[:20]))
+    if np.issubdtype(classes.dtype, np.number):
+        try:
+            names = names.astype(classes.dtype)
+        except ValueError:
+            raise CLIError(
+                f"the model's classes are numbers ({shown}) but the class folders "
+                f"of {data_dir} are named {folders[:20]}, which are not numbers of "
+                f"type {classes.dtype}. Name the subfolders after the model's "
+                f"classes ({data_dir}/{classes[0]}/, ...), or evaluate a model "
+                "trained on folders named like these."
+            ) from None
+    if not np.isin(names, classes).any():
+        raise CLIError(
+            f"none of the class folders of {data_dir} ({folders[:20]}) is a class "
+            f"of the model ({shown}). Name the subfolders after the model's "
+            "classes, or evaluate a model trained on folders named like these."
+        )
+    return names
 
 
 def _plot_confusion_matrix(matrix, labels, path):
@@ -261,8 +305,11 @@ def build_parser():
         "the model.")
     demo.add_argument("--out", default="model-digits",
                       help="model directory (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=15,
-                      help="training epochs (default: %(default)s)")
+    defaults = _classifier_defaults()  # read from CNNClassifier, not copied
+    demo.add_argument("--epochs", dest="max_epochs",
+                      type=_param_type(int, defaults["max_epochs"]),
+                      default=defaults["max_epochs"],
+                      help="training epochs (default: CNNClassifier's, %(default)s)")
     demo.add_argument("--seed", type=int, default=0,
                       help="random_state (default: %(default)s)")
     demo.set_defaults(func=_demo)
@@ -279,15 +326,15 @@ def build_parser():
     train.add_argument("--out", required=True, metavar="MODEL_DIR",
                        help="directory to write the model to")
     # Training defaults are CNNClassifier's own, read from it, not copied.
-    defaults = _classifier_defaults()
-    for flag, param, kind, what in (("--epochs", "max_epochs", int, "training epochs"),
-                                    ("--batch-size", "batch_size", int, "images per step"),
-                                    ("--lr", "lr", float, "learning rate")):
-        train.add_argument(flag, dest=param, type=kind, default=defaults[param],
-                           help=f"{what} (default: %(default)s)")
-    train.add_argument("--validation-fraction", type=float, default=0.1,
-                       help="held out to report validation accuracy; 0 for none "
-                       "(default: %(default)s)")
+    for flag, param, kind, what in (
+            ("--epochs", "max_epochs", int, "training epochs"),
+            ("--batch-size", "batch_size", int, "images per step"),
+            ("--lr", "lr", float, "learning rate"),
+            ("--validation-fraction", "validation_fraction", float,
+             "held out to report validation accuracy; 0 for none")):
+        train.add_argument(flag, dest=param, type=_param_type(kind, defaults[param]),
+                           default=defaults[param],
+                           help=f"{what} (default: CNNClassifier's, %(default)s)")
     train.add_argument("--augment", action="store_true",
                        help="augment training images (RandomAugment defaults)")
     train.add_argument("--seed", type=int, default=0, help="default: %(default)s")

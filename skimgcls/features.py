@@ -57,10 +57,17 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         are then used) or any module mapping float ``(n, C, H, W)`` images in
         [0, 1] to features (flattened). Modules are copied.
     pretrained : bool, str, path-like or dict, default=True
-        Weights of a named backbone: True for torchvision's default weights
-        (downloaded once to torch's cache; offline, the error says where to
-        put the file) or timm's pretrained weights (Hugging Face cache), a ``.pth``/``.safetensors`` path or a state dict, False
-        for random weights (seeded by ``random_state``). Ignored for modules.
+        Weights of a named backbone: True for the pretrained weights
+        (torchvision's default weights, or timm's from the Hugging Face cache),
+        a ``.pth``/``.safetensors`` path or a state dict, False for random
+        weights (seeded by ``random_state``). Ignored for modules. With True,
+        the first ``fit`` downloads the weights file (45 MB for ResNet-18, up
+        to hundreds of MB for large models) into the cache, with a progress
+        bar, unless it is already there
+        (:func:`skimgcls.backbones.expected_weights_path` says where);
+        offline, the error says where to put the file. The default stays True
+        because frozen random weights give features of little use; pass a
+        local file to never download.
     input_size : 'auto', int, tuple of int or None, default='auto'
         Size images are resized to: ``'auto'`` is the size of the weights
         (224 for most models); smaller is faster. None keeps the images'

@@ -1,7 +1,10 @@
 """Shared fixtures: small real images and a classifier that trains in a blink."""
 
+import urllib.error
+
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 
 from skimgcls import CNNClassifier
@@ -44,3 +47,18 @@ def tiny_classifier(**params):
 def make_tiny():
     """The :func:`tiny_classifier` factory, as a fixture."""
     return tiny_classifier
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """No test downloads weights unasked: torch.hub's downloader fails as offline.
+
+    A test that means to exercise the download path monkeypatches
+    ``torch.hub.download_url_to_file`` itself (its patch wins).
+    """
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError(
+            f"the test suite does not download ({url}); save weights to a file "
+            "and pass its path, or monkeypatch torch.hub.download_url_to_file")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

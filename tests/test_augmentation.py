@@ -219,11 +219,52 @@ def test_random_erasing():
     assert (off(erasing=0.0)(x) == x).all()
 
 
+def _uint8_batch(n=32, c=3, h=16, w=16, seed=0):
+    """Float images on the uint8 grid: a policy's no-op leaves them unchanged."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, c, h, w), generator=g).float() / 255
+
+
 @pytest.mark.parametrize("policy", ["trivial", "rand"])
-def test_policies(policy):
-    x = _batch(n=4, h=12, w=12)
+def test_policies_apply_torchvisions_operations(policy):
+    from torchvision.transforms import v2
+
+    x = _uint8_batch()
+    torch.manual_seed(0)
     out = off(policy=policy, policy_magnitude=20)(x)
-    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert out.shape == x.shape and out.dtype == x.dtype
+    changed = (out != x).flatten(1).any(1).float().mean().item()
+    assert changed >= 0.75  # a no-op policy changes nothing
+    # each image gets its own draw of the named torchvision policy
+    ops = (v2.TrivialAugmentWide() if policy == "trivial"
+           else v2.RandAugment(num_ops=2, magnitude=20))
+    torch.manual_seed(0)
+    expected = torch.stack([ops((img * 255).round().to(torch.uint8)) for img in x])
+    torch.testing.assert_close(out, expected.float() / 255)
+
+
+def test_rand_policy_uses_magnitude_and_ops():
+    x = _uint8_batch()
+
+    def change(**params):
+        torch.manual_seed(0)
+        return (off(policy="rand", **params)(x) - x).abs().mean().item()
+
+    assert change(policy_magnitude=25) > 2 * change(policy_magnitude=0)
+    assert change(policy_ops=4) > change(policy_ops=1)
+
+
+@pytest.mark.parametrize("policy", ["trivial", "rand"])
+def test_policies_are_seeded_by_random_state(policy, digits):
+    X = digits[0][:40, :, :, None]  # NHWC, as fit_transform returns
+    first = off(policy=policy, random_state=0).fit_transform(X)
+    assert first.shape == X.shape and first.dtype == np.uint8
+    # most images change (TrivialAugment's draws include identity and magnitude 0)
+    assert np.mean([not np.array_equal(a, b) for a, b in zip(first, X)]) > 0.5
+    np.testing.assert_array_equal(off(policy=policy, random_state=0).fit_transform(X),
+                                  first)
+    assert not np.array_equal(off(policy=policy, random_state=1).fit_transform(X),
+                              first)
 
 
 def test_magnitudes_are_searchable_params():

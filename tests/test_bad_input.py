@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.utils.validation import check_is_fitted
 
@@ -197,7 +198,14 @@ def test_score_refuses_unseen_labels(fitted, digits):
         estimator.score(X[:3], np.array(["3", 3, 3], dtype=object))
     with pytest.raises(ValueError, match="not seen in fit"):
         estimator.score(X[:2], [0, 42])
-    assert 0 <= estimator.score(X, y) <= 1
+    # known labels are scored: the (weighted) accuracy of predict, by a model
+    # trained long enough to predict more than one class
+    learner = clone(estimator).set_params(max_epochs=6, lr=0.03).fit(X, y)
+    hits = learner.predict(X) == y
+    assert learner.score(X, y) == np.mean(hits) > 0.5  # chance is 0.1
+    weights = np.where(y % 2 == 0, 3.0, 1.0)
+    assert learner.score(X, y, sample_weight=weights) == pytest.approx(
+        np.average(hits, weights=weights))
 
 
 # -- fuzzing -------------------------------------------------------------------

@@ -3,13 +3,21 @@
 import csv
 import io
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
-from skimgcls import CNNClassifier, load
+from skimgcls import CNNClassifier, load, save
+from skimgcls._demo import run_demo
 from skimgcls.cli import build_parser, main
+from skimgcls.preprocessing import ImageReader
+
+from .conftest import tiny_classifier
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,12 @@ def test_predict_csv_and_json(model_dir, folders, capsys):
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["path"] for r in rows] == list(map(str, files))
     assert sum(r["label"] == "digit7" for r in rows) >= 7
-    assert all(0 <= float(r["probability"]) <= 1 for r in rows)
+    # each row holds the model's own most probable label and its probability
+    clf = load(model_dir / "model.safetensors")
+    proba = clf.predict_proba(np.array(list(map(str, files)), dtype=object))
+    assert [r["label"] for r in rows] == clf.classes_[proba.argmax(1)].tolist()
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], proba.max(1),
+                               atol=1e-6)
 
     out = folders / "pred.json"
     assert main(["predict", str(model_dir), str(folders / "test"), "--format", "json",
@@ -100,6 +113,97 @@ def test_predict_missing_image_is_an_error(model_dir, capsys):
 def test_demo_trains_reports_and_saves(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "m"), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "Test accuracy:" in out and "macro avg" in out
+    assert "macro avg" in out
+    printed = float(re.search(r"Test accuracy: (\d\.\d+)", out).group(1))
+    assert printed > 0.85  # two epochs on 1,347 digits; chance is 0.1
     clf = load(tmp_path / "m" / "model.safetensors")
-    assert clf.image_shape_ == (8, 8, 1)
+    assert clf.image_shape_ == (8, 8, 1) and len(clf.history_) == 2
+    # the saved model is the one whose accuracy was printed (same held-out quarter)
+    digits = load_digits()
+    _, X_test, _, y_test = train_test_split(
+        digits.images.astype("float32") / 16, digits.target, test_size=0.25,
+        stratify=digits.target, random_state=0)
+    assert clf.score(X_test, y_test) == pytest.approx(printed, abs=5e-5)
+
+
+def test_demo_and_train_defaults_are_the_classifiers(monkeypatch):
+    defaults = CNNClassifier().get_params()
+    train = build_parser().parse_args(["train", "data", "--out", "m"])
+    for param in ("max_epochs", "batch_size", "lr", "validation_fraction"):
+        assert getattr(train, param) == defaults[param], param
+    assert build_parser().parse_args(["demo"]).max_epochs == defaults["max_epochs"]
+    # read at parse time, so a changed default (e.g. 'auto') is followed
+    monkeypatch.setitem(CNNClassifier.__init__.__kwdefaults__, "max_epochs", "auto")
+    monkeypatch.setitem(CNNClassifier.__init__.__kwdefaults__,
+                        "validation_fraction", "auto")
+    train = build_parser().parse_args(["train", "data", "--out", "m"])
+    assert train.max_epochs == "auto" and train.validation_fraction == "auto"
+    assert build_parser().parse_args(["demo"]).max_epochs == "auto"
+    explicit = build_parser().parse_args(["train", "data", "--out", "m", "--epochs",
+                                          "3", "--validation-fraction", "0.2"])
+    assert explicit.max_epochs == 3 and explicit.validation_fraction == 0.2
+
+
+def test_demo_without_epochs_uses_the_classifiers_default(monkeypatch, tmp_path):
+    fitted = {}
+
+    def record_fit(self, X, y, **kwargs):
+        fitted.update(self.get_params())
+        raise KeyboardInterrupt  # stop before training: only the params matter
+
+    monkeypatch.setattr(CNNClassifier, "fit", record_fit)
+    defaults = CNNClassifier().get_params()
+    assert main(["demo", "--out", str(tmp_path / "m")]) == 130
+    for param in ("max_epochs", "validation_fraction", "lr", "batch_size"):
+        assert fitted[param] == defaults[param], param
+    # run_demo itself follows the classifier, whatever its default is
+    monkeypatch.setitem(CNNClassifier.__init__.__kwdefaults__, "max_epochs", 3)
+    fitted.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out=tmp_path / "m")
+    assert fitted["max_epochs"] == 3
+
+
+# -- evaluate: folder names against the model's classes -------------------------
+@pytest.fixture(scope="module")
+def numeric_model(folders, digits):
+    """A model of the integer classes 0, 1, 7 (fitted in memory, saved)."""
+    X, y = digits
+    keep = np.isin(y, [0, 1, 7])
+    clf = tiny_classifier(max_epochs=4, validation_fraction=None,
+                          reader=ImageReader(mode="L")).fit(X[keep], y[keep])
+    out = folders / "numeric-model"
+    out.mkdir()
+    save(clf, out / "model.safetensors")
+    return out
+
+
+def test_evaluate_numeric_classes_on_named_folders_is_an_error(numeric_model, folders,
+                                                               capsys):
+    assert main(["evaluate", str(numeric_model), str(folders / "test"),
+                 "--out", str(folders / "eval-bad")]) == 2
+    err = capsys.readouterr().err
+    assert "the model's classes are numbers (0, 1, 7)" in err
+    assert "['digit0', 'digit1', 'digit7'], which are not numbers" in err
+    assert "Name the subfolders after the model's classes" in err
+    assert not (folders / "eval-bad" / "evaluation.json").exists()
+
+
+def test_evaluate_numeric_classes_on_numbered_folders(numeric_model, folders, tmp_path):
+    for folder in (folders / "test").iterdir():  # digit7/ -> 7/
+        shutil.copytree(folder, tmp_path / "data" / folder.name.removeprefix("digit"))
+    assert main(["evaluate", str(numeric_model), str(tmp_path / "data"),
+                 "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["labels"] == [0, 1, 7] and report["accuracy"] > 0.6
+
+
+def test_evaluate_with_no_folder_among_the_classes_is_an_error(model_dir, tmp_path,
+                                                              capsys):
+    for name in ("cat", "dog"):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.png")
+    assert main(["evaluate", str(model_dir), str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "(['cat', 'dog']) is a class of the model (digit0, digit1, digit7)" in err

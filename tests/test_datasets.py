@@ -267,7 +267,7 @@ def test_paths_in_worker_processes_report_bad_files(tmp_path, digits):
     paths, labels = load_image_folder(tmp_path, lazy=True)
     (tmp_path / "digit0" / "0000.png").write_bytes(b"broken")
     clf = tiny(validation_fraction=None, iterator_train__num_workers=1)
-    with pytest.raises(Exception, match=r"0000\.png"):
+    with pytest.raises(ImageReadError, match=r"0000\.png"):
         clf.fit(paths[1:].tolist() + [paths[0]], np.append(labels[1:], labels[0]))
 
 

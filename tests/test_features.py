@@ -14,7 +14,12 @@ from sklearn.pipeline import make_pipeline
 
 import skimgcls.features
 from skimgcls import BackboneFeatures, CNNClassifier
-from skimgcls.backbones import PretrainedWeightsError, build_backbone
+from skimgcls._weights import read_state_dict
+from skimgcls.backbones import (
+    PretrainedWeightsError,
+    build_backbone,
+    expected_weights_path,
+)
 
 #: Random ResNet-18 weights: its features have a useful scale (a random
 #: MobileNet-v3's are ~1e-10).
@@ -184,6 +189,44 @@ def test_pretrained_default_offline_error(monkeypatch, tmp_path, digits):
     assert features.pretrained is True
     with pytest.raises(PretrainedWeightsError, match=str(tmp_path)):
         features.fit(digits[0][:2])
+
+
+@pytest.fixture
+def fake_download(monkeypatch, tmp_path):
+    """torch.hub's downloader, replaced: records (url, progress), writes weights."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    calls = []
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, progress))
+        torch.save(torchvision.models.mobilenet_v3_small().state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    return calls
+
+
+def test_default_download_shows_progress_once(fake_download, digits, capsys):
+    from torchvision.models import MobileNet_V3_Small_Weights
+
+    weights = MobileNet_V3_Small_Weights.DEFAULT
+    features = BackboneFeatures("mobilenet_v3_small", input_size=32, device="cpu")
+    features.fit(digits[0][:2])
+    assert fake_download == [(weights.url, True)]  # a progress bar, not silence
+    assert expected_weights_path(weights) in capsys.readouterr().out
+    features.fit(digits[0][:2])  # from torch's cache now
+    assert fake_download == [(weights.url, True)]
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_read_state_dict_passes_progress_to_torch(fake_download, progress):
+    from torchvision.models import MobileNet_V3_Small_Weights
+
+    weights = MobileNet_V3_Small_Weights.DEFAULT
+    state = read_state_dict(True, weights, progress=progress)
+    assert fake_download == [(weights.url, progress)]
+    assert "features.0.0.weight" in state
 
 
 def test_clone_and_params():
