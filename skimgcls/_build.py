@@ -85,7 +85,7 @@ def build_module(params, *, image_shape, n_classes):
     module = build_network(module, in_channels=c, n_classes=n_classes, image_size=(h, w),
                            **routed(params, "module__"))
     module = prepare_module(module, pretrained=params["pretrained"],
-                            freeze=params["freeze"])
+                            freeze=params["freeze"], progress=bool(params["verbose"]))
     return module.to(memory_format=torch.channels_last)
 
 

@@ -646,7 +646,7 @@ class BackboneNet(nn.Module):
         return self
 
     # -- weights --------------------------------------------------------------
-    def load_pretrained(self, pretrained=True):
+    def load_pretrained(self, pretrained=True, *, progress=True):
         """Load pretrained weights into the body (and the head if they match).
 
         Parameters
@@ -664,6 +664,8 @@ class BackboneNet(nn.Module):
             timm's checkpoint filter of the architecture is applied) and of a
             ``BackboneNet`` (keys ``body.*``/``head.*``; the head is loaded
             when its shapes match) are all accepted.
+        progress : bool, default=True
+            Show a progress bar while torchvision weights download.
 
         Returns
         -------
@@ -682,7 +684,8 @@ class BackboneNet(nn.Module):
         elif self.source == "timm":
             state = read_state_dict(pretrained, None)
         else:
-            state = read_state_dict(pretrained, default_weights(self.name))
+            state = read_state_dict(pretrained, default_weights(self.name),
+                                    progress=progress)
         body_state, head_state = split_state(state)
         body_state = self._adapt_body_state(body_state)
         result = self.body.load_state_dict(body_state, strict=False)
@@ -794,7 +797,7 @@ def _require_backbone(module, what):
         )
 
 
-def prepare_module(module, *, pretrained=False, freeze="none"):
+def prepare_module(module, *, pretrained=False, freeze="none", progress=True):
     """Load pretrained weights into and freeze a freshly built network.
 
     Parameters
@@ -806,6 +809,8 @@ def prepare_module(module, *, pretrained=False, freeze="none"):
         See :meth:`BackboneNet.load_pretrained`.
     freeze : 'none', 'backbone' or int, default='none'
         See :meth:`BackboneNet.freeze`.
+    progress : bool, default=True
+        Show a progress bar while weights download.
 
     Returns
     -------
@@ -813,7 +818,7 @@ def prepare_module(module, *, pretrained=False, freeze="none"):
     """
     if pretrained is not False and pretrained is not None:
         _require_backbone(module, "pretrained")
-        module.load_pretrained(pretrained)
+        module.load_pretrained(pretrained, progress=progress)
     if not (isinstance(freeze, str) and freeze == "none") and not (
             isinstance(freeze, Integral) and freeze == 0):
         _require_backbone(module, "freeze")

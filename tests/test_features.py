@@ -229,6 +229,19 @@ def test_read_state_dict_passes_progress_to_torch(fake_download, progress):
     assert "features.0.0.weight" in state
 
 
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_classifier_download_progress_follows_verbose(fake_download, digits, verbose):
+    from torchvision.models import MobileNet_V3_Small_Weights
+
+    from skimgcls import CNNClassifier
+
+    X, y = digits[0][:20], digits[1][:20]
+    CNNClassifier("mobilenet_v3_small", pretrained=True, freeze="backbone",
+                  max_epochs=1, validation_fraction=None, verbose=verbose,
+                  module__input_size=32, device="cpu").fit(X, y)
+    assert fake_download == [(MobileNet_V3_Small_Weights.DEFAULT.url, bool(verbose))]
+
+
 def test_clone_and_params():
     features = BackboneFeatures(**SMALL)
     assert clone(features).get_params() == features.get_params()
