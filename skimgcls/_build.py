@@ -18,15 +18,22 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
 from ._accelerate import AcceleratedImageNet
-from ._callbacks import EpochProgressBar, UnfreezeBackbone
+from ._callbacks import EpochProgressBar, UnfreezeBackbone, UpdateBatchNorm
 from ._data import collate_batch, image_batches
 from ._skorch import ImageNet
 from .backbones import backbone_param_groups, prepare_module
 from .networks import build_network
 
 __all__ = [
+    "AUTO_MAX_EPOCHS",
+    "AUTO_MIN_EPOCHS",
+    "AUTO_STEPS",
+    "AUTO_VALIDATION_MIN_SAMPLES",
     "OPTIMIZERS",
     "ROUTED_PREFIXES",
+    "auto_batch_size",
+    "auto_max_epochs",
+    "net_params",
     "build_callbacks",
     "build_module",
     "build_net",
@@ -49,6 +56,44 @@ OPTIMIZERS = {
     "adadelta": torch.optim.Adadelta,
     "adagrad": torch.optim.Adagrad,
 }
+
+
+#: Optimizer steps that ``max_epochs='auto'`` gives a small training set at least.
+AUTO_STEPS = 400
+#: Bounds of ``max_epochs='auto'``.
+AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 8, 100
+#: ``validation_fraction='auto'`` holds out 10 % from this many images on
+#: (as ``HistGradientBoostingClassifier``'s ``early_stopping='auto'``).
+AUTO_VALIDATION_MIN_SAMPLES = 10_000
+AUTO_VALIDATION_FRACTION = 0.1
+
+
+def auto_batch_size(n_train):
+    """``batch_size='auto'``: about ``n_train / 20`` as a power of two in [8, 32].
+
+    Small sets get small batches (more steps, BatchNorm statistics that see
+    many batches); from 640 images on, 32.
+    """
+    return int(min(32, max(8, 2 ** round(math.log2(max(n_train, 1) / 20)))))
+
+
+def auto_max_epochs(n_train, batch_size):
+    """``max_epochs='auto'``: enough epochs for ``AUTO_STEPS`` optimizer steps.
+
+    Clipped to [``AUTO_MIN_EPOCHS``, ``AUTO_MAX_EPOCHS``]: large sets keep 8
+    epochs, 20 images get 100 short epochs.
+    """
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    return int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS,
+                                        math.ceil(AUTO_STEPS / steps_per_epoch))))
+
+
+def net_params(estimator):
+    """The estimator's parameters with the ``'auto'`` values that ``fit`` resolved."""
+    params = estimator.get_params(deep=False)
+    for name in ("max_epochs", "batch_size", "early_stopping"):
+        params[name] = getattr(estimator, name + "_", params[name])
+    return params
 
 
 def silent(*args, **kwargs):
@@ -157,8 +202,13 @@ def build_net(params, *, image_shape, n_classes, device, precision, accelerator=
     return net.initialize()
 
 
-def build_callbacks(params, net, *, n_train, partial):
-    """The callbacks of one ``fit`` (or ``partial_fit``) call, in order."""
+def build_callbacks(params, net, *, train, partial):
+    """The callbacks of one ``fit`` (or ``partial_fit``) call, in order.
+
+    ``train`` is the training dataset: its size sets the one-cycle schedule,
+    and BatchNorm statistics are recomputed over it at the end (``update_bn``).
+    """
+    n_train = len(train)
     monitor = "valid_loss" if net.train_split is not None else "train_loss"
     verbose = params["verbose"]
     callbacks = []
@@ -173,6 +223,9 @@ def build_callbacks(params, net, *, n_train, partial):
             leave=verbose > 1, epochs=1 if partial else params["max_epochs"])))
     if params["unfreeze_at_epoch"] is not None and params["freeze"] != "none":
         callbacks.append(("unfreeze", UnfreezeBackbone(params["unfreeze_at_epoch"])))
+    if params["update_bn"] and not partial and getattr(net, "accelerator", None) is None:
+        # After early stopping restored the best weights (callbacks run in order).
+        callbacks.append(("update_bn", UpdateBatchNorm(train)))
     callbacks += [copy.deepcopy(cb) for cb in params["callbacks"] or []]
     return callbacks
 

@@ -9,7 +9,7 @@ from skorch.callbacks import Callback
 from .backbones import BackboneNet
 from .utils._progress import progress_bar
 
-__all__ = ["EpochProgressBar", "UnfreezeBackbone"]
+__all__ = ["EpochProgressBar", "UnfreezeBackbone", "UpdateBatchNorm"]
 
 #: Seconds between two refreshes of the running loss and accuracy; reading
 #: them synchronizes the GPU, so it is not done on every batch.
@@ -142,3 +142,52 @@ class UnfreezeBackbone(Callback):
             for param in module.parameters():
                 param.requires_grad_(True)
         net.history.record("unfrozen", True)
+
+
+class UpdateBatchNorm(Callback):
+    """skorch callback: recompute BatchNorm statistics with the final weights.
+
+    During training, a BatchNorm layer's running mean and variance (what
+    ``predict`` uses) move 10 % toward each batch's, computed with weights that
+    were still changing; on small training sets they barely leave their initial
+    values and eval-mode predictions can collapse toward one class. At the end
+    of training this callback sets them to the exact average over the training
+    images, passed once through the final network in training mode without
+    gradients or augmentation, as :func:`torch.optim.swa_utils.update_bn` and
+    fvcore's PreciseBN do. Frozen BatchNorm layers (no trainable affine
+    parameters, e.g. a frozen pretrained backbone) are left alone.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        The training images, as ``net.get_iterator`` takes them.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_train_end(self, net, **kwargs):
+        """Recompute the statistics; record ``bn_updated`` in the history."""
+        layers = [m for m in net.module_.modules()
+                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                  and m.track_running_stats
+                  and any(p.requires_grad for p in m.parameters(recurse=False))]
+        if not layers or not len(net.history) or len(self.dataset) < 2:
+            return
+        momenta = [m.momentum for m in layers]
+        training = [m.training for m in layers]
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+        try:
+            with torch.no_grad():
+                for Xb, _ in net.get_iterator(self.dataset, training=False):
+                    images = net.to_model_input(Xb)
+                    if len(images) > 1:  # one image has no batch variance
+                        net.forward_images(images)
+        finally:
+            for m, momentum, mode in zip(layers, momenta, training):
+                m.momentum = momentum
+                m.train(mode)
+        net.history.record("bn_updated", True)

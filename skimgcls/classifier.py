@@ -16,8 +16,13 @@ from torch import nn
 
 from ._accelerate import accelerator_precision, make_accelerator
 from ._build import (
+    AUTO_VALIDATION_FRACTION,
+    AUTO_VALIDATION_MIN_SAMPLES,
     OPTIMIZERS,
     ROUTED_PREFIXES,
+    auto_batch_size,
+    auto_max_epochs,
+    net_params,
     build_callbacks,
     build_net,
     default_workers,
@@ -77,31 +82,49 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``optimizer__<name>`` parameters, e.g. ``optimizer__weight_decay=1e-4``.
     lr : float, default=5e-3
         Learning rate; the peak learning rate of the one-cycle schedule.
-    max_epochs : int, default=8
-        Number of passes over the training data. With the one-cycle schedule,
-        8 epochs of the default network reach 98.4-98.9 % (by seed) on 4,000 MNIST
-        digits, in less time than 5 epochs of the classic PyTorch example
-        (about 96 %); see the performance guide.
-    batch_size : int, default=32
-        Images per training step.
+    max_epochs : int or 'auto', default='auto'
+        Number of passes over the training data. ``'auto'`` gives the network
+        at least ``AUTO_STEPS`` (400) optimizer steps: ``ceil(400 / steps per
+        epoch)`` epochs, clipped to [8, 100]. 20 images get 100 short epochs;
+        from about 13,000 images on (at batch 32), 8 epochs. With the one-cycle
+        schedule, 8 epochs of the default network reach 98.5-99 % on 4,000 MNIST
+        digits (``bench/accuracy.py``). The value used is ``max_epochs_``.
+    batch_size : int or 'auto', default='auto'
+        Images per training step. ``'auto'``: about ``n_train / 20`` rounded to a
+        power of two and clipped to [8, 32] (8 up to about 230 training images,
+        32 from about 640), so small sets get enough steps and BatchNorm sees
+        many batches. The value used is ``batch_size_``.
     lr_schedule : {'onecycle', 'cosine', 'plateau'} or None, default='onecycle'
         ``'onecycle'``: warm up to ``lr`` then anneal, stepped every batch;
         ``'cosine'``: cosine annealing over ``max_epochs``; ``'plateau'``: divide
         the learning rate by 10 when the monitored loss stops improving for
         ``patience`` epochs; None: constant ``lr``.
-    validation_fraction : float or None, default=0.1
+    validation_fraction : float, 'auto' or None, default='auto'
         Fraction of the training data held out, stratified on ``y``, to compute
-        ``valid_loss`` and ``valid_acc`` each epoch. None trains on all the data.
-    early_stopping : bool, default=False
-        Stop when the validation loss (the training loss if
-        ``validation_fraction`` is None) has not improved for ``patience``
-        epochs, and restore the weights of the best epoch.
+        ``valid_loss`` and ``valid_acc`` each epoch (and to stop early). None
+        trains on all the data. ``'auto'`` holds out 10 % from 10,000 images on
+        (as ``HistGradientBoostingClassifier``'s ``early_stopping='auto'``) and
+        trains on everything below, or when the classes are too small to split;
+        ``validation_fraction_`` says what was used. An explicit fraction that
+        cannot be split stratified raises a ``ValueError``.
+    early_stopping : bool or 'auto', default='auto'
+        Stop when the validation loss (the training loss if there is no
+        validation split) has not improved for ``patience`` epochs, and restore
+        the weights of the best epoch. ``'auto'``: on when a validation split is
+        held out. The value used is ``early_stopping_``.
     patience : int, default=5
         Epochs without improvement before early stopping or a plateau step.
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss, as in scikit-learn: a dict
         ``{label: weight}``, or ``'balanced'`` for weights inversely
         proportional to class frequencies. Multiplies ``sample_weight``.
+    update_bn : bool, default=True
+        At the end of ``fit``, recompute the BatchNorm statistics that
+        ``predict`` uses over the training images with the final weights (one
+        forward pass, no augmentation), as :func:`torch.optim.swa_utils.update_bn`
+        does. Their running averages lag behind the weights and, on small
+        training sets, stay near their initial values. Trainable BatchNorm
+        layers only; skipped by ``partial_fit`` and with an ``accelerator``.
     augment : callable or None, default=None
         Training-time augmentation, e.g. :class:`skimgcls.RandomAugment`. It
         gets every training batch of every epoch as a float tensor of shape
@@ -246,6 +269,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     precision_ : {'fp32', 'bf16', 'fp16'}
         The precision ``'auto'`` resolved to (``'fp16'`` only through an
         accelerator).
+    max_epochs_ : int
+        The epochs of the last ``fit`` (``max_epochs`` or what ``'auto'``
+        resolved to); early stopping may end training before.
+    batch_size_ : int
+        The training batch size (``batch_size`` or what ``'auto'`` resolved to).
+    validation_fraction_ : float or None
+        The fraction held out for validation in the last ``fit``; None when
+        training used every image.
+    early_stopping_ : bool
+        Whether the last ``fit`` stopped early on the monitored loss.
 
     See Also
     --------
@@ -263,12 +296,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     far from [0, 1]. Values beyond +-1e5 (in any dtype but uint8/uint16), NaN
     and infinity are refused with a ``ValueError``.
 
-    The default network uses BatchNorm, whose running statistics (used by
-    ``predict``) move 10 % toward each training batch's. On very small
-    training sets (a few batches per epoch) and few epochs they stay close to
-    their initial values and predictions can collapse to one class although
-    the training accuracy is high: train more epochs or use a smaller
-    ``batch_size`` (e.g. more than 50 training steps in all).
+    The defaults adapt to the data: the training budget is counted in
+    optimizer steps (``batch_size`` and ``max_epochs`` ``'auto'``), a
+    validation split is held out only when there is plenty of data, BatchNorm
+    statistics are recomputed at the end of ``fit`` (``update_bn``), and the
+    default network brings large images to a working resolution of 32 to 64
+    pixels with strided convolutions, so a fit on a few dozen images, on tens
+    of thousands, on 8x8 or on 256x256 images needs no tuning to be
+    reasonable (``bench/accuracy.py`` measures it).
 
     Examples
     --------
@@ -286,11 +321,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "module": [str, type, nn.Module],
         "optimizer": [StrOptions(set(OPTIMIZERS)), type],
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "lr_schedule": [StrOptions({"onecycle", "cosine", "plateau"}), None],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
-        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None,
+                                StrOptions({"auto"})],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
+        "update_bn": ["boolean"],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "augment": [callable, None],
@@ -322,13 +359,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         *,
         optimizer="adamw",
         lr=5e-3,
-        max_epochs=8,
-        batch_size=32,
+        max_epochs="auto",
+        batch_size="auto",
         lr_schedule="onecycle",
-        validation_fraction=0.1,
-        early_stopping=False,
+        validation_fraction="auto",
+        early_stopping="auto",
         patience=5,
         class_weight=None,
+        update_bn=True,
         augment=None,
         mixup_alpha=0.0,
         cutmix_alpha=0.0,
@@ -361,6 +399,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.patience = patience
         self.class_weight = class_weight
+        self.update_bn = update_bn
         self.augment = augment
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
@@ -482,7 +521,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``EarlyStopping`` does) ends training normally instead.
         """
         warm = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, sample_weight, warm=warm, epochs=self.max_epochs)
+        return self._fit(X, y, sample_weight, warm=warm, epochs=None)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch on ``X, y``, continuing from the last call.
@@ -522,6 +561,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
         with seeded(self.random_state) as rng, torch_threads(self.n_threads):
+            train, valid = self._split(X, y_enc, weights, rng, partial=partial)
+            self._resolve_budget(len(train), valid is not None, warm=warm)
+            if epochs is None:
+                epochs = self.max_epochs_
             if not warm:
                 self.image_shape_ = shape
                 accelerator = self._make_accelerator()
@@ -529,10 +572,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     self.device_ = resolve_device(self.device)
                     self.precision_ = resolve_precision(self.precision, self.device_)
                 self.net_ = self._build_net(accelerator, paths=X.ndim == 1)
-            train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self.net_.train_split = None if valid is None else predefined_split(valid)
-            self.net_.callbacks = build_callbacks(self.get_params(deep=False), self.net_,
-                                                  n_train=len(train), partial=partial)
+            self.net_.callbacks = build_callbacks(
+                net_params(self), self.net_, train=train, partial=partial)
             self.net_.initialize_callbacks()
             if hasattr(self.net_, "accelerator"):
                 # Re-prepare a module unwrapped at the end of the last fit.
@@ -593,23 +635,52 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return weights.astype(np.float32)
 
     def _split(self, X, y_enc, weights, rng, *, partial):
-        if self.validation_fraction is None or partial:
+        """Hold out the validation split; record the fraction used.
+
+        ``validation_fraction='auto'`` holds out ``AUTO_VALIDATION_FRACTION``
+        from ``AUTO_VALIDATION_MIN_SAMPLES`` images on, when a stratified
+        split exists; an explicit fraction that cannot be honoured raises.
+        """
+        fraction = self.validation_fraction
+        if fraction == "auto":
+            fraction = (AUTO_VALIDATION_FRACTION
+                        if len(X) >= AUTO_VALIDATION_MIN_SAMPLES else None)
+        if fraction is None or partial:
+            self.validation_fraction_ = None
             return self._dataset(X, y_enc, weights), None
         idx = np.arange(len(X))
         try:
             train_idx, valid_idx = train_test_split(
-                idx, test_size=self.validation_fraction, stratify=y_enc,
-                random_state=rng,
+                idx, test_size=fraction, stratify=y_enc, random_state=rng,
             )
         except ValueError as exc:
+            if self.validation_fraction == "auto":  # too few images per class
+                self.validation_fraction_ = None
+                return self._dataset(X, y_enc, weights), None
             raise ValueError(
-                f"Cannot hold out validation_fraction={self.validation_fraction} of "
+                f"Cannot hold out validation_fraction={fraction} of "
                 f"{len(X)} images stratified over {len(self.classes_)} classes "
                 f"({exc}). Pass more images, a larger validation_fraction, or "
-                "validation_fraction=None to train without a validation split."
+                "validation_fraction=None (or 'auto') to train without a validation "
+                "split when the data are too few."
             ) from None
+        self.validation_fraction_ = fraction
         return (self._dataset(X[train_idx], y_enc[train_idx], weights[train_idx]),
                 self._dataset(X[valid_idx], y_enc[valid_idx], weights[valid_idx]))
+
+    def _resolve_budget(self, n_train, validated, *, warm):
+        """Resolve the ``'auto'`` training budget from the number of images.
+
+        Sets ``batch_size_`` (when the network is built), ``max_epochs_`` and
+        ``early_stopping_``; see the parameters for the rules.
+        """
+        if not warm or not hasattr(self, "batch_size_"):
+            self.batch_size_ = (auto_batch_size(n_train) if self.batch_size == "auto"
+                                else self.batch_size)
+        self.max_epochs_ = (auto_max_epochs(n_train, self.batch_size_)
+                            if self.max_epochs == "auto" else self.max_epochs)
+        self.early_stopping_ = (validated if self.early_stopping == "auto"
+                                else self.early_stopping)
 
     def _make_accelerator(self):
         if self.accelerator is None:
@@ -631,7 +702,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return ImageTensorDataset(X, y_enc, weights)
 
     def _build_net(self, accelerator=None, *, paths=False):
-        return build_net(self.get_params(deep=False), image_shape=self.image_shape_,
+        return build_net(net_params(self), image_shape=self.image_shape_,
                          n_classes=len(self.classes_), device=self.device_,
                          precision=self.precision_, accelerator=accelerator, paths=paths)
 
@@ -670,7 +741,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         # activations out of cache and get slower; accelerators like them large.
         batch_size = PREDICT_BATCH_SIZE
         if torch.device(self.device_).type != "cpu":
-            batch_size = max(self.batch_size, batch_size)
+            batch_size = max(self.net_.batch_size, batch_size)
         batches, n_batches = self._batches(X, batch_size)
         batches = track(batches, total=n_batches, desc="predict", unit="batch",
                         verbose=self.verbose, delay=2.0 if self.verbose == 1 else 0.0,

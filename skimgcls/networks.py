@@ -7,6 +7,7 @@ network returns logits; ``predict_proba`` applies the softmax.
 """
 
 import inspect
+import math
 
 from torch import nn
 
@@ -141,9 +142,23 @@ def _pool_kernel(size, min_size=4):
     return tuple(2 if s >= min_size else 1 for s in size)
 
 
-def _conv_bn(c_in, c_out):
+#: The default network's stem halves images until their shorter side is at most this.
+WORKING_SIZE = 48
+
+
+def auto_stem_strides(image_size, working_size=WORKING_SIZE):
+    """Stride-2 stem convolutions that bring ``image_size`` to <= ``working_size``.
+
+    0 up to 48 pixels (8x8 and 32x32 work at full resolution), 1 for 64 and
+    96, 2 for 128 and 192, 3 for 256: the cost per image stays roughly flat.
+    """
+    short = min(image_size)
+    return max(0, math.ceil(math.log2(short / working_size))) if short > 0 else 0
+
+
+def _conv_bn(c_in, c_out, stride=1):
     return [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     ]
@@ -152,7 +167,8 @@ def _conv_bn(c_in, c_out):
 class CompactCNN(nn.Module):
     """A small BatchNorm CNN with global pooling; the default network.
 
-    Three stages of two 3x3 convolution + BatchNorm + ReLU layers, widths
+    A stem of stride-2 3x3 convolutions (+ BatchNorm + ReLU) for large images,
+    then three stages of two 3x3 convolution + BatchNorm + ReLU layers, widths
     ``width``, ``2 * width`` and ``4 * width``, with 2x2 max pooling between
     stages (on each axis that still has at least 4 pixels, so any image size
     works), then global average pooling, dropout and a linear layer.
@@ -170,11 +186,22 @@ class CompactCNN(nn.Module):
         digits at a quarter of the arithmetic of 32.
     dropout : float, default=0.1
         Dropout before the classifier layer.
+    stem_strides : int or 'auto', default='auto'
+        Stride-2 convolutions before the stages. ``'auto'`` halves the images
+        until their shorter side is at most 48 pixels (none for 8x8 or 32x32,
+        one for 64x64, two for 128x128, three for 256x256), which keeps the
+        cost per image roughly flat across image sizes.
     """
 
-    def __init__(self, in_channels, n_classes, image_size, width=16, dropout=0.1):
+    def __init__(self, in_channels, n_classes, image_size, width=16, dropout=0.1,
+                 stem_strides="auto"):
         super().__init__()
         layers, size, c_in = [], tuple(image_size), in_channels
+        if stem_strides == "auto":
+            stem_strides = auto_stem_strides(size)
+        for _ in range(int(stem_strides)):
+            layers += _conv_bn(c_in, width, stride=2)
+            size, c_in = tuple((s + 1) // 2 for s in size), width
         for stage, c_out in enumerate((width, 2 * width, 4 * width)):
             layers += _conv_bn(c_in, c_out) + _conv_bn(c_out, c_out)
             kernel = _pool_kernel(size)

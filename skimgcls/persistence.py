@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from skorch.history import History
 
-from ._build import build_net
+from ._build import build_net, net_params
 from ._checkpoint import atomic_write
 from ._device import resolve_precision
 from ._onnx import export_onnx
@@ -424,7 +424,7 @@ class _Decoder:
         if torch.device(est.device_).type != torch.device(saved).type:
             est.precision_ = resolve_precision(est.precision, est.device_)
         with torch.random.fork_rng(devices=[]):  # random init, then overwritten
-            net = build_net(est.get_params(deep=False), image_shape=est.image_shape_,
+            net = build_net(net_params(est), image_shape=est.image_shape_,
                             n_classes=len(est.classes_), device=est.device_,
                             precision=est.precision_)
         state = {k: self.tensor(v) for k, v in spec["module"].items()}

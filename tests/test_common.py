@@ -51,6 +51,9 @@ ROW_IMAGE = dict(image_shape=(1, -1, 1))
 
 ESTIMATORS = [
     fast_classifier(),
+    # The defaults, plus only what the README says flat rows need: the 'auto'
+    # budget and validation must pass the checks' 10-30 sample datasets too.
+    CNNClassifier(image_shape=(1, -1, 1), random_state=0),
     fast_features(),
     Resize((2, 3), **ROW_IMAGE),
     Resize(4, keep_aspect_ratio="pad", interpolation="bicubic", **ROW_IMAGE),
