@@ -560,13 +560,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             allow_paths=True, reader=self._reader(), return_image_shape=True)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
+        if not warm:
+            self.image_shape_ = shape  # file datasets check every batch against it
         with seeded(self.random_state) as rng, torch_threads(self.n_threads):
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self._resolve_budget(len(train), valid is not None, warm=warm)
             if epochs is None:
                 epochs = self.max_epochs_
             if not warm:
-                self.image_shape_ = shape
                 accelerator = self._make_accelerator()
                 if accelerator is None:
                     self.device_ = resolve_device(self.device)
