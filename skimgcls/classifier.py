@@ -84,16 +84,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Learning rate; the peak learning rate of the one-cycle schedule.
     max_epochs : int or 'auto', default='auto'
         Number of passes over the training data. ``'auto'`` gives the network
-        at least ``AUTO_STEPS`` (400) optimizer steps: ``ceil(400 / steps per
-        epoch)`` epochs, clipped to [8, 100]. 20 images get 100 short epochs;
-        from about 13,000 images on (at batch 32), 8 epochs. With the one-cycle
-        schedule, 8 epochs of the default network reach 98.5-99 % on 4,000 MNIST
-        digits (``bench/accuracy.py``). The value used is ``max_epochs_``.
+        at least 500 optimizer steps: ``ceil(500 / steps per epoch)`` epochs,
+        clipped to [8, 200]; 20 images get 167 short epochs, and from about
+        16,000 images on (at batch 32) it is 8. The value used is
+        ``max_epochs_``; ``bench/accuracy.py`` measures the defaults.
     batch_size : int or 'auto', default='auto'
-        Images per training step. ``'auto'``: about ``n_train / 20`` rounded to a
-        power of two and clipped to [8, 32] (8 up to about 230 training images,
-        32 from about 640), so small sets get enough steps and BatchNorm sees
-        many batches. The value used is ``batch_size_``.
+        Images per training step. ``'auto'``: ``n_train / 8`` rounded down to a
+        power of two, clipped to [8, 32] (8 below 128 training images, 16 below
+        256, then 32): small sets get small batches, hence more steps and
+        BatchNorm statistics over more batches. The value used is
+        ``batch_size_``.
     lr_schedule : {'onecycle', 'cosine', 'plateau'} or None, default='onecycle'
         ``'onecycle'``: warm up to ``lr`` then anneal, stepped every batch;
         ``'cosine'``: cosine annealing over ``max_epochs``; ``'plateau'``: divide

@@ -25,17 +25,17 @@ def per_class(n, seed=0):
     return X[idx], y[idx], X[rest], y[rest]
 
 
-@pytest.mark.parametrize("n, batch", [(20, 8), (160, 8), (320, 16), (640, 32),
-                                      (50_000, 32)])
+@pytest.mark.parametrize("n, batch", [(20, 8), (127, 8), (128, 16), (255, 16),
+                                      (256, 32), (50_000, 32)])
 def test_auto_batch_size(n, batch):
     assert auto_batch_size(n) == batch
 
 
-@pytest.mark.parametrize("n, batch, epochs", [(20, 8, 100), (60, 8, 50), (160, 8, 20),
-                                              (4000, 32, 8)])
+@pytest.mark.parametrize("n, batch, epochs", [(8, 8, 200), (20, 8, 167), (60, 8, 63),
+                                              (200, 16, 39), (4000, 32, 8)])
 def test_auto_max_epochs_counts_optimizer_steps(n, batch, epochs):
     assert auto_max_epochs(n, batch) == epochs
-    assert epochs * math.ceil(n / batch) >= AUTO_STEPS or epochs == 100
+    assert epochs * math.ceil(n / batch) >= AUTO_STEPS or epochs == 200
 
 
 def test_a_few_images_per_class_train_with_the_defaults():
@@ -43,8 +43,8 @@ def test_a_few_images_per_class_train_with_the_defaults():
     clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
     assert clf.validation_fraction_ is None  # too few to hold out: trains on all
     assert clf.early_stopping_ is False
-    assert (clf.batch_size_, clf.max_epochs_) == (8, 100)
-    assert len(clf.history_) == 100
+    assert (clf.batch_size_, clf.max_epochs_) == (8, 167)
+    assert len(clf.history_) == 167
     assert clf.score(X_test, y_test) > 0.45  # chance is 0.1
 
 
