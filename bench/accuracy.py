@@ -459,7 +459,8 @@ def cell(cres, method, view, key="score"):
 def markdown(res):
     head = res["header"]
     lines = [
-        (f"Accuracy suite ({res['config']['mode']} run), {head['date']}: {head['machine']}, "
+        (f"Accuracy suite ({res['config']['mode']} run, {len(res['conditions'])} of "
+         f"{len(conditions('full'))} conditions), {head['date']}: {head['machine']}, "
         f"{head['threads']} torch threads, torch {head['torch']}, scikit-learn "
         f"{head['sklearn']}, skimgcls {head['skimgcls']}; load average {head['load_before']} "
         f"before, {res['load_after']} after; {res['wall_s'] / 60:.1f} min in all."),
