@@ -1,9 +1,13 @@
 """Side-by-side speed benchmark of skimgcls against hand-written PyTorch and skorch.
 
 One process runs every variant round-robin (variant a, b, c, d, then a, b, c,
-d again...) on the same data, network, seed, epochs and batch size, so that a
+d again...) on the same data, network, epochs and batch size, so that a
 noisy machine slows all of them alike and the *ratios* stay meaningful. Each
-number is the median of ``--repeats`` runs, with min and max.
+number is the median of ``--repeats`` runs, with min and max; repeat ``i``
+uses seed ``i`` for every variant, so accuracy ranges are ranges over seeds.
+Each variant first runs once untimed (warm-up: thread pools, kernel caches).
+"fit images/s" counts the images each variant actually trained on (without
+the validation split ``CNNClassifier`` holds out by default).
 
 Variants of the fit/predict comparison (network: the classic MNIST CNN,
 ``skimgcls.networks.SimpleCNN``):
@@ -18,8 +22,12 @@ Variants of the fit/predict comparison (network: the classic MNIST CNN,
 * ``cnn_tuned``: ``CNNClassifier(module='simple_cnn')`` tuned for throughput.
 
 Plus: the per-batch overhead of a tiny network against raw tensor slicing, a
-scaling run, time to accuracy of ``CNNClassifier()`` against the hand-written
-loop, predicting 100,000 images with flat memory, and ONNX Runtime predict.
+scaling run, time to accuracy of ``CNNClassifier()`` against a hand-written
+fp32 loop of the same network, epochs, batch size, optimizer and schedule and
+against the classic example (each side named with its network, epochs, batch
+size and precision), predicting 100,000 images with flat memory, and ONNX
+Runtime predict. Accuracy against baselines on many datasets is
+``bench/accuracy.py``.
 
 Run ``python bench/run.py`` (``make bench``); ``--quick`` is a smoke run.
 Results go to ``bench/results/<name>.json``, ``<name>.md`` and ``<name>.rst``
@@ -198,9 +206,10 @@ class HandLoop:
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def fit(self, X, y):
+    def fit(self, X, y, seed):
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
+        self.images_trained = len(X) * cfg.epochs
         x = to_float_nchw(X, cfg.device)
         t = torch.from_numpy(y).to(cfg.device)
         self.model = make_net(X.shape[1:]).to(cfg.device)
@@ -231,11 +240,12 @@ class PlainSkorch:
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def fit(self, X, y):
+    def fit(self, X, y, seed):
         from skorch import NeuralNetClassifier
 
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
+        self.images_trained = len(X) * cfg.epochs
         self.net = NeuralNetClassifier(
             make_net(X.shape[1:]), criterion=nn.CrossEntropyLoss,
             optimizer=torch.optim.Adam, lr=cfg.lr, max_epochs=cfg.epochs,
@@ -256,10 +266,11 @@ class SkimgclsVariant:
     def __init__(self, cfg, name, **params):
         self.cfg, self.name, self.params = cfg, name, params
 
-    def fit(self, X, y):
-        params = dict(random_state=self.cfg.seed, device=self.cfg.device)
+    def fit(self, X, y, seed):
+        params = dict(random_state=seed, device=self.cfg.device)
         params.update(self.params)
         self.clf = CNNClassifier(**params).fit(X, y)
+        self.images_trained = recipe_of(self.clf)["images_trained"]
         return self
 
     def predict(self, X, batch_size):
@@ -279,27 +290,54 @@ def fit_variants(cfg):
     ]
 
 
-def run_round_robin(variants, run_one, repeats):
-    """Call ``run_one(variant)`` round-robin ``repeats`` times; lists per name."""
+def recipe_of(clf):
+    """What a fitted ``CNNClassifier`` actually did, read from its history.
+
+    The network, epochs, largest batch, precision and the number of images it
+    trained on (the validation split excluded), whatever rule chose them.
+    """
+    batches = [b for epoch in clf.history_ for b in epoch["batches"]
+               if "train_batch_size" in b]
+    n_params = sum(p.numel() for p in clf.module_.parameters())
+    return {"network": f"{type(clf.module_).__name__} ({n_params / 1e3:.0f}k parameters)",
+            "epochs": len(clf.history_), "steps": len(batches),
+            "batch_size": max(b["train_batch_size"] for b in batches),
+            "precision": clf.precision_,
+            "images_trained": int(sum(b["train_batch_size"] for b in batches))}
+
+
+def run_round_robin(variants, run_one, repeats, seed=0):
+    """Call ``run_one(variant, seed)`` round-robin ``repeats`` times; lists per name.
+
+    Repeat ``i`` runs every variant with seed ``seed + i``: the spread of the
+    accuracies is a spread over seeds.
+    """
     results = {v.name: [] for v in variants}
-    for _ in range(repeats):
+    for i in range(repeats):
         for variant in variants:
-            results[variant.name].append(run_one(variant))
+            results[variant.name].append(run_one(variant, seed + i))
     return results
+
+
+def warm_up(variants, X, y):
+    """One untimed fit and predict per variant, on a few images."""
+    for variant in variants:
+        variant.fit(X[:256], y[:256], 0)
+        variant.predict(X[:256], 128)
 
 
 def bench_fit_predict(cfg, data):
     X_train, y_train, X_test, y_test = data
     n_pred1 = min(len(X_test), cfg.predict1_images)
 
-    def run_one(variant):
+    def run_one(variant, seed):
         with PeakRSS() as mem:
-            fit_s, _ = timed(lambda: variant.fit(X_train, y_train), cfg.device)
+            fit_s, _ = timed(lambda: variant.fit(X_train, y_train, seed), cfg.device)
         acc = float((variant.predict(X_test, 128) == y_test).mean())
         pred128_s, _ = timed(lambda: variant.predict(X_test, 128), cfg.device)
         pred1_s, _ = timed(lambda: variant.predict(X_test[:n_pred1], 1), cfg.device)
         return {
-            "fit_images_per_s": len(X_train) * cfg.epochs / fit_s,
+            "fit_images_per_s": variant.images_trained / fit_s,
             "fit_s": fit_s,
             "predict128_images_per_s": len(X_test) / pred128_s,
             "predict1_images_per_s": n_pred1 / pred1_s,
@@ -309,7 +347,9 @@ def bench_fit_predict(cfg, data):
             "precision": getattr(getattr(variant, "clf", None), "precision_", "fp32"),
         }
 
-    runs = run_round_robin(fit_variants(cfg), run_one, cfg.repeats)
+    variants = fit_variants(cfg)
+    warm_up(variants, X_train, y_train)
+    runs = run_round_robin(variants, run_one, cfg.repeats, cfg.seed)
     train_flop, fwd_flop = flops_per_image(make_net(X_train.shape[1:]),
                                            (1, *X_train.shape[1:]), "cpu")
     out = {}
@@ -493,27 +533,101 @@ def bench_scaling(cfg, data):
     return rows
 
 
+def same_recipe_loop(clf, recipe, X, y, seed, device):
+    """A hand-written fp32 loop of the recipe a fitted ``CNNClassifier`` used.
+
+    A freshly initialized copy of its network (contiguous NCHW, fp32), its
+    optimizer and learning rate, the one-cycle schedule stepped every batch,
+    the same epochs and batch size, on as many images as it trained on (no
+    validation split). Returns ``(fit seconds, model)``.
+    """
+    import copy
+
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                  "sgd": torch.optim.SGD}
+    lr = getattr(clf, "lr_", clf.lr)
+    n = recipe["images_trained"] // recipe["epochs"]
+    torch.manual_seed(seed)
+    keep = np.random.RandomState(seed).permutation(len(X))[:n]
+    x = torch.from_numpy(X[keep]).float().div_(255)[:, None].to(device)
+    t = torch.from_numpy(y[keep]).to(device)
+
+    def fit():
+        model = copy.deepcopy(clf.module_).to(device, memory_format=torch.contiguous_format)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        opt = optimizers[clf.optimizer](model.parameters(), lr=lr)
+        sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
+                                                     total_steps=recipe["steps"])
+                 if clf.lr_schedule == "onecycle" else None)
+        bs = recipe["batch_size"]
+        model.train()
+        for _ in range(recipe["epochs"]):
+            perm = torch.randperm(len(x), device=device)
+            for i in range(0, len(x), bs):
+                idx = perm[i:i + bs]
+                opt.zero_grad()
+                F.cross_entropy(model(x[idx]), t[idx]).backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+        return model.eval()
+
+    return timed(fit, device)
+
+
+def predict_hand(model, X, device):
+    x = torch.from_numpy(X).float().div_(255)[:, None].to(device)
+    with torch.no_grad():
+        return torch.cat([model(b).argmax(1) for b in x.split(128)]).cpu().numpy()
+
+
 def bench_time_to_accuracy(cfg, data, hand_runs):
-    """``CNNClassifier()`` with all its defaults vs the hand-written loop's epochs."""
+    """``CNNClassifier()`` with all its defaults against hand-written fp32 loops.
+
+    Like with like: a hand-written fp32 loop of the *same* recipe (network,
+    epochs, batch size, optimizer, schedule, number of training images), run
+    round-robin with it on the same seeds; and, for reference, the classic
+    PyTorch example (``simple_cnn``, ``cfg.epochs`` epochs) of the fit/predict
+    section. Every side is reported with its network, epochs, batch size and
+    precision.
+    """
     X_train, y_train, X_test, y_test = data
-    seconds, accs = [], []
-    for _ in range(cfg.tta_repeats):
-        params = {"max_epochs": 1} if cfg.quick else {}
-        clf = CNNClassifier(random_state=cfg.seed, device=cfg.device, **params)
+    params = {"max_epochs": 1} if cfg.quick else {}
+    CNNClassifier(random_state=0, device=cfg.device, **params).fit(  # warm-up
+        X_train[:256], y_train[:256])
+    rows = {"cnn_classifier_defaults": [], "hand_same_recipe": []}
+    recipe = None
+    for i in range(cfg.tta_repeats):
+        seed = cfg.seed + i
+        clf = CNNClassifier(random_state=seed, device=cfg.device, **params)
         s, _ = timed(lambda: clf.fit(X_train, y_train), cfg.device)
-        seconds.append(s)
-        accs.append(float(clf.score(X_test, y_test)))
-    hand_s = hand_runs["fit_s"]["median"]
-    return {
-        "cnn_classifier_defaults": {"fit_s": summary(seconds),
-                                    "test_accuracy": summary(accs),
-                                    "params": {k: v for k, v in clf.get_params().items()
-                                               if not callable(v) or isinstance(v, str)},
-                                    "precision": clf.precision_},
-        "hand_fp32": {"fit_s": hand_runs["fit_s"], "epochs": cfg.epochs,
-                      "test_accuracy": hand_runs["test_accuracy"]},
-        "time_ratio_vs_hand": statistics.median(seconds) / hand_s,
-    }
+        recipe = recipe_of(clf)
+        rows["cnn_classifier_defaults"].append((s, float(clf.score(X_test, y_test))))
+        if clf.optimizer in ("adam", "adamw", "sgd"):
+            s, model = same_recipe_loop(clf, recipe, X_train, y_train, seed, cfg.device)
+            acc = float((predict_hand(model, X_test, cfg.device) == y_test).mean())
+            rows["hand_same_recipe"].append((s, acc))
+    out = {}
+    for name, runs in rows.items():
+        if runs:
+            out[name] = {"fit_s": summary([r[0] for r in runs]),
+                         "test_accuracy": summary([r[1] for r in runs])}
+    held_out = 1 - recipe["images_trained"] / (len(X_train) * recipe["epochs"])
+    out["cnn_classifier_defaults"].update(
+        recipe, validation=f"{100 * held_out:.0f} % held out" if held_out > 0 else "none")
+    if "hand_same_recipe" in out:
+        out["hand_same_recipe"].update(recipe, precision="fp32", validation="none")
+    out["hand_fp32"] = {"fit_s": hand_runs["fit_s"], "test_accuracy": hand_runs["test_accuracy"],
+                        "network": "SimpleCNN (classic PyTorch example)",
+                        "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                        "precision": "fp32", "validation": "none"}
+    base = statistics.median(r[0] for r in rows["cnn_classifier_defaults"])
+    for name in out:
+        out[name]["time_ratio_vs_defaults"] = out[name]["fit_s"]["median"] / base
+    out["seeds"] = [cfg.seed + i for i in range(cfg.tta_repeats)]
+    return out
 
 
 def bench_stream_predict(cfg, data):
@@ -560,6 +674,9 @@ def markdown(res):
         lines += ["", f"### {dataset}: {cfg['n_train']} training / {cfg['n_test']} test "
                       f"images, {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
                       f"{fp['train_mflop_per_image']:.1f} MFLOP per training image", ""]
+        lines.append("Fit images/s counts the images each variant trained on (not the "
+                     "10 % validation split of cnn_default); repeat i uses seed i.")
+        lines.append("")
         lines.append("| variant | precision | fit images/s | vs hand | % of ceiling "
                      "| predict images/s (batch 128) | vs hand | predict images/s "
                      "(batch 1) | test accuracy % | peak RSS MiB |")
@@ -590,12 +707,19 @@ def markdown(res):
                                   for n, r in dres["scaling"].items())]
         if "time_to_accuracy" in dres:
             t = dres["time_to_accuracy"]
-            d, h = t["cnn_classifier_defaults"], t["hand_fp32"]
-            lines += ["", f"Time to accuracy: CNNClassifier() {fmt(d['fit_s'], 1, 1)} s "
-                          f"-> {fmt(d['test_accuracy'], 100, 1)} %; hand-written "
-                          f"{h['epochs']} epochs {fmt(h['fit_s'], 1, 1)} s -> "
-                          f"{fmt(h['test_accuracy'], 100, 1)} % "
-                          f"(time ratio {t['time_ratio_vs_hand']:.2f})."]
+            labels = {"cnn_classifier_defaults": "CNNClassifier() with its defaults",
+                      "hand_same_recipe": "hand-written loop of the same recipe",
+                      "hand_fp32": "the classic PyTorch example"}
+            lines += ["", f"Time to accuracy (seeds {t['seeds']}), median (min-max):", ""]
+            for key, label in labels.items():
+                if key in t:
+                    r = t[key]
+                    lines.append(
+                        f"- {label}: {r['network']}, {r['epochs']} epochs, batch "
+                        f"{r['batch_size']}, {r['precision']}, validation split: "
+                        f"{r['validation']}: {fmt(r['fit_s'], 1, 1)} s -> "
+                        f"{fmt(r['test_accuracy'], 100, 1)} % "
+                        f"({r['time_ratio_vs_defaults']:.2f}x the time of the defaults)")
         if "stream_predict" in dres:
             s = dres["stream_predict"]
             lines += ["", f"Predict {s['n_images']:,} images: {s['images_per_s']:,.0f} "
@@ -711,6 +835,7 @@ def main(argv=None):
     res["config"]["datasets"] = cfg.datasets
     res["config"]["skip"] = sorted(cfg.skip)
     res["config"]["clock"] = args.clock
+    print(f"Load average before: {res['load']['before']}", flush=True)
     cfg.ceiling = matmul_ceiling(cfg.device, 512 if cfg.quick else 2048)
     res["ceiling_gflops"] = cfg.ceiling
     start = time.perf_counter()
@@ -738,6 +863,7 @@ def main(argv=None):
                 dres[key] = fn(cfg, data)
         res["datasets"][name] = dres
     res["load"]["after"] = loadavg()
+    print(f"Load average after: {res['load']['after']}", flush=True)
     res["wall_s"] = time.perf_counter() - start
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)

