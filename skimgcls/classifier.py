@@ -110,8 +110,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     early_stopping : bool or 'auto', default='auto'
         Stop when the validation loss (the training loss if there is no
         validation split) has not improved for ``patience`` epochs, and restore
-        the weights of the best epoch. ``'auto'``: on when a validation split is
-        held out. The value used is ``early_stopping_``.
+        the weights of the best epoch. ``'auto'``: on when
+        ``validation_fraction='auto'`` held out a split (10,000 images or
+        more). The value used is ``early_stopping_``.
     patience : int, default=5
         Epochs without improvement before early stopping or a plateau step.
     class_weight : dict, 'balanced' or None, default=None
@@ -680,8 +681,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                 else self.batch_size)
         self.max_epochs_ = (auto_max_epochs(n_train, self.batch_size_)
                             if self.max_epochs == "auto" else self.max_epochs)
-        self.early_stopping_ = (validated if self.early_stopping == "auto"
-                                else self.early_stopping)
+        # 'auto' stops early on the split that 'auto' validation held out; an
+        # explicit validation_fraction keeps training its full budget, as before.
+        self.early_stopping_ = (
+            validated and self.validation_fraction == "auto"
+            if self.early_stopping == "auto" else bool(self.early_stopping))
 
     def _make_accelerator(self):
         if self.accelerator is None:

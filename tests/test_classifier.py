@@ -239,8 +239,8 @@ def test_plateau_schedule_divides_lr_by_ten_after_patience(small_digits):
     # second bad epoch since) divides it again. (No smaller lr: torch ignores
     # reductions below eps=1e-8.)
     clf = CNNClassifier(module=_TinyNet, lr=1e-6, lr_schedule="plateau", patience=1,
-                        max_epochs=5, batch_size=32, precision="fp32",
-                        random_state=0).fit(X, y)
+                        max_epochs=5, batch_size=32, validation_fraction=0.1,
+                        precision="fp32", random_state=0).fit(X, y)
     losses = clf.history_[:, "valid_loss"]
     np.testing.assert_allclose(losses, losses[0], rtol=1e-5)  # a plateau indeed
     lrs = clf.history_[:, "event_lr"]  # the lr each epoch trained with
@@ -271,7 +271,7 @@ class _ValidBatches(Callback):
 def test_early_stopping_restores_best_weights(small_digits):
     X, y = small_digits
     clf = tiny_classifier(early_stopping=True, patience=2, max_epochs=40, lr=0.05,
-                          lr_schedule=None,
+                          lr_schedule=None, update_bn=False,  # the weights as restored
                           callbacks=[("valid_batches", _ValidBatches())]).fit(X, y)
     losses = clf.history_[:, "valid_loss"]
     assert len(losses) < 40

@@ -164,7 +164,7 @@ def test_truncated_file_is_refused(saved):
 
 
 def test_incompatible_version_is_refused(clf, tmp_path, monkeypatch):
-    monkeypatch.setattr(persistence, "_version", lambda: "0.9.0")
+    monkeypatch.setattr(persistence, "__version__", "0.9.0")
     save(clf, tmp_path / "future.safetensors")
     monkeypatch.undo()
     with pytest.raises(UnsafeModelFileError, match="saved by skimgcls 0.9.0"):
@@ -175,7 +175,7 @@ def write_spec(path, spec, tensors=None):
     """Write a file with a valid hash, as someone crafting one would."""
     tensors = tensors or {}
     metadata = {"format": "skimgcls", "format_version": "1",
-                "skimgcls_version": persistence._version(), "spec": json.dumps(spec)}
+                "skimgcls_version": persistence.__version__, "spec": json.dumps(spec)}
     metadata["sha256"] = persistence._digest(metadata, tensors)
     path.write_bytes(safetensors_torch.save(tensors, metadata=metadata))
 
