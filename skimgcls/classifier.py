@@ -563,7 +563,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         weights = self._sample_weights(X, y_enc, sample_weight)
         if not warm:
             self.image_shape_ = shape  # file datasets check every batch against it
-        with seeded(self.random_state) as rng, torch_threads(self.n_threads):
+        random_state = self.random_state
+        if warm and isinstance(random_state, Integral):
+            # A continuation (partial_fit, warm_start) must not replay the batch
+            # order and augmentation draws of the first call: seed it from the
+            # seed and the epochs done, so it stays repeatable.
+            random_state = int(np.random.SeedSequence(
+                [random_state, len(self.net_.history)]).generate_state(1)[0])
+        with seeded(random_state) as rng, torch_threads(self.n_threads):
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self._resolve_budget(len(train), valid is not None, warm=warm)
             if epochs is None:

@@ -11,13 +11,12 @@ scikit-learn's own displays work as they are with
 ``sklearn.metrics.ConfusionMatrixDisplay.from_estimator(clf, X_test, y_test)``.
 """
 
-import math
 import numbers
 
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
-from ._plotting import for_imshow, pyplot
+from ._plotting import for_imshow, image_grid, pyplot
 from ._io import read_image
 from .utils.validation import check_images, is_path_array
 
@@ -407,21 +406,7 @@ default=None
             This display, with ``figure_`` and ``axes_``.
         """
         plt = pyplot("MisclassifiedImagesDisplay")
-        n = max(len(self.images), 1)
-        n_cols = n_cols or math.ceil(math.sqrt(n))
-        n_rows = math.ceil(n / n_cols)
-        if ax is None:
-            fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
-                                     figsize=(1.6 * n_cols, 1.9 * n_rows + 0.5),
-                                     layout="constrained")
-        else:
-            axes = np.asarray(ax, dtype=object).reshape(-1)
-            if len(axes) < n:
-                raise ValueError(f"Expected at least {n} axes; got {len(axes)}.")
-            fig = axes[0].figure
-            axes = axes.reshape(1, -1)
-        for axis in axes.flat:
-            axis.set_axis_off()
+        fig, axes = image_grid(plt, len(self.images), n_cols=n_cols, ax=ax)
         if not len(self.images):
             axes.flat[0].text(0.5, 0.5, "No misclassified images",
                               ha="center", va="center")

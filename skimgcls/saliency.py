@@ -23,7 +23,6 @@ imported only when a map is computed:
 """
 
 import contextlib
-import math
 import numbers
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .classifier import CNNClassifier
-from ._plotting import for_imshow, pyplot
+from ._plotting import for_imshow, image_grid, pyplot
 from .preprocessing import ImageReader
 from .utils.validation import check_images, is_path_array, read_images
 
@@ -515,21 +514,8 @@ class SaliencyDisplay:
         if n == 0:
             raise ValueError("There are no saliency maps to draw; pass at least "
                              "one image.")
-        n_cols = n_cols or math.ceil(math.sqrt(n))
-        n_rows = math.ceil(n / n_cols)
-        if ax is None:
-            fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
-                                     figsize=(1.8 * n_cols, 2.1 * n_rows + 0.5),
-                                     layout="constrained")
-        else:
-            axes = np.asarray(ax, dtype=object).reshape(-1)
-            if len(axes) < n:
-                raise ValueError(f"Expected at least {n} axes, one per image; got "
-                                 f"{len(axes)}.")
-            fig = axes[0].figure
-            axes = axes.reshape(1, -1)
-        for axis in axes.flat:
-            axis.set_axis_off()
+        fig, axes = image_grid(plt, n, n_cols=n_cols, ax=ax, tile=(1.8, 2.1),
+                               what="axes, one per image")
         self.overlays_ = []
         for i, axis in enumerate(axes.flat[:n]):
             axis.imshow(for_imshow(self.images[i]), cmap=image_cmap)

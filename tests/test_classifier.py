@@ -461,3 +461,40 @@ def test_invalid_parameters_are_refused_in_fit(small_digits):
             CNNClassifier(**params).fit(X, y)
     with pytest.raises(ValueError, match="image_shape must be"):
         CNNClassifier(image_shape=(8, -1, -1)).fit(X.reshape(300, -1), y)
+
+
+class _FirstBatches(Callback):
+    """Records the labels of the first training batch of every epoch.
+
+    fit copies the user's callbacks; this one stays itself (one record).
+    """
+
+    def __init__(self):
+        self.first = []
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self._new_epoch = True
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training and self._new_epoch:
+            self.first.append(batch[1].tolist())
+            self._new_epoch = False
+
+
+def test_partial_fit_calls_draw_new_batch_orders_repeatably(small_digits):
+    X, y = small_digits
+
+    def run():
+        recorder = _FirstBatches()
+        clf = tiny_classifier(callbacks=[("first", recorder)])
+        for _ in range(3):
+            clf.partial_fit(X, y, classes=np.arange(10))
+        return recorder.first
+
+    orders = run()
+    assert len(orders) == 3
+    assert orders[0] != orders[1] and orders[1] != orders[2]  # not the same shuffle
+    assert run() == orders  # and repeatable with the same random_state
