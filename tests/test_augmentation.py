@@ -92,7 +92,8 @@ def test_predict_proba_identical_with_and_without_augmenter(fitted_with_augment,
 
 def test_augmenter_called_on_every_training_batch_only(fitted_with_augment, digits):
     clf, augment = fitted_with_augment
-    n_train = len(digits[0]) - round(0.1 * len(digits[0]))
+    held_out = clf.validation_fraction_ or 0.0
+    n_train = len(digits[0]) - round(held_out * len(digits[0]))
     batches_per_epoch = -(-n_train // clf.batch_size)
     assert len(augment.outputs) == clf.max_epochs * batches_per_epoch
     assert sum(len(x) for x in augment.inputs) == clf.max_epochs * n_train
