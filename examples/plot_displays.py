@@ -37,7 +37,8 @@ X = (digits.images / 16).astype(np.float32)  # (1797, 8, 8), values in [0, 1]
 X_train, X_test, y_train, y_test = train_test_split(
     X, digits.target, test_size=0.3, stratify=digits.target, random_state=0
 )
-clf = CNNClassifier(module__width=8, max_epochs=6, precision="fp32", random_state=0)
+clf = CNNClassifier(module__width=8, max_epochs=6, validation_fraction=0.1,
+                    precision="fp32", random_state=0)
 clf.fit(X_train, y_train)
 print(f"test accuracy: {clf.score(X_test, y_test):.3f}")
 

@@ -66,6 +66,7 @@ clf = CNNClassifier(
     augment=RandomAugment(degrees=10, translate=0.1, zoom=0.1),
     module__width=8,
     max_epochs=10,
+    validation_fraction=0.1,  # hold out 10% to watch the validation accuracy
     random_state=0,
 )
 clf.fit(paths, y)
