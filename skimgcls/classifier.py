@@ -593,6 +593,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             allow_paths=True, reader=self._reader(), return_image_shape=True)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
+        pos_weight = self._pos_weight(y_enc) if self._multilabel else None
         if not warm:  # before the split: datasets of file paths check it
             self.image_shape_ = shape
         with seeded(self.random_state) as rng, torch_threads(self.n_threads):
@@ -609,7 +610,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.net_.train_split = None if valid is None else predefined_split(valid)
             if self._multilabel:
                 self.net_.threshold = self.threshold
-                self.net_.set_pos_weight(self._pos_weight(y_enc))
+                self.net_.set_pos_weight(pos_weight)
             self.net_.callbacks = build_callbacks(
                 net_params(self), self.net_, train=train, partial=partial)
             self.net_.initialize_callbacks()
@@ -643,15 +644,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _encode_labels(self, X, y, *, classes, reset):
         if reset:
             y = check_labels(y, n_samples=len(X), estimator=self, multilabel="auto")
+            if y.ndim == 2 and classes is not None and len(classes) != y.shape[1]:
+                raise ValueError(
+                    f"classes has {len(classes)} entries but the multi-label y "
+                    f"has {y.shape[1]} label columns. Leave classes=None for an "
+                    "indicator y: its columns are the labels."
+                )
             self.multilabel_ = y.ndim == 2
             if self.multilabel_:  # columns are the labels, as in MLPClassifier
                 self.classes_ = np.arange(y.shape[1])
-                if classes is not None and len(classes) != y.shape[1]:
-                    raise ValueError(
-                        f"classes has {len(classes)} entries but the multi-label y "
-                        f"has {y.shape[1]} label columns. Leave classes=None for an "
-                        "indicator y: its columns are the labels."
-                    )
                 return y
             labels = y if classes is None else np.asarray(classes)
             self.classes_ = np.unique(labels)
