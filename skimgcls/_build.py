@@ -138,7 +138,7 @@ def build_module(params, *, image_shape, n_classes):
 
 
 def build_net(params, *, image_shape, n_classes, device, precision, accelerator=None,
-              paths=False):
+              paths=False, multilabel=False):
     """The initialized skorch net (:class:`~skimgcls._skorch.ImageNet`).
 
     Parameters
@@ -155,6 +155,10 @@ def build_net(params, *, image_shape, n_classes, device, precision, accelerator=
         Train through it (:class:`~skimgcls._accelerate.AcceleratedImageNet`).
     paths : bool, default=False
         The data are file paths: decode them in DataLoader workers.
+    multilabel : bool, default=False
+        ``n_classes`` independent labels (0/1 indicator targets): binary
+        cross-entropy per label and sigmoid probabilities, instead of
+        cross-entropy over classes and softmax.
     """
     module = build_module(params, image_shape=image_shape, n_classes=n_classes)
     optimizer = params["optimizer"]
@@ -168,6 +172,9 @@ def build_net(params, *, image_shape, n_classes, device, precision, accelerator=
         iterator_valid__collate_fn=collate_batch,
         iterator_train__shuffle=True,
     )
+    if multilabel:
+        kwargs.update(predict_nonlinearity=torch.sigmoid, multilabel=True,
+                      threshold=params.get("threshold", 0.5))
     if paths:  # decode files in worker processes, overlapping training
         kwargs.update(iterator_train__num_workers=default_workers(),
                       iterator_valid__num_workers=default_workers())
@@ -189,7 +196,7 @@ def build_net(params, *, image_shape, n_classes, device, precision, accelerator=
                           accelerator.print if params["verbose"] else silent)
     net = net_class(
         module=module,
-        criterion=nn.CrossEntropyLoss,
+        criterion=nn.BCEWithLogitsLoss if multilabel else nn.CrossEntropyLoss,
         optimizer=optimizer,
         lr=params["lr"],
         max_epochs=params["max_epochs"],

@@ -73,8 +73,11 @@ class EpochProgressBar(Callback):
             n = len(y_pred)
             self.loss_sum_ = self.loss_sum_ + loss.detach() * n
             if y_true is not None:
-                hits = y_pred.detach().argmax(dim=1) == torch.as_tensor(
-                    y_true, device=y_pred.device)
+                y_true = torch.as_tensor(y_true, device=y_pred.device)
+                if y_true.ndim == 2:  # multi-label: all labels right (logit > 0)
+                    hits = ((y_pred.detach() > 0) == y_true.bool()).all(dim=1)
+                else:
+                    hits = y_pred.detach().argmax(dim=1) == y_true
                 self.correct_ = self.correct_ + hits.sum()
             self.seen_ += n
             now = time.monotonic()

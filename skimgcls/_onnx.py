@@ -21,19 +21,23 @@ __all__ = ["export_onnx"]
 
 # -- ONNX ----------------------------------------------------------------------
 class _ProbaGraph(torch.nn.Module):
-    """Pipeline steps' torch modules, the network and a softmax, in one module."""
+    """Pipeline steps' torch modules, the network and a softmax (or sigmoid)."""
 
-    def __init__(self, steps, network, channels_last_input):
+    def __init__(self, steps, network, channels_last_input, multilabel=False):
         super().__init__()
         self.steps = torch.nn.ModuleList(steps)
         self.network = network
         self.channels_last_input = channels_last_input
+        self.multilabel = multilabel
 
     def forward(self, images):
         x = images.permute(0, 3, 1, 2) if self.channels_last_input else images
         for step in self.steps:
             x = step(x)
-        return torch.softmax(self.network(x).float(), dim=1)
+        logits = self.network(x).float()
+        if self.multilabel:  # independent labels, as predict_proba
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)
 
 
 def _split_pipeline(estimator):
@@ -49,8 +53,12 @@ def export_onnx(estimator, path, *, input_shape=None, layout="NHWC"):
 
     The graph takes a float32 batch of images and returns class
     probabilities, the softmax of the network's outputs, as
-    ``predict_proba`` does. The class labels are stored in the model's
-    metadata (``classes``, a JSON list).
+    ``predict_proba`` does (for a multi-label classifier, the sigmoid of
+    each output: per-label probabilities). The class labels are stored in
+    the model's metadata (``classes``, a JSON list), with ``multilabel``
+    (``"true"``/``"false"``) and, for multi-label models, ``threshold`` (a
+    JSON number or list): a label is predicted when its probability is
+    above it.
 
     Parameters
     ----------
@@ -113,7 +121,8 @@ def export_onnx(estimator, path, *, input_shape=None, layout="NHWC"):
                          "not record the shape of the images it was fitted on.")
     h, w, c = input_shape
     network = copy.deepcopy(clf.module_).float().cpu().eval()
-    graph = _ProbaGraph(modules, network, layout == "NHWC").eval()
+    multilabel = bool(getattr(clf, "multilabel_", False))
+    graph = _ProbaGraph(modules, network, layout == "NHWC", multilabel).eval()
     example = torch.rand((2, h, w, c) if layout == "NHWC" else (2, c, h, w))
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
@@ -126,8 +135,12 @@ def export_onnx(estimator, path, *, input_shape=None, layout="NHWC"):
     program.model.metadata_props.update({
         "classes": json.dumps(classes, default=str),
         "input_layout": layout,
+        "multilabel": json.dumps(multilabel),
         "producer": f"skimgcls {__version__}",
     })
+    if multilabel:
+        program.model.metadata_props["threshold"] = json.dumps(
+            np.asarray(clf.threshold, dtype=float).tolist())
     path = Path(path)
     program.save(str(path))
     return path

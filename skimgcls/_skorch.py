@@ -14,6 +14,10 @@
 * runs the forward pass under bf16 autocast when ``precision='bf16'``,
 * augments training batches only (never validation, never prediction),
 * weights the per-sample loss by ``sample_weight`` (class weights folded in),
+* trains multi-label targets (``multilabel=True``: a 0/1 indicator matrix,
+  binary cross-entropy per label, averaged over the labels of each sample,
+  positives weighted by ``pos_weight_``; ``predict`` thresholds sigmoid
+  probabilities, so ``valid_acc`` is the subset accuracy),
 * survives training faults: a non-finite loss raises
   :class:`~skimgcls.exceptions.NonFiniteLossError` naming the epoch and batch,
   and a ``KeyboardInterrupt`` inside an epoch, like the loss error, rolls the
@@ -27,6 +31,7 @@
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
@@ -60,16 +65,24 @@ class ImageNet(NeuralNetClassifier):
     mixup_alpha, cutmix_alpha : float, default=0.0
         MixUp / CutMix of training batches (after ``augment``), see
         :func:`skimgcls.augmentation.mix_batch`; 0 turns them off.
+    multilabel : bool, default=False
+        Targets are 0/1 indicator rows (criterion: ``BCEWithLogitsLoss`` with
+        ``reduction='none'``, prediction: sigmoid, then ``> threshold``).
+    threshold : float or ndarray of shape (n_labels,), default=0.5
+        Multi-label only: probability above which ``predict`` sets a label.
     """
 
     def __init__(self, *args, augment=None, precision="fp32", mixup_alpha=0.0,
-                 cutmix_alpha=0.0, **kwargs):
+                 cutmix_alpha=0.0, multilabel=False, threshold=0.5, **kwargs):
         super().__init__(*args, **kwargs)
         self.augment = augment
         self.precision = precision
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
+        self.multilabel = multilabel
+        self.threshold = threshold
         # Trailing underscores keep these out of skorch's get_params.
+        self.pos_weight_ = None
         self.checkpoint_ = None
         self.interrupted_ = None
         self._last_good_ = None
@@ -192,14 +205,32 @@ class ImageNet(NeuralNetClassifier):
         """Return the float32 logits of one batch, in evaluation mode.
 
         With ``views`` (test-time augmentation, see :mod:`skimgcls._tta`),
-        return the log of the softmax probabilities averaged over the views.
-        Call it under :func:`torch.inference_mode`.
+        return the logits of the probabilities averaged over the views (softmax,
+        or sigmoid when ``multilabel``). Call it under :func:`torch.inference_mode`.
         """
         self._set_training(False)
         images = self.to_model_input(Xi)
         if views is None:
             return self.forward_images(images)
-        return average_views(self.forward_images, images, views)
+        return average_views(self.forward_images, images, views,
+                             multilabel=self.multilabel)
+
+    def predict(self, X):
+        """Class indices (argmax), or the 0/1 indicator rows when ``multilabel``."""
+        if not self.multilabel:
+            return super().predict(X)
+        return (self.predict_proba(X) > self.threshold).astype(np.int64)
+
+    def set_pos_weight(self, pos_weight):
+        """Weight the positives of each label in the multi-label loss.
+
+        Parameters
+        ----------
+        pos_weight : array-like of shape (n_labels,) or None
+            As ``BCEWithLogitsLoss(pos_weight=...)``; None weighs all equally.
+        """
+        self.pos_weight_ = (None if pos_weight is None
+                            else torch.as_tensor(pos_weight, dtype=torch.float32))
 
     def infer(self, x, **fit_params):
         return self.forward_images(self.to_model_input(x))
@@ -320,7 +351,15 @@ class ImageNet(NeuralNetClassifier):
             self._last_good_ = None
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = self.criterion_(y_pred, to_tensor(y_true, device=self.device))
+        y_true = to_tensor(y_true, device=self.device)
+        if self.multilabel:
+            y_true = y_true.to(device=y_pred.device, dtype=y_pred.dtype)
+        loss = self.criterion_(y_pred, y_true)
+        if loss.ndim == 2:  # multi-label: one loss per label
+            if self.pos_weight_ is not None:
+                # BCE's pos_weight, for 0/1 targets: positives' terms times it.
+                loss = loss * (1 + (self.pos_weight_.to(loss.device) - 1) * y_true)
+            loss = loss.mean(dim=1)
         if isinstance(X, Mapping) and "sample_weight" in X:
             loss = loss * X["sample_weight"].to(loss.device)
         return loss.mean()

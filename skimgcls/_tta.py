@@ -100,12 +100,15 @@ def resolve_tta(tta):
     return views
 
 
-def average_views(forward, images, views):
-    """Return ``log(mean softmax)`` of ``forward`` over the ``views`` of a batch.
+def average_views(forward, images, views, *, multilabel=False):
+    """Return the logits of the probabilities of ``forward`` averaged over ``views``.
 
-    The log keeps the result usable as logits: its softmax is the averaged
-    probabilities and its argmax their argmax.
+    Single-label: ``log(mean softmax)``, whose softmax is the averaged
+    probabilities and argmax their argmax. Multi-label (independent sigmoid
+    per label): ``logit(mean sigmoid)``, whose sigmoid is the averaged
+    probabilities, so a threshold on them reads the same.
     """
+    activation = torch.sigmoid if multilabel else (lambda z: torch.softmax(z, dim=1))
     proba = None
     for view in views:
         augmented = view(images)
@@ -114,6 +117,7 @@ def average_views(forward, images, views):
                 f"A tta view changed the batch shape from {tuple(images.shape)} to "
                 f"{tuple(augmented.shape)}; views must keep (n, C, H, W)."
             )
-        p = torch.softmax(forward(augmented), dim=1)
+        p = activation(forward(augmented))
         proba = p if proba is None else proba + p
-    return torch.log(proba / len(views))
+    proba = proba / len(views)
+    return torch.logit(proba) if multilabel else torch.log(proba)

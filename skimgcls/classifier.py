@@ -55,6 +55,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     ensembles, pickling) and builds its network from the data in ``fit``: the
     number of channels, the image size and the number of classes.
 
+    Given a 2-D 0/1 indicator ``y`` of shape ``(n_samples, n_labels)`` (as
+    from :class:`sklearn.preprocessing.MultiLabelBinarizer`), it is a
+    multi-label classifier, like :class:`sklearn.neural_network.MLPClassifier`:
+    one sigmoid per label trained with binary cross-entropy, ``predict``
+    returns the indicator matrix and ``predict_proba`` an
+    ``(n_samples, n_labels)`` array of per-label probabilities (see the
+    multi-label guide).
+
     Parameters
     ----------
     module : str, torch.nn.Module subclass or instance, default='compact_cnn'
@@ -100,7 +108,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         the learning rate by 10 when the monitored loss stops improving for
         ``patience`` epochs; None: constant ``lr``.
     validation_fraction : float, 'auto' or None, default='auto'
-        Fraction of the training data held out, stratified on ``y``, to compute
+        Fraction of the training data held out, stratified on ``y`` (a plain
+        random split for a multi-label ``y``, which cannot be stratified), to compute
         ``valid_loss`` and ``valid_acc`` each epoch (and to stop early). None
         trains on all the data. ``'auto'`` holds out 10 % from 10,000 images on
         (as ``HistGradientBoostingClassifier``'s ``early_stopping='auto'``) and
@@ -119,6 +128,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Weights of the classes in the loss, as in scikit-learn: a dict
         ``{label: weight}``, or ``'balanced'`` for weights inversely
         proportional to class frequencies. Multiplies ``sample_weight``.
+        For a multi-label ``y`` it weighs the positive examples of each label
+        (``BCEWithLogitsLoss``'s ``pos_weight``): ``{label_index: weight}``
+        (other labels 1), or ``'balanced'``: ``n_negative / n_positive`` per
+        label (1 for a label without positives).
     update_bn : bool, default=True
         At the end of ``fit``, recompute the BatchNorm statistics that
         ``predict`` uses over the training images with the final weights (one
@@ -166,7 +179,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         tensor of shape ``(n, C, H, W)``. Only prediction is affected, never
         training nor the validation scores in ``history_``; it can be set
         after ``fit`` with ``set_params(tta=...)``. Costs one forward pass
-        per view.
+        per view. A multi-label classifier averages the sigmoid
+        probabilities of the views instead.
+    threshold : float or array-like of shape (n_labels,), default=0.5
+        Multi-label ``y`` only (no effect on single-label classification):
+        ``predict`` sets label ``j`` of an image when its probability
+        ``predict_proba(X)[:, j]`` is above ``threshold`` (or
+        ``threshold[j]``), and ``score`` (subset accuracy) and ``valid_acc``
+        use that. Lower it to favour recall, raise it for precision, or pick
+        one per label on held-out data; it can be changed after ``fit`` with
+        ``set_params(threshold=...)``.
     accelerator : accelerate.Accelerator, dict or None, default=None
         Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``):
         on several GPUs when the script is started with ``accelerate launch``,
@@ -251,7 +273,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        The class labels.
+        The class labels; for a multi-label indicator ``y``, the label
+        (column) indices ``np.arange(n_labels)``, as in ``MLPClassifier``.
+    multilabel_ : bool
+        Whether ``fit`` got a multi-label indicator ``y``.
     n_features_in_ : int
         Number of values per image (``H * W * C``).
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -339,6 +364,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "device": [str, torch.device],
         "tta": [StrOptions(set(TTA_PRESETS)), list, tuple, None],
+        "threshold": [Interval(Real, 0, 1, closed="both"), "array-like"],
         "accelerator": [dict, HasMethods(["prepare", "backward", "autocast"]), None],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "compile": ["boolean"],
@@ -376,6 +402,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         precision="auto",
         device="auto",
         tta=None,
+        threshold=0.5,
         accelerator=None,
         n_threads=None,
         compile=False,
@@ -409,6 +436,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.device = device
         self.tta = tta
+        self.threshold = threshold
         self.accelerator = accelerator
         self.n_threads = n_threads
         self.compile = compile
@@ -483,6 +511,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
+        tags.classifier_tags.multi_label = True
         return tags
 
     # -- fitting -------------------------------------------------------------
@@ -496,8 +525,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             Images of shape ``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)``, or
             ``(n, H*W*C)`` with ``image_shape``; or a 1-D array of image file
             paths, decoded batch by batch with ``reader``.
-        y : array-like of shape (n_samples,)
-            Class labels of any hashable kind (strings, ints...).
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels of any hashable kind (strings, ints...), or a
+            multi-label indicator matrix of 0 and 1 (dense or sparse), one
+            column per label.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each image in the loss.
 
@@ -535,10 +566,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like, torch.Tensor or list of PIL.Image.Image
             Images, as in :meth:`fit`.
-        y : array-like of shape (n_samples,)
-            Class labels.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a multi-label indicator matrix (as in :meth:`fit`).
         classes : array-like of shape (n_classes,), default=None
             All class labels; required on the first call if ``y`` lacks some.
+            Not needed for an indicator ``y`` (its columns are the labels);
+            if given, it must have one entry per column.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each image in the loss.
 
@@ -561,6 +594,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             allow_paths=True, reader=self._reader(), return_image_shape=True)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
+        pos_weight = self._pos_weight(y_enc) if self._multilabel else None
         if not warm:
             self.image_shape_ = shape  # file datasets check every batch against it
         random_state = self.random_state
@@ -582,6 +616,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     self.precision_ = resolve_precision(self.precision, self.device_)
                 self.net_ = self._build_net(accelerator, paths=X.ndim == 1)
             self.net_.train_split = None if valid is None else predefined_split(valid)
+            if self._multilabel:
+                self.net_.threshold = self.threshold
+                self.net_.set_pos_weight(pos_weight)
             self.net_.callbacks = build_callbacks(
                 net_params(self), self.net_, train=train, partial=partial)
             self.net_.initialize_callbacks()
@@ -614,7 +651,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _encode_labels(self, X, y, *, classes, reset):
         if reset:
-            y = check_labels(y, n_samples=len(X), estimator=self)
+            y = check_labels(y, n_samples=len(X), estimator=self, multilabel="auto")
+            if y.ndim == 2 and classes is not None and len(classes) != y.shape[1]:
+                raise ValueError(
+                    f"classes has {len(classes)} entries but the multi-label y "
+                    f"has {y.shape[1]} label columns. Leave classes=None for an "
+                    "indicator y: its columns are the labels."
+                )
+            self.multilabel_ = y.ndim == 2
+            if self.multilabel_:  # columns are the labels, as in MLPClassifier
+                self.classes_ = np.arange(y.shape[1])
+                return y
             labels = y if classes is None else np.asarray(classes)
             self.classes_ = np.unique(labels)
             if len(self.classes_) < 2:
@@ -623,12 +670,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     f"but the data contains only one class: {self.classes_[0]!r}."
                 )
         y = check_labels(y, n_samples=len(X), classes=self.classes_, estimator=self,
-                         seen_in="fit" if reset else "the first fit")
-        return np.searchsorted(self.classes_, y)
+                         seen_in="fit" if reset else "the first fit",
+                         multilabel=self._multilabel)
+        return y if self._multilabel else np.searchsorted(self.classes_, y)
+
+    @property
+    def _multilabel(self):
+        # Models saved before multi-label support have no multilabel_.
+        return getattr(self, "multilabel_", False)
 
     def _sample_weights(self, X, y_enc, sample_weight):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        if self.class_weight is not None:
+        if self.class_weight is not None and not self._multilabel:
             class_weight = self.class_weight
             if isinstance(class_weight, dict):
                 unknown = set(class_weight) - set(self.classes_.tolist())
@@ -642,6 +695,26 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                 for k, v in class_weight.items()}
             weights = weights * compute_sample_weight(class_weight, y_enc)
         return weights.astype(np.float32)
+
+    def _pos_weight(self, y):
+        """Multi-label ``class_weight`` as the weight of each label's positives."""
+        if self.class_weight is None:
+            return None
+        if isinstance(self.class_weight, dict):
+            unknown = set(self.class_weight) - set(self.classes_.tolist())
+            if unknown:
+                raise ValueError(
+                    f"class_weight has labels that are not label indices: "
+                    f"{sorted(map(str, unknown))}; a multi-label y has the labels "
+                    f"0 to {len(self.classes_) - 1} (its columns)."
+                )
+            weight = np.ones(len(self.classes_))
+            for label, value in self.class_weight.items():
+                weight[label] = value
+            return weight
+        positives = y.sum(axis=0)
+        return np.where(positives > 0, (len(y) - positives) / np.maximum(positives, 1),
+                        1.0)
 
     def _split(self, X, y_enc, weights, rng, *, partial):
         """Hold out the validation split; record the fraction used.
@@ -658,17 +731,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.validation_fraction_ = None
             return self._dataset(X, y_enc, weights), None
         idx = np.arange(len(X))
+        # Label sets are too many to stratify on: a multi-label split is random.
+        stratify = None if self._multilabel else y_enc
         try:
             train_idx, valid_idx = train_test_split(
-                idx, test_size=fraction, stratify=y_enc, random_state=rng,
+                idx, test_size=fraction, stratify=stratify, random_state=rng,
             )
         except ValueError as exc:
             if self.validation_fraction == "auto":  # too few images per class
                 self.validation_fraction_ = None
                 return self._dataset(X, y_enc, weights), None
+            how = ("" if self._multilabel else
+                   f" stratified over {len(self.classes_)} classes")
             raise ValueError(
                 f"Cannot hold out validation_fraction={fraction} of "
-                f"{len(X)} images stratified over {len(self.classes_)} classes "
+                f"{len(X)} images{how} "
                 f"({exc}). Pass more images, a larger validation_fraction, or "
                 "validation_fraction=None (or 'auto') to train without a validation "
                 "split when the data are too few."
@@ -716,7 +793,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _build_net(self, accelerator=None, *, paths=False):
         return build_net(net_params(self), image_shape=self.image_shape_,
                          n_classes=len(self.classes_), device=self.device_,
-                         precision=self.precision_, accelerator=accelerator, paths=paths)
+                         precision=self.precision_, accelerator=accelerator, paths=paths,
+                         multilabel=self._multilabel)
 
     # -- prediction ----------------------------------------------------------
     def _check_X(self, X):
@@ -745,8 +823,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         """Return the float32 logits of validated images, batch by batch.
 
-        With ``tta``, the log of the softmax probabilities averaged over the
-        views: its softmax is that average and its argmax the prediction.
+        With ``tta``, the logits of the probabilities averaged over the views:
+        their softmax (sigmoid for multi-label) is that average.
         """
         views = resolve_tta(self.tta)
         # On the CPU, batches larger than PREDICT_BATCH_SIZE spill the
@@ -765,6 +843,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Return class probabilities (softmax of the network's outputs).
 
+        For a multi-label classifier, the probability of each label on its
+        own (sigmoid of each output): rows need not sum to 1. This is
+        ``MLPClassifier``'s multi-label format, an array, not the list of
+        ``(n_samples, 2)`` arrays of ``MultiOutputClassifier``; scikit-learn's
+        ``roc_auc_score`` and ``average_precision_score`` take it as it is.
+
         Parameters
         ----------
         X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
@@ -774,13 +858,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Probabilities, columns in the order of ``classes_``.
+            Probabilities, columns in the order of ``classes_`` (of the
+            labels, for a multi-label classifier).
         """
         X = self._check_X(X)
-        return torch.softmax(self._logits(X), dim=1).numpy()
+        logits = self._logits(X)
+        if self._multilabel:
+            return torch.sigmoid(logits).numpy()
+        return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, X):
         """Return the most probable class label of each image.
+
+        For a multi-label classifier, the indicator matrix of the labels
+        whose probability is above ``threshold``.
 
         Parameters
         ----------
@@ -790,25 +881,46 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,)
-            Labels from ``classes_``.
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            Labels from ``classes_``; for a multi-label classifier, int64
+            rows of 0 and 1 (an image may get no label or several).
         """
         X = self._check_X(X)
+        if self._multilabel:
+            threshold = self._threshold()
+            return (torch.sigmoid(self._logits(X)).numpy() > threshold).astype(np.int64)
         return self.classes_[self._logits(X).argmax(dim=1).numpy()]
+
+    def _threshold(self):
+        """``threshold`` as a scalar or one value per label, checked."""
+        threshold = np.asarray(self.threshold, dtype=np.float64)
+        n_labels = len(self.classes_)
+        if threshold.ndim > 1 or (threshold.ndim == 1 and len(threshold) != n_labels):
+            raise ValueError(
+                f"threshold must be a number or have one value per label ({n_labels}); "
+                f"got an array of shape {threshold.shape}."
+            )
+        if not np.all((threshold >= 0) & (threshold <= 1)):
+            raise ValueError(f"threshold values must be in [0, 1]; got {self.threshold!r}.")
+        return threshold
 
     def score(self, X, y, sample_weight=None):
         """Return the mean accuracy on images ``X`` with labels ``y``.
 
         Unlike most scikit-learn classifiers, labels that were not seen in
         :meth:`fit` are an error rather than silent misclassifications: they
-        usually mean mismatched labels (e.g. ``'1'`` against ``1``).
+        usually mean mismatched labels (e.g. ``'1'`` against ``1``). For a
+        multi-label classifier this is the subset accuracy (an image counts
+        as right when all its labels are), as for any scikit-learn
+        classifier; pass ``scoring='f1_samples'`` or another multi-label
+        metric to searches and ``cross_val_score`` for a finer measure.
 
         Parameters
         ----------
         X : array-like, torch.Tensor or list of PIL.Image.Image
             Images with the shape seen in :meth:`fit`.
-        y : array-like of shape (n_samples,)
-            True labels, all from ``classes_``.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels, all from ``classes_``, or the indicator matrix.
         sample_weight : array-like of shape (n_samples,), default=None
             Sample weights.
 
@@ -818,7 +930,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             Mean accuracy of ``self.predict(X)`` against ``y``.
         """
         check_is_fitted(self)
-        check_labels(y, classes=self.classes_, estimator=self)
+        check_labels(y, classes=self.classes_, estimator=self,
+                     multilabel=self._multilabel)
         return super().score(X, y, sample_weight=sample_weight)
 
     @property

@@ -102,18 +102,52 @@ def _demo(args):
     return 0
 
 
-def _train(args):
+def _training_data(args):
+    """Paths, labels (1-D, or an indicator matrix) and the class names.
+
+    A folder has one subfolder per class; a CSV file lists paths and either
+    one label column, several 0/1 label columns, or one column of label
+    names joined by ``--label-sep`` (the last two are multi-label).
+    """
     import numpy as np
 
+    from .datasets import load_image_csv, load_image_folder
+
+    if Path(args.data_dir).is_dir():
+        X, y = load_image_folder(args.data_dir, mode=args.mode, lazy=True,
+                                 on_error=args.on_error, verbose=args.verbose)
+        classes, counts = np.unique(y, return_counts=True)
+        return X, y, classes, counts
+    if not Path(args.data_dir).is_file():
+        raise CLIError(f"{args.data_dir}: no such folder or CSV file.")
+    columns = args.label_column or ["label"]
+    label_column = columns[0] if len(columns) == 1 else columns
+    X, y = load_image_csv(args.data_dir, path_column=args.path_column,
+                          label_column=label_column, label_sep=args.label_sep,
+                          mode=args.mode, lazy=True, on_error=args.on_error,
+                          verbose=args.verbose)
+    if args.label_sep is not None:
+        from sklearn.preprocessing import MultiLabelBinarizer
+
+        binarizer = MultiLabelBinarizer()
+        y = binarizer.fit_transform(y)
+        classes = binarizer.classes_
+    elif y.ndim == 2:
+        classes = np.asarray(columns)
+    else:
+        classes, counts = np.unique(y, return_counts=True)
+        return X, y, classes, counts
+    return X, y, classes, y.sum(axis=0)
+
+
+def _train(args):
     from .classifier import CNNClassifier
-    from .datasets import load_image_folder
     from .persistence import save
 
     reader = _reader(args)
-    X, y = load_image_folder(args.data_dir, mode=args.mode, lazy=True,
-                             on_error=args.on_error, verbose=args.verbose)
-    classes, counts = np.unique(y, return_counts=True)
-    print(f"Found {len(X)} images of {len(classes)} classes in {args.data_dir}: "
+    X, y, classes, counts = _training_data(args)
+    kind = "labels (multi-label)" if y.ndim == 2 else "classes"
+    print(f"Found {len(X)} images of {len(classes)} {kind} in {args.data_dir}: "
           + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts)))
     augment = None
     if args.augment:
@@ -133,7 +167,8 @@ def _train(args):
     history = clf.history_[-1]
     summary = {
         "data_dir": str(args.data_dir), "n_images": int(len(X)),
-        "classes": classes.tolist(), "model": args.model, "epochs": len(clf.history_),
+        "classes": classes.tolist(), "multilabel": bool(y.ndim == 2),
+        "model": args.model, "epochs": len(clf.history_),
         "image_shape": list(clf.image_shape_), "train_loss": history["train_loss"],
         "valid_acc": history.get("valid_acc"), "sha256": digest,
     }
@@ -144,11 +179,51 @@ def _train(args):
     return 0
 
 
+def _label_names(model_dir, clf):
+    """A multi-label model's label names, from the training.json beside it."""
+    folder = Path(model_dir)
+    summary = (folder if folder.is_dir() else folder.parent) / "training.json"
+    if summary.is_file():
+        names = json.loads(summary.read_text()).get("classes")
+        if isinstance(names, list) and len(names) == len(clf.classes_):
+            return names
+    return [_plain(c) for c in clf.classes_]
+
+
+def _predict_multilabel(args, clf, paths):
+    """One row per image: the labels above the threshold, every probability."""
+    import numpy as np
+
+    images = np.asarray(paths, dtype=object)
+    proba = clf.predict_proba(images)
+    predicted = clf.predict(images)
+    names = _label_names(args.model_dir, clf)
+    sep = args.label_sep or "|"
+    if args.format == "json":
+        rows = [{"path": path,
+                 "labels": [names[j] for j in np.flatnonzero(predicted[i])],
+                 "probabilities": {str(name): round(float(proba[i, j]), 6)
+                                   for j, name in enumerate(names)}}
+                for i, path in enumerate(paths)]
+        return json.dumps(rows, indent=2) + "\n", len(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "labels", *(f"probability_{name}" for name in names)])
+    for i, path in enumerate(paths):
+        labels = sep.join(str(names[j]) for j in np.flatnonzero(predicted[i]))
+        writer.writerow([path, labels, *(round(float(p), 6) for p in proba[i])])
+    return buffer.getvalue(), len(paths)
+
+
 def _predict(args):
     import numpy as np
 
     clf = _load_model(args.model_dir)
     paths = _paths_of(args.images)
+    if getattr(clf, "multilabel_", False):
+        text, n_rows = _predict_multilabel(args, clf, paths)
+        _write(text, n_rows, args.output)
+        return 0
     proba = clf.predict_proba(np.asarray(paths, dtype=object))
     classes = clf.classes_
     order = np.argsort(-proba, axis=1)[:, : args.top_k]
@@ -161,12 +236,16 @@ def _predict(args):
         for i, path in enumerate(paths)
     ]
     text = _format_rows(rows, args.format, args.top_k)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"Wrote {len(rows)} predictions to {args.output}.", file=sys.stderr)
+    _write(text, len(rows), args.output)
+    return 0
+
+
+def _write(text, n_rows, output):
+    if output:
+        Path(output).write_text(text)
+        print(f"Wrote {n_rows} predictions to {output}.", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0
 
 
 def _plain(value):
@@ -199,6 +278,12 @@ def _evaluate(args):
     from .datasets import load_image_folder
 
     clf = _load_model(args.model_dir)
+    if getattr(clf, "multilabel_", False):
+        raise CLIError(
+            "evaluate reads one class per subfolder, but this model is multi-label. "
+            "Score it in Python: clf.predict(X) with sklearn.metrics.f1_score("
+            "y, y_pred, average='samples'), hamming_loss or classification_report."
+        )
     X, y = load_image_folder(args.data_dir, lazy=True, on_error=args.on_error)
     y = _labels_as_classes(y, clf.classes_, args.data_dir)
     y_pred = clf.predict(X)
@@ -315,11 +400,24 @@ def build_parser():
     demo.set_defaults(func=_demo)
 
     train = commands.add_parser(
-        "train", help="train a model on a folder of images (one subfolder per class)",
-        description="Train CNNClassifier on DATA_DIR/<label>/<image files> and save "
-        "it (without pickle) to MODEL_DIR/model.safetensors, with a training "
-        "summary in MODEL_DIR/training.json.")
-    train.add_argument("data_dir", metavar="DATA_DIR")
+        "train", help="train a model on a folder of images (one subfolder per class) "
+        "or on a CSV file of paths and labels",
+        description="Train CNNClassifier on DATA_DIR/<label>/<image files>, or on "
+        "a CSV file of image paths (relative to the file) and labels, and save it "
+        "(without pickle) to MODEL_DIR/model.safetensors, with a training summary "
+        "in MODEL_DIR/training.json. A CSV file trains a multi-label model when it "
+        "names several 0/1 label columns (--label-column a b c) or joins label "
+        "names in one column (--label-sep '|').")
+    train.add_argument("data_dir", metavar="DATA",
+                       help="folder with one subfolder per class, or a CSV file")
+    train.add_argument("--path-column", default="path",
+                       help="CSV: column of image paths (default: %(default)s)")
+    train.add_argument("--label-column", nargs="+", metavar="COLUMN",
+                       help="CSV: the label column (default: label), or several "
+                       "0/1 columns, one per label, for multi-label data")
+    train.add_argument("--label-sep", metavar="SEP",
+                       help="CSV: the label column holds label names joined by SEP "
+                       "(e.g. 'beach|people'): multi-label data")
     train.add_argument("--model", default="compact_cnn",
                        help="network: compact_cnn, simple_cnn or a torchvision "
                        "model name such as resnet18 (default: %(default)s)")
@@ -355,7 +453,11 @@ def build_parser():
     predict.add_argument("--output", "-o", help="write to this file, not stdout")
     predict.add_argument("--top-k", type=int, default=1,
                          help="also list the k most probable labels "
-                         "(default: %(default)s)")
+                         "(default: %(default)s; single-label models)")
+    predict.add_argument("--label-sep", metavar="SEP",
+                         help="multi-label models: join the predicted labels with "
+                         "SEP in CSV output (default: '|'); every label's "
+                         "probability gets its own column")
     predict.set_defaults(func=_predict)
 
     evaluate = commands.add_parser(

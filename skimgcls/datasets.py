@@ -190,7 +190,7 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
 def load_image_csv(source, *, path_column="path", label_column="label", root=None,
                    mode="RGB", size=None, interpolation="bilinear",
                    keep_aspect_ratio=None, lazy=False, on_error="raise", n_jobs=None,
-                   verbose=0):
+                   verbose=0, label_sep=None):
     """Load images listed in a CSV file or a DataFrame of paths and labels.
 
     Parameters
@@ -200,8 +200,10 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
         columns) with ``path_column`` and ``label_column``.
     path_column : str, default='path'
         Column of image file paths.
-    label_column : str or None, default='label'
-        Column of labels. None returns ``y=None`` (images to predict).
+    label_column : str, list of str or None, default='label'
+        Column of labels. None returns ``y=None`` (images to predict). A list
+        of columns holding 0/1 (or true/false) reads multi-label data: ``y``
+        is then the indicator matrix, one column per name, in that order.
     root : str or path-like or None, default=None
         Folder that relative paths are relative to. None: the CSV file's
         folder for a CSV file, the working directory for a table.
@@ -222,13 +224,23 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
         Threads that decode files in parallel (``lazy=False``).
     verbose : int, default=0
         1 or more shows a progress bar while files are read.
+    label_sep : str or None, default=None
+        Multi-label data in one column: split each cell of ``label_column``
+        on this separator (e.g. ``'|'`` for ``beach|people``; blanks around
+        names and empty names are dropped, so an empty cell is an image
+        without labels). ``y`` is then an object array of tuples of label
+        names; ``MultiLabelBinarizer().fit_transform(y)`` turns it into the
+        indicator matrix that :class:`~skimgcls.CNNClassifier` takes, and
+        its ``classes_`` names the columns.
 
     Returns
     -------
     X : ndarray of shape (n_samples, H, W, C) or (n_samples,)
         Images, or the paths as an object array when ``lazy=True``.
-    y : ndarray of shape (n_samples,) or None
-        The labels, as read (strings from a CSV file).
+    y : ndarray of shape (n_samples,) or (n_samples, n_labels), or None
+        The labels, as read (strings from a CSV file); the indicator matrix
+        (int64) for a list of label columns; tuples of names with
+        ``label_sep``.
 
     Examples
     --------
@@ -257,7 +269,11 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
         base = Path(root) if root is not None else Path.cwd()
         what = "the table"
     available = list(columns.keys())
-    for col in (path_column, label_column):
+    label_columns = [label_column] if isinstance(label_column, str) else label_column
+    if label_sep is not None and not isinstance(label_column, str):
+        raise ValueError("label_sep splits one label column: pass label_column as "
+                         f"a column name; got {label_column!r}.")
+    for col in (path_column, *(label_columns or ())):
         if col is not None and col not in available:
             raise ValueError(
                 f"Column {col!r} not found in {what}; its columns are {available}. "
@@ -267,12 +283,48 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
     if not raw_paths:
         raise ValueError(f"{what} lists no images.")
     paths = [p if Path(p).is_absolute() else base / p for p in map(str, raw_paths)]
-    labels = (np.asarray(list(columns[label_column])) if label_column is not None
-              else np.zeros(len(paths)))
+    if label_column is None:
+        labels = np.zeros(len(paths))
+    elif not isinstance(label_column, str):
+        labels = np.column_stack([_indicator_column(columns[col], col, what)
+                                  for col in label_column])
+    elif label_sep is not None:
+        labels = _label_sets(columns[label_column], label_sep)
+    else:
+        labels = np.asarray(list(columns[label_column]))
     X, y = _load(paths, labels, mode=mode, size=size, interpolation=interpolation,
                  keep_aspect_ratio=keep_aspect_ratio, lazy=lazy, on_error=on_error,
                  n_jobs=n_jobs, verbose=verbose)
     return X, (y if label_column is not None else None)
+
+
+_TRUE, _FALSE = {"1", "1.0", "true", "yes"}, {"0", "0.0", "false", "no", ""}
+
+
+def _indicator_column(values, name, what):
+    """A column of 0/1 (true/false, yes/no) cells as int64."""
+    out = []
+    for value in values:
+        text = str(value).strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise ValueError(
+                f"Label column {name!r} of {what} holds {value!r}; a column of a "
+                "multi-label table must hold 0/1 (or true/false). For one column of "
+                "label names joined by a separator, pass label_column=<name> and "
+                "label_sep=<separator>."
+            )
+        out.append(int(text in _TRUE))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _label_sets(values, sep):
+    """Cells such as ``'beach|people'`` as an object array of name tuples."""
+    sets = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        missing = value is None or (isinstance(value, float) and value != value)  # NaN
+        names = [] if missing else str(value).split(sep)
+        sets[i] = tuple(name.strip() for name in names if name.strip())
+    return sets
 
 
 class ImagePathDataset(torch.utils.data.Dataset):

@@ -426,7 +426,8 @@ class _Decoder:
         with torch.random.fork_rng(devices=[]):  # random init, then overwritten
             net = build_net(net_params(est), image_shape=est.image_shape_,
                             n_classes=len(est.classes_), device=est.device_,
-                            precision=est.precision_)
+                            precision=est.precision_,
+                            multilabel=getattr(est, "multilabel_", False))
         state = {k: self.tensor(v) for k, v in spec["module"].items()}
         try:
             net.module_.load_state_dict(state)

@@ -174,7 +174,8 @@ BAD_LABELS = [
      ValueError, "NaN"),
     ("continuous", lambda y: np.linspace(0, 1, len(y)), ValueError, "Unknown label type"),
     ("one-class", lambda y: np.zeros_like(y), ValueError, "at least 2 classes"),
-    ("2-D", lambda y: np.c_[y, y], ValueError, "y should be a 1d array"),
+    # A 2-D y is a multi-label indicator matrix: class labels in it are refused.
+    ("2-D", lambda y: np.c_[y, y], ValueError, "binary indicator matrix of 0 and 1"),
     ("None", lambda y: None, ValueError, "requires y"),
 ]
 

@@ -36,6 +36,7 @@ import math
 import os
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils import assert_all_finite
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, column_or_1d, validate_data
@@ -369,39 +370,61 @@ def read_images(reader, paths, *, fitted_shape=None):
     return X
 
 
-def check_labels(y, *, n_samples=None, classes=None, estimator=None, seen_in="fit"):
-    """Validate class labels: the one label check of ``fit``, ``partial_fit``, ``score``.
+def check_labels(y, *, n_samples=None, classes=None, estimator=None, seen_in="fit",
+                 multilabel=False):
+    """Validate labels: the one label check of ``fit``, ``partial_fit``, ``score``.
 
     Parameters
     ----------
-    y : array-like of shape (n_samples,)
-        Class labels of any hashable kind.
+    y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        Class labels of any hashable kind, or (with ``multilabel``) a binary
+        indicator matrix, one 0/1 column per label (what
+        :class:`sklearn.preprocessing.MultiLabelBinarizer` returns; a sparse
+        matrix is accepted and made dense).
     n_samples : int, default=None
-        Number of images ``y`` must label (one label per image).
+        Number of images ``y`` must label (one row per image).
     classes : ndarray, default=None
         The known classes (``classes_``); every label must be one of them.
         Labels of another type or spelling (``'1'`` against ``1``) are
-        reported rather than silently misclassified.
+        reported rather than silently misclassified. With ``multilabel``, the
+        indicator must have ``len(classes)`` columns.
     estimator : estimator instance, default=None
         Named in the messages.
     seen_in : str, default='fit'
         Where ``classes`` were learned, for the message.
+    multilabel : bool or 'auto', default=False
+        True: ``y`` must be an indicator matrix. False: ``y`` must hold one
+        label per image. ``'auto'``: a 2-D ``y`` with more than one column
+        (or a sparse one) is an indicator matrix, anything else labels.
 
     Returns
     -------
-    y : ndarray of shape (n_samples,)
-        The labels as a 1-D array.
+    y : ndarray of shape (n_samples,) or (n_samples, n_labels)
+        The labels as a 1-D array, or the indicator matrix as 2-D int64.
 
     Raises
     ------
     ValueError
         For a missing ``y``, NaN or infinite labels, a length that differs
-        from ``n_samples``, continuous or multi-output targets, and labels
-        outside ``classes``.
+        from ``n_samples``, continuous or multi-output targets, labels
+        outside ``classes``, an indicator with values other than 0 and 1 or
+        with another number of columns than ``classes``, and an indicator
+        where labels are expected (or the reverse).
     """
     name = type(estimator).__name__ if estimator is not None else "The estimator"
     if y is None:
         raise ValueError(f"{name} requires y to be passed, but the target y is None.")
+    if multilabel == "auto":
+        multilabel = _is_indicator_shaped(y)
+    if multilabel:
+        return _check_indicator(y, n_samples, classes, name, seen_in)
+    if classes is not None and _is_indicator_shaped(y):
+        raise ValueError(
+            f"y is a 2-D array of shape {_shape(y)}, a multi-label indicator matrix, "
+            f"but {name} was fitted in {seen_in} on one label per image (classes "
+            f"{np.asarray(classes).tolist()[:20]!r}). Pass one label per image, or "
+            "fit a new estimator on the indicator matrix."
+        )
     y = column_or_1d(y, warn=True)
     if y.dtype.kind in "fcO":
         assert_all_finite(y, input_name="y")
@@ -422,6 +445,64 @@ def check_labels(y, *, n_samples=None, classes=None, estimator=None, seen_in="fi
             )
     check_classification_targets(y)
     return y
+
+
+def _shape(y):
+    return y.shape if hasattr(y, "shape") else np.asarray(y).shape
+
+
+def _is_indicator_shaped(y):
+    """A sparse matrix, or a 2-D array with more than one column."""
+    if sp.issparse(y):
+        return True
+    try:
+        shape = _shape(y)
+    except ValueError:  # ragged nested sequences: not a matrix
+        return False
+    return len(shape) == 2 and shape[1] != 1
+
+
+def _check_indicator(y, n_samples, classes, name, seen_in):
+    """A multi-label indicator matrix of 0/1 values, as int64."""
+    y = y.toarray() if sp.issparse(y) else np.asarray(y)
+    if y.ndim != 2 or y.shape[1] == 0:
+        what = ("A multi-label y" if classes is None else
+                f"{name} was fitted in {seen_in} on a multi-label indicator matrix of "
+                f"{len(classes)} labels, so y")
+        raise ValueError(
+            f"{what} must be a 2-D array of shape (n_samples, n_labels); got an "
+            f"array of shape {y.shape}."
+        )
+    if y.dtype.kind not in "biuf":
+        raise ValueError(
+            f"A multi-label y must be a numeric indicator matrix of 0 and 1; got "
+            f"dtype {y.dtype}. Turn lists of label names into one with "
+            "sklearn.preprocessing.MultiLabelBinarizer."
+        )
+    if y.dtype.kind == "f":
+        assert_all_finite(y, input_name="y")
+    values = np.unique(y)
+    bad = values[~np.isin(values, (0, 1))]
+    if bad.size:
+        raise ValueError(
+            f"A multi-label y must be a binary indicator matrix of 0 and 1 (one "
+            f"column per label, as sklearn.preprocessing.MultiLabelBinarizer "
+            f"returns); got the values {bad[:5].tolist()}. For several classes per "
+            "column (multi-output multiclass), use "
+            "sklearn.multioutput.MultiOutputClassifier around the estimator."
+        )
+    if n_samples is not None and len(y) != n_samples:
+        raise ValueError(
+            f"X and y have different numbers of samples: {n_samples} images and "
+            f"{len(y)} rows of labels. Pass one row of labels per image."
+        )
+    if classes is not None and y.shape[1] != len(classes):
+        raise ValueError(
+            f"y has {y.shape[1]} label columns, but {name} was fitted in {seen_in} "
+            f"on {len(classes)} labels. Pass an indicator matrix with one column "
+            "per label, in the order of fit."
+        )
+    return y.astype(np.int64)
 
 
 def _check_2d(X, image_shape, estimator, reset):
