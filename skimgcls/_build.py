@@ -39,6 +39,7 @@ __all__ = [
     "build_net",
     "default_workers",
     "is_main_process",
+    "path_loader_options",
     "routed",
     "silent",
 ]
@@ -114,6 +115,21 @@ def default_workers():
     return min(4, max(1, (os.cpu_count() or 1) - 1))
 
 
+def path_loader_options(device):
+    """DataLoader options of file-path data trained on ``device``.
+
+    Files are decoded in worker processes, overlapping training; on CUDA the
+    batches are page-locked (``pin_memory``) so that their copy to the GPU,
+    issued with ``non_blocking=True``, overlaps the computation.
+    """
+    options = {}
+    for name in ("iterator_train", "iterator_valid"):
+        options[f"{name}__num_workers"] = default_workers()
+        if torch.device(device).type == "cuda":
+            options[f"{name}__pin_memory"] = True
+    return options
+
+
 def routed(params, prefix=None):
     """The routed parameters (``module__*`` & co.) of ``params``.
 
@@ -175,9 +191,9 @@ def build_net(params, *, image_shape, n_classes, device, precision, accelerator=
     if multilabel:
         kwargs.update(predict_nonlinearity=torch.sigmoid, multilabel=True,
                       threshold=params.get("threshold", 0.5))
-    if paths:  # decode files in worker processes, overlapping training
-        kwargs.update(iterator_train__num_workers=default_workers(),
-                      iterator_valid__num_workers=default_workers())
+    if paths:
+        kwargs.update(path_loader_options(
+            accelerator.device if accelerator is not None else device))
     kwargs.update((k, v) for k, v in routed(params).items()
                   if not k.startswith("module__"))
     groups = backbone_param_groups(module, params["lr"], params["backbone_lr_mult"])
@@ -221,19 +237,22 @@ def build_callbacks(params, net, *, train, partial):
     n_train = len(train)
     monitor = "valid_loss" if net.train_split is not None else "train_loss"
     verbose = params["verbose"]
+    accelerator = getattr(net, "accelerator", None)
+    # Data-parallel fits print on the main process only.
+    say = print if accelerator is None else accelerator.print
     callbacks = []
     if params["lr_schedule"] is not None and not partial:
         callbacks.append(("lr_schedule", lr_scheduler(params, net, n_train, monitor)))
     if params["early_stopping"] and not partial:
         callbacks.append(("early_stopping", EarlyStopping(
             monitor=monitor, patience=params["patience"], load_best=True,
-            sink=print if verbose else silent)))
+            sink=say if verbose else silent)))
     if verbose:
         callbacks.append(("progress_bar", EpochProgressBar(
             leave=verbose > 1, epochs=1 if partial else params["max_epochs"])))
     if params["unfreeze_at_epoch"] is not None and params["freeze"] != "none":
         callbacks.append(("unfreeze", UnfreezeBackbone(params["unfreeze_at_epoch"])))
-    if params["update_bn"] and not partial and getattr(net, "accelerator", None) is None:
+    if params["update_bn"] and not partial:
         # After early stopping restored the best weights (callbacks run in order).
         callbacks.append(("update_bn", UpdateBatchNorm(train)))
     callbacks += [copy.deepcopy(cb) for cb in params["callbacks"] or []]

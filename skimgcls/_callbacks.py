@@ -160,6 +160,11 @@ class UpdateBatchNorm(Callback):
     fvcore's PreciseBN do. Frozen BatchNorm layers (no trainable affine
     parameters, e.g. a frozen pretrained backbone) are left alone.
 
+    In data-parallel training each process passes its shard of the training
+    batches, and the statistics are then averaged over the processes,
+    weighted by their number of batches: the average over the same batches
+    as in a single process, identical on every process.
+
     Parameters
     ----------
     dataset : torch.utils.data.Dataset
@@ -183,12 +188,16 @@ class UpdateBatchNorm(Callback):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches
             m.train()
+        batches = 0
         try:
             with torch.no_grad():
                 for Xb, _ in net.get_iterator(self.dataset, training=False):
                     images = net.to_model_input(Xb)
                     if len(images) > 1:  # one image has no batch variance
                         net.forward_images(images)
+                        batches += 1
+            net.mean_across_processes(
+                [s for m in layers for s in (m.running_mean, m.running_var)], batches)
         finally:
             for m, momentum, mode in zip(layers, momenta, training):
                 m.momentum = momentum

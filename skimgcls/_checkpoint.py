@@ -160,6 +160,18 @@ def _apply_callback_states(net, states):
             cb.best_model_weights_ = best
 
 
+def _unwrapped(net):
+    """The network without its DistributedDataParallel wrapper, if any.
+
+    Checkpoints hold the plain network's keys, so that a multi-process fit
+    resumes in one process and the other way round.
+    """
+    accelerator = getattr(net, "accelerator", None)
+    if accelerator is None:
+        return net.module_
+    return accelerator.unwrap_model(net.module_, keep_fp32_wrapper=False)
+
+
 def _rng_state():
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -240,13 +252,21 @@ class Checkpointer:
         return state["epochs"], state["stopped"]
 
     def save(self, net, *, stopped):
-        """Write the state of ``net`` at the end of an epoch."""
+        """Write the state of ``net`` at the end of an epoch.
+
+        In data-parallel training (``net.accelerator``) every process holds
+        the same state; the main process writes it, the others wait for it.
+        """
+        accelerator = getattr(net, "accelerator", None)
+        if accelerator is not None and not accelerator.is_main_process:
+            accelerator.wait_for_everyone()
+            return
         state = {
             "format": FORMAT,
             "fingerprint": self.fingerprint,
             "epochs": len(net.history),
             "stopped": bool(stopped),
-            "module": net.module_.state_dict(),
+            "module": _unwrapped(net).state_dict(),
             "optimizers": {name: getattr(net, name + "_").state_dict()
                            for name in net._optimizers},
             "callbacks": _callback_states(net),
@@ -255,6 +275,8 @@ class Checkpointer:
         }
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, lambda f: torch.save(state, f))
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
 
     def restore(self, net):
         """Load the checkpoint read by :meth:`load` into an initialized net.
@@ -265,7 +287,7 @@ class Checkpointer:
         state, self.resume = self.resume, None
         if state is None:
             return
-        net.module_.load_state_dict(state["module"])
+        _unwrapped(net).load_state_dict(state["module"])
         for name, optimizer_state in state["optimizers"].items():
             getattr(net, name + "_").load_state_dict(optimizer_state)
         net.history.clear()

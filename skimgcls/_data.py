@@ -11,7 +11,7 @@ workers, samplers).
 import numpy as np
 import torch
 
-__all__ = ["ImageTensorDataset", "collate_batch", "image_batches"]
+__all__ = ["ImageTensorDataset", "SliceBatches", "collate_batch", "image_batches"]
 
 
 class ImageTensorDataset(torch.utils.data.Dataset):
@@ -56,25 +56,60 @@ def collate_batch(batch):
     return batch
 
 
-class _SliceBatches:
+class SliceBatches:
     """Batches of an :class:`ImageTensorDataset` by tensor slicing.
 
     What a ``DataLoader`` with a batch sampler does, minus its per-batch
     Python work: one ``randperm`` per epoch when shuffling, else contiguous
     slices (views, no copy).
+
+    :meth:`shard` makes it yield one process's share of the batches in
+    data-parallel training: every process draws the same permutation (their
+    torch generators are seeded alike) and cuts the same global batches, and
+    process ``i`` of ``n`` takes batches ``i, i + n, i + 2n...``, as
+    Accelerate's ``BatchSamplerShard`` does for a ``DataLoader``.
     """
 
     def __init__(self, dataset, batch_size, shuffle, drop_last):
         self.dataset, self.batch_size = dataset, batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
+        self.num_shards, self.shard_index, self.even = 1, 0, True
 
-    def __len__(self):
+    def shard(self, num_shards, shard_index, *, even):
+        """Yield only the batches of process ``shard_index`` of ``num_shards``.
+
+        Parameters
+        ----------
+        num_shards, shard_index : int
+            Number of processes and this process's index.
+        even : bool
+            True (training): every process runs ``ceil(n_batches / num_shards)``
+            batches, those short of a batch repeat the first global batches
+            (each optimizer step needs all processes). False (evaluation):
+            each batch is seen once, and a process short of a batch yields an
+            empty one, so that all processes still take the same number of
+            steps (the results are gathered per step).
+
+        Returns
+        -------
+        self
+        """
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index must be in [0, {num_shards}); "
+                             f"got {shard_index}.")
+        self.num_shards, self.shard_index, self.even = num_shards, shard_index, even
+        return self
+
+    def _n_global(self):
         n, b = len(self.dataset), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
+    def __len__(self):
+        return -(-self._n_global() // self.num_shards)
+
     def __iter__(self):
         n, b = len(self.dataset), self.batch_size
-        stop = n - n % b if self.drop_last else n
+        n_global = self._n_global()
         # Draw from torch's RNG exactly as a DataLoader over a RandomSampler
         # does (its base seed, then the sampler's seed): in-memory images and
         # files then train the same model, with the same augmentation draws.
@@ -83,8 +118,14 @@ class _SliceBatches:
         if self.shuffle:
             seed = int(torch.empty((), dtype=torch.int64).random_().item())
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        for start in range(0, stop, b):
-            end = min(start + b, n)
+        for step in range(len(self)):
+            k = step * self.num_shards + self.shard_index
+            if k >= n_global:
+                if not self.even:  # an empty batch: the step, no sample
+                    yield self.dataset._batch(slice(n, n))
+                    continue
+                k %= n_global  # repeat from the start, as Accelerate does
+            start, end = k * b, min(k * b + b, n)
             yield self.dataset._batch(slice(start, end) if order is None
                                       else order[start:end])
 
@@ -100,7 +141,7 @@ def image_batches(dataset, batch_size=1, shuffle=False, collate_fn=collate_batch
     """
     if (isinstance(dataset, ImageTensorDataset) and not kwargs
             and collate_fn is collate_batch):
-        return _SliceBatches(dataset, batch_size, shuffle, drop_last)
+        return SliceBatches(dataset, batch_size, shuffle, drop_last)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                                        collate_fn=collate_fn, drop_last=drop_last,
                                        **kwargs)

@@ -181,7 +181,9 @@ class ImageNet(NeuralNetClassifier):
             step = step_fn(batch, **fit_params)
             loss = step["loss"].detach()
             history.record_batch(key, loss if defer else loss.item())
-            history.record_batch(prefix + "_batch_size", _batch_len(batch))
+            # A data-parallel validation step reports the gathered batch's size.
+            history.record_batch(prefix + "_batch_size",
+                                 step.get("batch_size") or _batch_len(batch))
             if defer:
                 rows.append(history[-1]["batches"][-1])
                 losses.append(loss)
@@ -231,6 +233,14 @@ class ImageNet(NeuralNetClassifier):
         """
         self.pos_weight_ = (None if pos_weight is None
                             else torch.as_tensor(pos_weight, dtype=torch.float32))
+
+    def mean_across_processes(self, tensors, weight):
+        """Average ``tensors`` in place over data-parallel processes.
+
+        Each process's tensors count ``weight`` times. A single process (this
+        class) has nothing to average; see
+        :class:`~skimgcls._accelerate.AcceleratedImageNet`.
+        """
 
     def infer(self, x, **fit_params):
         return self.forward_images(self.to_model_input(x))

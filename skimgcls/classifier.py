@@ -14,7 +14,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from skorch.helper import predefined_split
 from torch import nn
 
-from ._accelerate import accelerator_precision, make_accelerator
+from ._accelerate import accelerator_precision, make_accelerator, shared_random_state
 from ._build import (
     AUTO_VALIDATION_FRACTION,
     AUTO_VALIDATION_MIN_SAMPLES,
@@ -138,7 +138,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         forward pass, no augmentation), as :func:`torch.optim.swa_utils.update_bn`
         does. Their running averages lag behind the weights and, on small
         training sets, stay near their initial values. Trainable BatchNorm
-        layers only; skipped by ``partial_fit`` and with an ``accelerator``.
+        layers only; skipped by ``partial_fit``. In data-parallel training
+        each process passes its shard and the statistics are averaged.
     augment : callable or None, default=None
         Training-time augmentation, e.g. :class:`skimgcls.RandomAugment`. It
         gets every training batch of every epoch as a float tensor of shape
@@ -597,7 +598,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         pos_weight = self._pos_weight(y_enc) if self._multilabel else None
         if not warm:
             self.image_shape_ = shape  # file datasets check every batch against it
-        random_state = self.random_state
+        # Before seeding: the processes of a data-parallel fit share one seed.
+        accelerator = (getattr(self.net_, "accelerator", None) if warm
+                       else self._make_accelerator())
+        random_state = shared_random_state(self.random_state, accelerator)
         if warm and isinstance(random_state, Integral):
             # A continuation (partial_fit, warm_start) must not replay the batch
             # order and augmentation draws of the first call: seed it from the
@@ -610,7 +614,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if epochs is None:
                 epochs = self.max_epochs_
             if not warm:
-                accelerator = self._make_accelerator()
                 if accelerator is None:
                     self.device_ = resolve_device(self.device)
                     self.precision_ = resolve_precision(self.precision, self.device_)
