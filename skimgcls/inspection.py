@@ -98,7 +98,8 @@ class TrainingHistoryDisplay:
     >>> from sklearn.datasets import load_digits
     >>> from skimgcls import CNNClassifier, TrainingHistoryDisplay
     >>> X, y = load_digits(return_X_y=True)
-    >>> clf = CNNClassifier(max_epochs=2, module__width=4, random_state=0)
+    >>> clf = CNNClassifier(max_epochs=2, module__width=4, validation_fraction=0.1,
+    ...                     random_state=0)
     >>> clf = clf.fit(X[:300] / 16, y[:300])
     >>> display = TrainingHistoryDisplay.from_estimator(clf)
     >>> [ax.get_title() for ax in display.axes_]

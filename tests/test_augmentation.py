@@ -21,7 +21,8 @@ def digits():
 
 
 def tiny(**params):
-    defaults = dict(max_epochs=2, batch_size=32, precision="fp32", random_state=0)
+    defaults = dict(max_epochs=2, batch_size=32, validation_fraction=0.1,
+                    precision="fp32", random_state=0)
     if "module" not in params:
         defaults["module__width"] = 4
     defaults.update(params)

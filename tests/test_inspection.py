@@ -45,7 +45,7 @@ def data():
 
 def tiny(**params):
     defaults = dict(module__width=4, max_epochs=3, batch_size=32, lr=0.01,
-                    random_state=0, precision="fp32")
+                    validation_fraction=0.1, random_state=0, precision="fp32")
     defaults.update(params)
     return CNNClassifier(**defaults)
 
