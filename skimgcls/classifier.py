@@ -561,12 +561,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
         with seeded(self.random_state) as rng, torch_threads(self.n_threads):
+            if not warm:  # before the split: a dataset of paths checks the shape
+                self.image_shape_ = shape
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self._resolve_budget(len(train), valid is not None, warm=warm)
             if epochs is None:
                 epochs = self.max_epochs_
             if not warm:
-                self.image_shape_ = shape
                 accelerator = self._make_accelerator()
                 if accelerator is None:
                     self.device_ = resolve_device(self.device)
