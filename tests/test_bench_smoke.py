@@ -38,7 +38,9 @@ def test_quick_run_writes_json_and_markdown(bench, tmp_path, capsys):
     table = (tmp_path / "smoke.md").read_text()
     digits = saved["datasets"]["digits"]
     assert set(digits["fit_predict"]["variants"]) == {
-        "hand_fp32", "skorch", "cnn_default", "cnn_tuned"}
+        "hand_fp32", "hand_bf16", "skorch", "cnn_default", "cnn_tuned",
+        "cnn_tuned_no_dropout"}
+    assert digits["fit_predict"]["variants"]["hand_bf16"]["precision"] == "bf16"
     for stats in digits["fit_predict"]["variants"].values():
         for key in ("fit_images_per_s", "predict1_images_per_s",
                     "predict128_images_per_s", "test_accuracy", "peak_rss_mb"):
@@ -49,6 +51,7 @@ def test_quick_run_writes_json_and_markdown(bench, tmp_path, capsys):
     assert digits["stream_predict"]["n_predictions"] == 2000
     assert saved["load"]["before"] is None or len(saved["load"]["before"]) == 3
     assert "| cnn_default |" in table and "Ceiling" in table
+    assert "| hand_bf16 |" in table and "hand-written bf16 + channels_last loop" in table
     assert res["ceiling_gflops"]["fp32"] > 0
     assert "| hand_fp32 |" in capsys.readouterr().out
 

@@ -24,8 +24,8 @@ LAYERS = [
     {"_version", "_docstring", "exceptions", "utils._random", "utils._progress"},
     # 1. tensor kernels: the one NHWC -> float NCHW conversion, resize, crop...
     {"_functional"},
-    # 2. image files: decode, EXIF, draft, errors, stacking
-    {"_io"},
+    # 2. image files: decode, EXIF, draft, errors, stacking; the decode cache
+    {"_io", "_cache"},
     # 3. validation of every input
     {"utils.validation", "utils"},
     # 4. data and operations: transformers, augmentation, datasets, networks

@@ -125,6 +125,64 @@ def test_deferred_loss_sync_writes_floats_at_epoch_end(monkeypatch):
                                reference.history_[:, "train_loss"], rtol=1e-6)
 
 
+class _BatchEvents(Callback):
+    """Records (event, training, rows in the epoch, row keys) of every batch event."""
+
+    def initialize(self):
+        self.events = []
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        rows = net.history[-1]["batches"]
+        self.events.append(("begin", training, len(rows), sorted(rows[-1])))
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        rows = net.history[-1]["batches"]
+        assert loss is not None and len(batch[1]) == rows[-1][
+            "train_batch_size" if training else "valid_batch_size"]
+        self.events.append(("end", training, len(rows), sorted(rows[-1])))
+
+
+class _EndOnly(Callback):
+    def on_batch_end(self, net, **kwargs):
+        pass
+
+
+def test_batch_events_reach_the_callbacks_that_listen_with_their_rows():
+    clf = _clf(validation_fraction=0.25, max_epochs=1, lr_schedule=None,
+               callbacks=[("events", _BatchEvents()), ("end", _EndOnly())]).fit(*_data())
+    begin, end = clf.net_._batch_listeners()
+    names = {id(cb): name for name, cb in clf.net_.callbacks_}
+    assert [names[id(cb)] for cb in begin] == ["events"]
+    assert {"events", "end"} <= {names[id(cb)] for cb in end}
+    assert "epoch_timer" not in {names[id(cb)] for cb in begin + end}
+    # 45 training images in 3 batches of 16, then 15 validation images in 1
+    train = ["train_batch_size", "train_loss"]
+    assert dict(clf.net_.callbacks_)["events"].events == [
+        ("begin", True, 1, []), ("end", True, 1, train),
+        ("begin", True, 2, []), ("end", True, 2, train),
+        ("begin", True, 3, []), ("end", True, 3, train),
+        ("begin", False, 4, []), ("end", False, 4, ["valid_batch_size", "valid_loss"]),
+    ]
+
+
+class _CountingNet(ImageNet):
+    """A subclass with its own batch method: every event goes through notify."""
+
+    def on_batch_end(self, net, **kwargs):
+        self.ends = getattr(self, "ends", 0) + 1
+
+
+def test_a_net_that_overrides_batch_methods_gets_every_event(monkeypatch):
+    monkeypatch.setattr(_build, "ImageNet", _CountingNet)
+    clf = _clf(validation_fraction=0.25, max_epochs=2,
+               callbacks=[("events", _BatchEvents())]).fit(*_data())
+    assert clf.net_._batch_listeners() is None
+    assert clf.net_.ends == 2 * (3 + 1)
+    assert len(dict(clf.net_.callbacks_)["events"].events) == 2 * 2 * (3 + 1)
+    assert clf.history_[-1, "batches", :, "train_batch_size"][:3] == [16, 16, 13]
+
+
 def test_print_log_only_when_verbose(capsys):
     quiet = _clf(max_epochs=1).fit(*_data())
     assert "print_log" not in dict(quiet.net_.callbacks_)
