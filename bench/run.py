@@ -254,10 +254,11 @@ class HandLoopBF16(HandLoop):
     name = "hand_bf16"
     precision = "bf16"
 
-    def fit(self, X, y):
+    def fit(self, X, y, seed):
         cfg = self.cfg
         device_type = torch.device(cfg.device).type
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
+        self.images_trained = len(X) * cfg.epochs
         x = to_float_nchw(X, cfg.device).contiguous(memory_format=torch.channels_last)
         t = torch.from_numpy(y).to(cfg.device)
         self.model = make_net(X.shape[1:]).to(cfg.device,
