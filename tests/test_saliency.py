@@ -320,3 +320,17 @@ def test_display_shows_original_images_or_what_the_network_saw():
     assert display.maps.shape == (2, 8, 8)
     np.testing.assert_array_equal(display.images, resized[:-1].transform(X[:2]))
     plt.close(display.figure_)
+
+
+@pytest.mark.parametrize("name", ["timm/test_resnet", "timm/test_convnext"])
+def test_gradcam_finds_the_layer_of_timm_backbones(name):
+    pytest.importorskip("timm")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, y = (digits.images[:60] / 16).astype(np.float32), digits.target[:60]
+    clf = CNNClassifier(module=name, module__input_size=32, max_epochs=1,
+                        validation_fraction=None, precision="fp32",
+                        random_state=0).fit(X, y)
+    maps = saliency_maps(clf, X[:3], method="gradcam")
+    assert maps.shape == (3, 8, 8) and (maps >= 0).all() and maps.max() > 0
