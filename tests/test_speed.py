@@ -291,3 +291,106 @@ def test_compile_fits_and_predicts():
     clf = _clf(compile=True, compile__dynamic=False, max_epochs=1).fit(X, y)
     assert isinstance(clf.net_.module_, torch._dynamo.eval_frame.OptimizedModule)
     assert clf.predict(X).shape == (len(X),)
+
+
+# -- cheap dropout, free flatten, fused optimizer --------------------------------
+from torch import nn  # noqa: E402
+
+from skimgcls.networks import FastDropout, FlattenChannelsLast, SimpleCNN  # noqa: E402
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_fast_dropout_zeroes_a_fraction_p_and_scales_the_rest(p):
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = FastDropout(p).train()(x)
+    assert abs((y == 0).double().mean().item() - p) < 0.005
+    kept = y[y != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)))
+
+
+def test_fast_dropout_masks_are_independent_and_seeded():
+    layer = FastDropout(0.5).train()
+    x = torch.ones(4, 8, 5, 5)
+    torch.manual_seed(1)
+    a, b = layer(x), layer(x)
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), a)
+    assert not torch.equal(a, b)
+    # the four 16-bit draws of one 64-bit number are not tied to each other
+    same = ((a == 0) == (b == 0)).double().mean().item()
+    assert 0.4 < same < 0.6
+    flat = (a.flatten() == 0).double()
+    assert abs(torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1].item()) < 0.05
+
+
+def test_fast_dropout_keeps_channels_last_and_backpropagates_its_mask():
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 4, 5).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    y = FastDropout(0.25).train()(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    kept = y.detach() != 0
+    assert torch.allclose(y.detach()[kept], x.detach()[kept] / 0.75)
+    assert torch.allclose(x.grad, kept.float() / 0.75)
+
+
+def test_fast_dropout_edge_cases():
+    x = torch.randn(6, 7)
+    layer = FastDropout(0.5)
+    assert isinstance(layer, nn.Dropout)
+    assert layer.eval()(x) is x
+    assert FastDropout(0.0).train()(x) is x
+    assert torch.equal(FastDropout(1.0).train()(x), torch.zeros_like(x))
+    strided = torch.randn(8, 10)[:, ::2]  # not dense: copied first
+    out = FastDropout(0.5).train()(strided)
+    assert out.shape == strided.shape
+    assert torch.equal(out[out != 0], 2 * strided[out != 0])
+    # other devices use torch's own dropout
+    meta = FastDropout(0.5).train()(torch.empty(4, 4, device="meta"))
+    assert meta.device.type == "meta"
+
+
+def test_flatten_channels_last_is_a_free_view_in_hwc_order():
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    y = FlattenChannelsLast()(x)
+    assert torch.equal(y, x.detach().permute(0, 2, 3, 1).reshape(2, -1))
+    assert y.data_ptr() == x.data_ptr()  # no copy
+    y.backward(torch.ones_like(y))
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    # channel-first input gives the same numbers
+    assert torch.equal(FlattenChannelsLast()(x.detach().contiguous()), y.detach())
+
+
+def test_simple_cnn_uses_the_cheap_layers():
+    kinds = [type(m) for m in SimpleCNN(1, 10, (28, 28)).modules()]
+    assert kinds.count(FastDropout) == 2 and FlattenChannelsLast in kinds
+    assert nn.Flatten not in kinds
+
+
+@pytest.mark.parametrize("params, fused", [
+    ({}, True),
+    ({"optimizer": "sgd"}, True),
+    ({"optimizer__foreach": True}, None),  # the user's choice of implementation
+    ({"optimizer": "rmsprop"}, None),  # no fused kernel
+])
+def test_torch_optimizers_run_fused_unless_told_otherwise(params, fused):
+    X, y = _data(32)
+    clf = _clf(max_epochs=1, **params).fit(X, y)
+    groups = clf.net_.optimizer_.param_groups
+    assert all(g.get("fused") is fused for g in groups)
+
+
+def test_fused_options_only_where_torch_has_the_kernel():
+    opts = _build.fused_optimizer_options
+    assert opts(torch.optim.Adam, {}, "cuda") == {"optimizer__fused": True}
+    assert opts(torch.optim.Adagrad, {}, "cuda") == {}  # fused Adagrad is CPU only
+    assert opts(torch.optim.Adam, {}, "mps") == {}
+    assert opts(torch.optim.Adam, {"optimizer__capturable": True}, "cpu") == {}
+
+    class MyAdam(torch.optim.Adam):
+        pass
+
+    assert opts(MyAdam, {}, "cpu") == {}
