@@ -1,8 +1,11 @@
-"""One process of the data-parallel fit of ``test_distributed.py``.
+"""One process of the data-parallel fits of ``test_distributed.py``.
 
-Started by ``torchrun --nproc_per_node 2`` (see the test); each process
-writes what it saw to ``<out>/rank<k>.pt``. Not a test module: it only runs
-as a script.
+Started by ``torchrun --nproc_per_node 2`` (see the test) as
+``distributed_worker.py OUT`` (in-memory arrays: a checkpointed fit, an
+interrupted and resumed one) or ``distributed_worker.py OUT FOLDER`` (the PNG
+files of :func:`digit_files` in FOLDER, then a backbone unfrozen mid-fit);
+each process writes what it saw to ``OUT/rank<k>.pt``. Not a test module: it
+only runs as a script.
 """
 
 import hashlib
@@ -14,6 +17,13 @@ import torch
 from skorch.callbacks import Callback
 
 from skimgcls import CNNClassifier, save
+from skimgcls.preprocessing import ImageReader
+
+#: Images of the file-path fits, and their validation batch size: 192
+#: training images make 12 full batches of 16 (6 per process), the 64
+#: validation images 3 batches of 24, 24 and 16, so that one process is
+#: short of a validation batch and Accelerate pads its shard.
+N_FILES, VALID_BATCH_SIZE = 256, 24
 
 
 def digits(n):
@@ -22,6 +32,25 @@ def digits(n):
     data = load_digits()
     idx = np.random.RandomState(0).permutation(len(data.target))[:n]
     return (data.images[idx] / 16).astype(np.float32)[..., None], data.target[idx]
+
+
+def digit_files(folder, n, *, write=False):
+    """``n`` digits as PNG files in ``folder`` (8x8 gray, 0..240): (paths, labels).
+
+    The same images as :func:`digits` (pixel values times 240/16, exactly
+    integers); ``write=True`` writes the files.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    idx = np.random.RandomState(0).permutation(len(data.target))[:n]
+    paths = np.array([os.path.join(folder, f"{i:04d}.png") for i in range(n)],
+                     dtype=object)
+    if write:
+        for path, image in zip(paths, data.images[idx]):
+            Image.fromarray((image * 15).astype(np.uint8)).save(path)
+    return paths, data.target[idx]
 
 
 def classifier(**params):
@@ -34,6 +63,14 @@ def classifier(**params):
 
 def _unwrapped(net):
     return net.accelerator.unwrap_model(net.module_)
+
+
+def _images(dataset, start=0, stop=None):
+    """Images ``start:stop`` of an in-memory or file dataset, as one tensor."""
+    stop = len(dataset) if stop is None else min(stop, len(dataset))
+    if isinstance(dataset.X, torch.Tensor):
+        return dataset.X[start:stop]
+    return torch.from_numpy(dataset.read(np.arange(start, stop)))  # files
 
 
 class Recorder(Callback):
@@ -66,7 +103,7 @@ class Recorder(Callback):
         training = module.training
         module.eval()
         with torch.no_grad():
-            logits = module(net.to_model_input(dataset_valid.X)).float()
+            logits = module(net.to_model_input(_images(dataset_valid))).float()
         module.train(training)
         y = dataset_valid.y
         loss = torch.nn.functional.cross_entropy(logits, y)
@@ -75,8 +112,10 @@ class Recorder(Callback):
 
     def on_train_end(self, net, X=None, **kwargs):
         # update_bn (an earlier callback) ran; redo it alone over all the
-        # training batches of a single process, on a copy.
+        # training batches of a single process (in its evaluation batches),
+        # on a copy.
         module = _unwrapped(net)
+        size = net.get_params().get("iterator_valid__batch_size", net.batch_size)
         layers = [m for m in module.modules()
                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum, m.training)
@@ -86,8 +125,8 @@ class Recorder(Callback):
             m.momentum = None
             m.train()
         with torch.no_grad():
-            for start in range(0, len(X), net.batch_size):
-                images = net.to_model_input(X.X[start:start + net.batch_size])
+            for start in range(0, len(X), size):
+                images = net.to_model_input(_images(X, start, start + size))
                 if len(images) > 1:
                     module(images)
         self.bn_reference_ = [(m.running_mean.clone(), m.running_var.clone())
@@ -99,8 +138,83 @@ class Recorder(Callback):
             m.train(training)
 
 
+class BodyRecorder(Callback):
+    """A backbone's weights at the start of each epoch, its gradients per batch."""
+
+    def initialize(self):
+        self.body_ = []  # state dict of the body when each epoch begins
+        self.grads_ = []  # (epoch, [sum of each body parameter's gradient])
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        # After UnfreezeBackbone (CNNClassifier's callbacks come first).
+        body = _unwrapped(net).body
+        self.body_.append({k: v.clone() for k, v in body.state_dict().items()})
+
+    def on_batch_end(self, net, training=None, **kwargs):
+        # After the optimizer step: the gradients DistributedDataParallel
+        # averaged (None for frozen parameters).
+        if training:
+            body = _unwrapped(net).body
+            self.grads_.append((len(net.history), [
+                None if p.grad is None else float(p.grad.double().sum())
+                for p in body.parameters()]))
+
+
 def state(clf):
     return {k: v.clone() for k, v in clf.module_.state_dict().items()}
+
+
+def recorded(clf):
+    """What a fit with the :class:`Recorder` saw, as plain data."""
+    recorder = dict(clf.net_.callbacks_)["recorder"]  # fit copies the callbacks
+    return {
+        "state": state(clf),
+        "history": clf.history_.to_list(),
+        "batches": recorder.batches_,
+        "full_valid": recorder.full_valid_,
+        "bn": [(m.running_mean.clone(), m.running_var.clone())
+               for m in clf.module_.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)],
+        "bn_reference": recorder.bn_reference_,
+    }
+
+
+def main_files_and_unfreezing(out, folder):
+    rank = int(os.environ["RANK"])
+    paths, y = digit_files(folder, N_FILES)
+    result = {}
+
+    # File paths, through the DataLoader that accelerator.prepare shards.
+    clf = classifier(callbacks=[("recorder", Recorder())],
+                     iterator_valid__batch_size=VALID_BATCH_SIZE).fit(paths, y)
+    result["files"] = recorded(clf)
+
+    # Without shuffling, the same batches as the same images in memory.
+    unshuffled = dict(iterator_train__shuffle=False,
+                      iterator_valid__batch_size=VALID_BATCH_SIZE)
+    X = ImageReader().transform(paths)
+    result["unshuffled"] = {
+        "files": state(classifier(**unshuffled).fit(paths, y)),
+        "arrays": state(classifier(**unshuffled).fit(X, y)),
+    }
+
+    # A frozen backbone, unfrozen for the second epoch: 64 images, 2 batches
+    # of 16 per process and epoch.
+    X, y = digits(64)
+    clf = classifier(module="mobilenet_v3_small", module__input_size=32,
+                     freeze="backbone", unfreeze_at_epoch=2, validation_fraction=None,
+                     lr=0.01, callbacks=[("body", BodyRecorder())]).fit(X, y)
+    recorder = dict(clf.net_.callbacks_)["body"]
+    result["unfreeze"] = {
+        "parameters": [name for name, _ in clf.module_.body.named_parameters()],
+        "history": clf.history_.to_list(),
+        "body": recorder.body_ + [{k: v.clone()
+                                   for k, v in clf.module_.body.state_dict().items()}],
+        "grads": recorder.grads_,
+        "state": state(clf),
+    }
+    torch.save(result, os.path.join(out, f"rank{rank}.pt"))
 
 
 def main(out):
@@ -110,19 +224,11 @@ def main(out):
 
     clf = classifier(callbacks=[("recorder", Recorder())],
                      checkpoint=os.path.join(out, "ckpt_full")).fit(X, y)
-    recorder = dict(clf.net_.callbacks_)["recorder"]  # fit copies the callbacks
     schedule = dict(clf.net_.callbacks_)["lr_schedule"].lr_scheduler_
     result["full"] = {
+        **recorded(clf),
         "distributed_type": str(clf.net_.accelerator.distributed_type),
         "num_processes": clf.net_.accelerator.num_processes,
-        "state": state(clf),
-        "history": clf.history_.to_list(),
-        "batches": recorder.batches_,
-        "full_valid": recorder.full_valid_,
-        "bn": [(m.running_mean.clone(), m.running_var.clone())
-               for m in clf.module_.modules()
-               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)],
-        "bn_reference": recorder.bn_reference_,
         "scheduler_steps": schedule.last_epoch,
         "scheduler_total": schedule.total_steps,
         "proba": clf.predict_proba(X),
@@ -147,4 +253,7 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) > 2:
+        main_files_and_unfreezing(sys.argv[1], sys.argv[2])
+    else:
+        main(sys.argv[1])
