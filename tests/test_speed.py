@@ -394,3 +394,17 @@ def test_fused_options_only_where_torch_has_the_kernel():
         pass
 
     assert opts(MyAdam, {}, "cpu") == {}
+
+
+@pytest.mark.parametrize("dropout, expected", [
+    ((0.25, 0.5), [0.25, 0.5]), (0.1, [0.1, 0.1]), (0, []), ((0.3, 0), [0.3])])
+def test_simple_cnn_dropout_is_optional(dropout, expected):
+    net = SimpleCNN(1, 10, (12, 12), dropout=dropout)
+    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == expected
+    assert net(torch.zeros(2, 1, 12, 12)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("dropout", [1.0, -0.1, "0.5", (0.1,), (0.1, 0.2, 0.3), None])
+def test_simple_cnn_refuses_bad_dropout(dropout):
+    with pytest.raises(ValueError, match="dropout"):
+        SimpleCNN(1, 10, (12, 12), dropout=dropout)
