@@ -192,7 +192,9 @@ class FastDropout(nn.Dropout):
         bits = bits.random_(-2**63, None).view(torch.int16)[:n]
         bits = bits.as_strided(x.shape, x.stride())
         keep = bits >= round(self.p * 65536) - 32768
-        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+        # Scaled in place by a Python float, as torch's own dropout: the
+        # scale is not rounded to x's dtype first (1 / 0.75 is 1.336 in bf16).
+        return (x * keep).mul_(1 / (1 - self.p))
 
 
 def _dense(x):

@@ -133,6 +133,19 @@ def test_auto_fit_runs_on_the_gpu():
 
 @pytest.mark.cuda
 @needs_cuda
+def test_gpu_fit_uses_fused_adamw_and_torch_dropout():
+    from skimgcls.networks import FastDropout
+
+    X, y = digits_sample(300)
+    clf = CNNClassifier(module="simple_cnn", max_epochs=1, random_state=0).fit(X, y)
+    assert all(g["fused"] for g in clf.net_.optimizer_.param_groups)
+    x = torch.ones(100_000, device="cuda")
+    out = FastDropout(0.25).train()(x)  # torch's fused dropout on the GPU
+    assert abs((out == 0).float().mean().item() - 0.25) < 0.01
+
+
+@pytest.mark.cuda
+@needs_cuda
 def test_gpu_and_cpu_fits_agree(tmp_path):
     X, y = digits_sample(300)
     params = dict(module__width=8, max_epochs=3, random_state=0, precision="fp32")
