@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.metrics import classification_report, f1_score, hamming_loss
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from skimgcls import CNNClassifier
+from skimgcls import CNNClassifier, MisclassifiedImagesDisplay
 
 PATTERNS = {"hbar": np.ones((1, 4)), "vbar": np.ones((4, 1)),
             "diagonal": np.eye(4), "square": np.ones((2, 2))}
@@ -92,4 +92,15 @@ for ax, image, true, p in zip(axes.ravel(), X_test, tags_test, proba):
     ax.axis("off")
 fig.suptitle("Predicted tags (red: not exactly the true ones)")
 fig.tight_layout()
+plt.show()
+
+# %%
+# The worst errors
+# ----------------
+# :class:`~skimgcls.MisclassifiedImagesDisplay` takes the indicator matrices:
+# an image is an error when its tag set is wrong (what ``score`` counts), the
+# most confidently wrong first (the largest per-tag probability error), and
+# each title lists the missing and extra tags with their probabilities.
+display = MisclassifiedImagesDisplay.from_estimator(
+    clf, X_test, Y_test, n_images=8, n_cols=4, display_labels=binarizer.classes_)
 plt.show()

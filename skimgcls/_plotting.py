@@ -6,7 +6,7 @@ import numpy as np
 
 from ._functional import scaled_float
 
-__all__ = ["for_imshow", "image_grid", "pyplot"]
+__all__ = ["for_imshow", "image_grid", "label_set", "pyplot", "tile_for"]
 
 
 def pyplot(caller):
@@ -57,3 +57,27 @@ def image_grid(plt, n, *, n_cols=None, ax=None, tile=(1.6, 1.9), what="axes"):
     for axis in axes.flat:
         axis.set_axis_off()
     return fig, axes
+
+
+def label_set(row, names=None):
+    """``'{a, b}'``: the labels that are on in a 0/1 indicator row, by name.
+
+    ``names`` (one per column) names them; None shows the column indices.
+    """
+    return "{" + ", ".join(str(j if names is None else names[j])
+                           for j in np.flatnonzero(row)) + "}"
+
+
+def tile_for(titles, tile):
+    """``tile`` (inches per image) widened and heightened to fit ``titles``.
+
+    The default tiles fit two short title lines at font size 8; longer lines
+    widen the tile (about 0.065 inch a character) and the image with it, more
+    lines add height.
+    """
+    lines = [line for title in titles for line in title.split("\n")]
+    if not lines:
+        return tile
+    width = max(tile[0], 0.065 * max(map(len, lines)))
+    n_lines = max(title.count("\n") + 1 for title in titles)
+    return width, width + (tile[1] - tile[0]) + 0.14 * max(0, n_lines - 2)

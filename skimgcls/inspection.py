@@ -14,11 +14,12 @@ scikit-learn's own displays work as they are with
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils.validation import column_or_1d
 
-from ._plotting import for_imshow, image_grid, pyplot
+from ._plotting import for_imshow, image_grid, label_set, pyplot, tile_for
 from ._io import read_image
-from .utils.validation import check_images, is_path_array
+from .utils.validation import check_images, check_labels, is_path_array
 
 __all__ = [
     "MisclassifiedImagesDisplay",
@@ -249,22 +250,41 @@ class MisclassifiedImagesDisplay:
     about (highest probability of the wrong prediction). Build it with
     :meth:`from_estimator` or :meth:`from_predictions`.
 
+    Multi-label data (2-D 0/1 indicator matrices ``y``, as a multi-label
+    :class:`~skimgcls.CNNClassifier` predicts) count an image as misclassified
+    when its predicted label set differs from the true one in any label (the
+    subset accuracy of ``score``). The errors are ranked by their largest
+    per-label probability error ``max_j |p_j - y_j|``, so an image with a
+    label predicted at 0.98 that it does not carry comes before one whose
+    wrong label hovers at the threshold. Each title shows the true and
+    predicted label sets, the missing labels (true, not predicted) and the
+    extra ones (predicted, not true), each with its probability.
+
     Parameters
     ----------
     images : list of ndarray
         The misclassified images to show, NHWC or HW.
-    y_true : ndarray of shape (n_images,)
-        Their true labels.
-    y_pred : ndarray of shape (n_images,)
-        The predicted labels.
+    y_true : ndarray of shape (n_images,) or (n_images, n_labels)
+        Their true labels (names when ``display_labels`` was given), or rows
+        of a multi-label indicator matrix.
+    y_pred : ndarray of shape (n_images,) or (n_images, n_labels)
+        The predicted labels, as ``y_true``.
     confidence : ndarray of shape (n_images,) or None
-        The probability of each prediction, or None if unknown.
+        The probability of each prediction (multi-label: the largest
+        per-label error ``max_j |p_j - y_j|``), or None if unknown; the
+        errors are ranked by it.
     indices : ndarray of shape (n_images,)
         Positions of the images in the input.
     n_errors : int
         How many images were misclassified in all.
     n_samples : int
         How many images were classified.
+    y_proba : ndarray of shape (n_images, n_labels) or None, default=None
+        Multi-label only: each label's probability, shown next to the
+        missing and extra labels.
+    display_labels : ndarray of shape (n_labels,) or None, default=None
+        Multi-label only: the names of the label columns; None shows the
+        column indices.
 
     Attributes
     ----------
@@ -287,12 +307,32 @@ class MisclassifiedImagesDisplay:
     [1, 3]
     >>> display.axes_[0, 0].get_title()
     'true: 1\\npred: 0 (0.80)'
+
+    Multi-label indicator matrices, with names for the label columns:
+
     >>> import matplotlib.pyplot as plt
     >>> plt.close(display.figure_)
+    >>> display = MisclassifiedImagesDisplay.from_predictions(
+    ...     images, y_true=[[1, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]],
+    ...     y_pred=[[0, 1, 0], [0, 1, 0], [1, 0, 1], [0, 0, 1]],
+    ...     y_proba=[[0.3, 0.9, 0.1], [0.2, 0.8, 0.1], [0.9, 0.2, 0.95],
+    ...              [0.1, 0.1, 0.7]],
+    ...     display_labels=["cat", "dog", "bird"])
+    >>> display.indices.tolist()  # largest |p - y|: 0.95 (bird), then 0.7 (cat)
+    [2, 0]
+    >>> print(display.axes_[0, 0].get_title())
+    true: {cat}
+    pred: {cat, bird}
+    extra: bird (0.95)
+    >>> print(display.axes_[0, 1].get_title())
+    true: {cat, dog}
+    pred: {dog}
+    missing: cat (0.30)
+    >>> plt.close("all")
     """
 
     def __init__(self, *, images, y_true, y_pred, confidence, indices, n_errors,
-                 n_samples):
+                 n_samples, y_proba=None, display_labels=None):
         self.images = images
         self.y_true = y_true
         self.y_pred = y_pred
@@ -300,10 +340,12 @@ class MisclassifiedImagesDisplay:
         self.indices = indices
         self.n_errors = n_errors
         self.n_samples = n_samples
+        self.y_proba = y_proba
+        self.display_labels = display_labels
 
     @classmethod
-    def from_estimator(cls, estimator, X, y, *, n_images=16, n_cols=None,
-                       cmap="gray", ax=None):
+    def from_estimator(cls, estimator, X, y, *, display_labels=None, n_images=16,
+                       n_cols=None, cmap="gray", ax=None):
         """Classify ``X`` and show the worst errors.
 
         Parameters
@@ -311,10 +353,19 @@ class MisclassifiedImagesDisplay:
         estimator : estimator instance
             A fitted classifier with ``predict_proba`` and ``classes_`` (a
             :class:`~skimgcls.CNNClassifier` or a Pipeline ending with one).
+            A multi-label one is used through ``predict`` (its
+            ``threshold``) and ``predict_proba``.
         X : array-like, list of PIL.Image.Image or array of paths
             Images accepted by ``estimator``.
-        y : array-like of shape (n_samples,)
-            True labels.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels, or the 0/1 indicator matrix of a multi-label
+            estimator.
+        display_labels : array-like of shape (n_classes,) or None, default=None
+            Names shown in the titles for ``estimator.classes_``, in their
+            order; for a multi-label estimator, the names of its label
+            columns (e.g. the ``classes_`` of the ``MultiLabelBinarizer``
+            that made ``y``). None shows the labels themselves (the column
+            indices, for multi-label).
         n_images : int, default=16
             Show at most this many errors.
         n_cols : int or None, default=None
@@ -330,33 +381,48 @@ class MisclassifiedImagesDisplay:
         display : MisclassifiedImagesDisplay
             The plotted display.
         """
-        proba = estimator.predict_proba(X)
+        proba = np.asarray(estimator.predict_proba(X))
+        if _is_indicator(y) or getattr(_final_estimator(estimator), "multilabel_",
+                                       False):
+            # predict applies the estimator's threshold, as its score does
+            y_pred, labels = estimator.predict(X), None
+        else:
+            y_pred, labels = estimator.classes_[proba.argmax(axis=1)], estimator.classes_
         return cls.from_predictions(
-            X, y, estimator.classes_[proba.argmax(axis=1)], y_proba=proba,
-            labels=estimator.classes_, n_images=n_images, n_cols=n_cols,
-            cmap=cmap, ax=ax)
+            X, y, y_pred, y_proba=proba, labels=labels, display_labels=display_labels,
+            n_images=n_images, n_cols=n_cols, cmap=cmap, ax=ax)
 
     @classmethod
     def from_predictions(cls, X, y_true, y_pred, *, y_proba=None, labels=None,
-                         n_images=16, n_cols=None, cmap="gray", ax=None):
+                         display_labels=None, n_images=16, n_cols=None, cmap="gray",
+                         ax=None):
         """Show the worst errors among given predictions.
 
         Parameters
         ----------
         X : array-like, list of PIL.Image.Image or array of paths
             The images that were classified.
-        y_true : array-like of shape (n_samples,)
-            True labels.
-        y_pred : array-like of shape (n_samples,)
-            Predicted labels.
+        y_true : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels, or a multi-label 0/1 indicator matrix (dense or
+            sparse).
+        y_pred : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Predicted labels, in the format of ``y_true``.
         y_proba : array-like of shape (n_samples,) or (n_samples, n_classes), \
 default=None
             The probability of each prediction, or all class probabilities
-            with columns in the order of ``labels``. Errors are sorted by it,
-            most confident first. None keeps the input order.
+            with columns in the order of ``labels``; for multi-label data,
+            each label's probability, shape ``(n_samples, n_labels)`` (a
+            multi-label ``predict_proba``). Errors are sorted by it, most
+            confident first (multi-label: by ``max_j |y_proba[:, j] -
+            y_true[:, j]|``). None keeps the input order.
         labels : array-like of shape (n_classes,) or None, default=None
-            Column labels of a 2-D ``y_proba``; the sorted union of
-            ``y_true`` and ``y_pred`` when None.
+            Column labels of a 2-D single-label ``y_proba``; the sorted union
+            of ``y_true`` and ``y_pred`` when None. Not for multi-label data,
+            whose columns are the labels.
+        display_labels : array-like of shape (n_classes,) or None, default=None
+            Names shown in the titles, in the order of ``labels``; for
+            multi-label data, the names of the label columns. None shows the
+            labels themselves (the column indices, for multi-label).
         n_images : int, default=16
             Show at most this many errors.
         n_cols : int or None, default=None
@@ -371,6 +437,11 @@ default=None
         display : MisclassifiedImagesDisplay
             The plotted display.
         """
+        if _is_indicator(y_true) or _is_indicator(y_pred):
+            return cls._from_indicators(
+                X, y_true, y_pred, y_proba=y_proba, labels=labels,
+                display_labels=display_labels, n_images=n_images, n_cols=n_cols,
+                cmap=cmap, ax=ax)
         y_true = column_or_1d(y_true)
         y_pred = column_or_1d(y_pred)
         if len(y_true) != len(y_pred):
@@ -381,13 +452,81 @@ default=None
         if confidence is not None:
             errors = errors[np.argsort(-confidence[errors], kind="stable")]
         shown = errors[:n_images]
+        shown_true, shown_pred = y_true[shown], y_pred[shown]
+        if display_labels is not None:
+            classes = (np.unique(np.concatenate([y_true, y_pred])) if labels is None
+                       else np.asarray(labels))
+            shown_true = _named(shown_true, classes, display_labels)
+            shown_pred = _named(shown_pred, classes, display_labels)
         display = cls(
-            images=_display_images(X, shown),
-            y_true=y_true[shown], y_pred=y_pred[shown],
+            images=_display_images(X, shown), y_true=shown_true, y_pred=shown_pred,
             confidence=None if confidence is None else confidence[shown],
             indices=shown, n_errors=len(errors), n_samples=len(y_true),
         )
         return display.plot(n_cols=n_cols, cmap=cmap, ax=ax)
+
+    @classmethod
+    def _from_indicators(cls, X, y_true, y_pred, *, y_proba, labels, display_labels,
+                         n_images, n_cols, cmap, ax):
+        """:meth:`from_predictions` for multi-label indicator matrices."""
+        y_true, y_pred = _check_indicators(y_true, y_pred)
+        n_samples, n_labels = y_true.shape
+        if labels is not None:
+            raise ValueError(
+                "labels= orders the columns of a single-label y_proba; the columns "
+                "of multi-label indicator matrices are the labels themselves. Pass "
+                "their names as display_labels=."
+            )
+        if display_labels is not None:
+            display_labels = np.asarray(display_labels, dtype=object)
+            if display_labels.shape != (n_labels,):
+                raise ValueError(
+                    f"display_labels has {display_labels.size} names for the "
+                    f"{n_labels} label columns of y_true; pass one name per column, "
+                    "in column order (e.g. the classes_ of a MultiLabelBinarizer)."
+                )
+        proba = confidence = None
+        if y_proba is not None:
+            proba = np.asarray(y_proba.toarray() if sp.issparse(y_proba) else y_proba,
+                               dtype=float)
+            if proba.shape != y_true.shape:
+                raise ValueError(
+                    f"A multi-label y_proba holds each label's probability, shape "
+                    f"(n_samples, n_labels) = {y_true.shape} like y_true; got "
+                    f"shape {proba.shape}. Pass predict_proba(X) of the multi-label "
+                    "classifier, or None."
+                )
+            confidence = np.abs(proba - y_true).max(axis=1)
+        errors = np.flatnonzero((y_true != y_pred).any(axis=1))
+        if confidence is not None:
+            errors = errors[np.argsort(-confidence[errors], kind="stable")]
+        shown = errors[:n_images]
+        display = cls(
+            images=_display_images(X, shown), y_true=y_true[shown],
+            y_pred=y_pred[shown],
+            confidence=None if confidence is None else confidence[shown],
+            indices=shown, n_errors=len(errors), n_samples=n_samples,
+            y_proba=None if proba is None else proba[shown],
+            display_labels=display_labels,
+        )
+        return display.plot(n_cols=n_cols, cmap=cmap, ax=ax)
+
+    def _title(self, i):
+        if np.ndim(self.y_true) != 2:
+            title = f"true: {self.y_true[i]}\npred: {self.y_pred[i]}"
+            if self.confidence is not None:
+                title += f" ({self.confidence[i]:.2f})"
+            return title
+        true, pred = self.y_true[i].astype(bool), self.y_pred[i].astype(bool)
+        names = self.display_labels
+        lines = [f"true: {label_set(true, names)}", f"pred: {label_set(pred, names)}"]
+        for what, columns in (("missing", true & ~pred), ("extra", pred & ~true)):
+            shown = [str(j if names is None else names[j])
+                     + ("" if self.y_proba is None else f" ({self.y_proba[i, j]:.2f})")
+                     for j in np.flatnonzero(columns)]
+            if shown:
+                lines.append(f"{what}: {', '.join(shown)}")
+        return "\n".join(lines)
 
     def plot(self, *, n_cols=None, cmap="gray", ax=None):
         """Draw the grid of images.
@@ -407,16 +546,17 @@ default=None
             This display, with ``figure_`` and ``axes_``.
         """
         plt = pyplot("MisclassifiedImagesDisplay")
-        fig, axes = image_grid(plt, len(self.images), n_cols=n_cols, ax=ax)
+        titles = [self._title(i) for i in range(len(self.images))]
+        tile = (1.6, 1.9)
+        if np.ndim(self.y_true) == 2:  # label sets: longer titles
+            tile = tile_for(titles, tile)
+        fig, axes = image_grid(plt, len(self.images), n_cols=n_cols, ax=ax, tile=tile)
         if not len(self.images):
             axes.flat[0].text(0.5, 0.5, "No misclassified images",
                               ha="center", va="center")
         for i, axis in enumerate(axes.flat[:len(self.images)]):
             axis.imshow(for_imshow(self.images[i]), cmap=cmap)
-            title = f"true: {self.y_true[i]}\npred: {self.y_pred[i]}"
-            if self.confidence is not None:
-                title += f" ({self.confidence[i]:.2f})"
-            axis.set_title(title, fontsize=8)
+            axis.set_title(titles[i], fontsize=8)
         if self.n_errors == 0:
             shown = "No errors"
         elif len(self.images) == self.n_errors:
@@ -426,6 +566,79 @@ default=None
         fig.suptitle(f"{shown} ({self.n_samples} images)")
         self.figure_, self.axes_ = fig, axes
         return self
+
+
+def _final_estimator(estimator):
+    """The last step of a Pipeline, the best_estimator_ of a search, or itself."""
+    for _ in range(10):
+        if hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        elif hasattr(estimator, "steps"):
+            estimator = estimator.steps[-1][1]
+        else:
+            break
+    return estimator
+
+
+def _is_indicator(y):
+    """A sparse matrix, or a 2-D array with more than one column (as ``fit``)."""
+    if sp.issparse(y):
+        return True
+    try:
+        shape = np.shape(y)
+    except ValueError:  # ragged nested sequences: not a matrix
+        return False
+    return len(shape) == 2 and shape[1] != 1
+
+
+def _check_indicators(y_true, y_pred):
+    """Both as int64 0/1 indicator matrices of one shape, or a ValueError."""
+    def shape(y):
+        return y.shape if sp.issparse(y) else np.shape(y)
+
+    if _is_indicator(y_true) != _is_indicator(y_pred):
+        which, other = (("y_true", "y_pred") if _is_indicator(y_true)
+                        else ("y_pred", "y_true"))
+        given = {"y_true": y_true, "y_pred": y_pred}
+        raise ValueError(
+            f"{which} is a multi-label indicator matrix of shape "
+            f"{shape(given[which])}, but {other} has shape {shape(given[other])}, "
+            "one label per image. Pass both as 0/1 indicator matrices of the same "
+            "shape (a multi-label classifier's predict returns one; "
+            "MultiLabelBinarizer makes one from label sets), or both as one label "
+            "per image."
+        )
+    checked = []
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        try:
+            checked.append(check_labels(y, multilabel=True))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    y_true, y_pred = checked
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}; "
+            "pass one row per image and one column per label, in the same column "
+            "order, for both."
+        )
+    return y_true, y_pred
+
+
+def _named(values, classes, display_labels):
+    """``values`` (labels from ``classes``) as their ``display_labels``."""
+    names = np.asarray(display_labels, dtype=object)
+    classes = np.asarray(classes)
+    if names.shape != classes.shape:
+        raise ValueError(
+            f"display_labels has {names.size} names for the {classes.size} classes "
+            f"{classes.tolist()[:20]!r}; pass one name per class, in that order."
+        )
+    lookup = dict(zip(classes.tolist(), names.tolist()))
+    unknown = sorted({repr(v) for v in values.tolist() if v not in lookup})
+    if unknown:
+        raise ValueError(f"Labels {', '.join(unknown[:5])} are not among the classes "
+                         f"{classes.tolist()[:20]!r} that display_labels names.")
+    return np.array([lookup[v] for v in values.tolist()], dtype=object)
 
 
 def _prediction_confidence(y_proba, y_pred, y_true, labels):

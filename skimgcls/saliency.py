@@ -20,6 +20,12 @@ imported only when a map is computed:
 ``'gradcam'``               :class:`captum.attr.LayerGradCam` on the last spatial
                             feature map (or ``layer=``), upsampled bilinearly
 ==========================  ====================================================
+
+What is explained is a score that decides the target's probability without
+saturating on confident predictions: for a single-label classifier the
+target's logit minus the mean logit (what the softmax depends on), for a
+multi-label one the target label's own logit, its log-odds (the label's
+sigmoid probability depends on nothing else).
 """
 
 import contextlib
@@ -30,9 +36,9 @@ import torch
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .classifier import CNNClassifier
-from ._plotting import for_imshow, image_grid, pyplot
+from ._plotting import for_imshow, image_grid, label_set, pyplot, tile_for
 from .preprocessing import ImageReader
-from .utils.validation import check_images, is_path_array, read_images
+from .utils.validation import check_images, check_labels, is_path_array, read_images
 
 __all__ = ["SaliencyDisplay", "saliency_maps"]
 
@@ -75,6 +81,10 @@ def _classifier_and_input(estimator, X):
     )
 
 
+def _multilabel(clf):
+    return bool(getattr(clf, "multilabel_", False))
+
+
 def _target_indices(clf, target, n):
     """Class indices (n,) of given target labels: one for all, or one per image."""
     if np.ndim(target) == 0:
@@ -87,6 +97,14 @@ def _target_indices(clf, target, n):
                          "the predicted classes.")
     index = {label: i for i, label in enumerate(clf.classes_.tolist())}
     unknown = sorted({repr(label) for label in labels if label not in index})
+    if unknown and _multilabel(clf):
+        raise ValueError(
+            f"target labels {', '.join(unknown[:5])} are not labels of the "
+            f"multi-label estimator: pass label (column) indices from 0 to "
+            f"{len(clf.classes_) - 1}, e.g. list(binarizer.classes_).index(name) "
+            "for a MultiLabelBinarizer's names; None targets each image's most "
+            "probable label."
+        )
     if unknown:
         raise ValueError(
             f"target labels {', '.join(unknown[:5])} are not among the classes of "
@@ -94,6 +112,34 @@ def _target_indices(clf, target, n):
             "in y), not column indices; None targets the predicted classes."
         )
     return np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def _per_label(clf, target):
+    """Whether ``target`` asks for a map per (image, label): 'predicted' or an
+    indicator matrix, for a multi-label classifier."""
+    if not _multilabel(clf):
+        return False
+    if isinstance(target, str) and target == "predicted":
+        return True
+    return np.ndim(target) == 2 or hasattr(target, "toarray")
+
+
+def _panels(clf, target, proba):
+    """(image rows, label indices) of the maps to compute, one pair per map.
+
+    ``'predicted'`` and an indicator matrix give a pair per label that is on,
+    in image then column order; an image with none gets its most probable label.
+    """
+    if isinstance(target, str) and target == "predicted":
+        on = proba > clf._threshold()
+    else:
+        try:
+            on = check_labels(target, n_samples=len(proba), classes=clf.classes_,
+                              estimator=clf, multilabel=True).astype(bool)
+        except ValueError as exc:
+            raise ValueError(f"target: {exc}") from None
+    on[~on.any(axis=1), proba[~on.any(axis=1)].argmax(axis=1)] = True
+    return np.nonzero(on)
 
 
 # -- the methods ----------------------------------------------------------------
@@ -208,8 +254,14 @@ def _seeded(random_state, device):
 
 
 def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
-              random_state, keep_images=False):
-    """Maps, target indices, probabilities (and network inputs) of images ``X``."""
+              random_state, keep_images=False, per_label=False):
+    """Maps, image rows, target indices, probabilities (and network inputs).
+
+    One map per image, or with ``per_label`` (a multi-label classifier and a
+    target of ``'predicted'`` or an indicator matrix) one per (image, label)
+    pair; ``rows`` gives each map's image. ``proba`` and the inputs are per
+    image.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; expected one of {list(METHODS)}.")
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -223,38 +275,60 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
         Xt = read_images(reader, Xt, fitted_shape=clf.image_shape_)
     net = clf.net_
     module = net.module_.eval()
+    multilabel = _multilabel(clf)
+    if _per_label(clf, target) and not per_label:
+        raise ValueError(
+            "saliency_maps returns one map per image, so target must be one label "
+            "index for all images, one per image, or None (each image's most "
+            "probable label). For a map per predicted label, use "
+            "SaliencyDisplay.from_estimator(..., target='predicted') (its maps and "
+            "indices), or saliency_maps(estimator, X[rows], target=labels) with "
+            "rows, labels = np.nonzero(estimator.predict(X))."
+        )
 
     def forward(images):
+        logits = module(images).float()
+        if multilabel:  # each label's own log-odds: sigmoid(z_t) is its probability
+            return logits
         # Softmax ignores what all logits share, so a logit alone is no evidence
         # for its class: explain z_t - mean(z), which, unlike log p_t, does not
         # saturate on confident predictions.
-        logits = module(images).float()
         return logits - logits.mean(dim=1, keepdim=True)
 
-    given = None if target is None else _target_indices(clf, target, len(Xt))
-    maps, probas, targets, images, cam_layer = [], [], [], [], None
-    batches = (torch.from_numpy(Xt[i:i + batch_size])
-               for i in range(0, len(Xt), batch_size))
+    def activation(scores):
+        return torch.sigmoid(scores) if multilabel else torch.softmax(scores, dim=1)
+
+    def batches(rows):
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            yield chunk, net.to_model_input(torch.from_numpy(Xt[chunk])).contiguous()
+
+    if (per_label and not multilabel and isinstance(target, str)
+            and target == "predicted" and target not in clf.classes_.tolist()):
+        target = None  # a single-label classifier predicts one class an image
+    maps, probas, done, cam_layer = [], [], 0, None
     with _seeded(random_state, torch.device(clf.device_)), torch.enable_grad():
-        for batch in batches:
-            inputs = net.to_model_input(batch).contiguous()
+        with torch.no_grad():
+            for _, inputs in batches(np.arange(len(Xt))):
+                probas.append(activation(forward(inputs)).cpu().numpy())
+        proba = np.concatenate(probas)
+        if target is None:
+            rows, indices = np.arange(len(Xt)), proba.argmax(1)
+        elif per_label and _per_label(clf, target):
+            rows, indices = _panels(clf, target, proba)
+        else:
+            rows, indices = np.arange(len(Xt)), _target_indices(clf, target, len(Xt))
+        for chunk, inputs in batches(rows):
             if method == "gradcam" and cam_layer is None:
                 cam_layer = _resolve_layer(module, layer, inputs)
-            with torch.no_grad():
-                proba = torch.softmax(forward(inputs), dim=1).cpu().numpy()
-            start = sum(map(len, probas))
-            indices = (proba.argmax(1) if given is None
-                       else given[start:start + len(proba)])
-            batch_maps = _attribute(method, forward, inputs,
-                                    torch.as_tensor(indices, device=inputs.device),
-                                    cam_layer, method_params or {})
+            batch_maps = _attribute(
+                method, forward, inputs,
+                torch.as_tensor(indices[done:done + len(chunk)], device=inputs.device),
+                cam_layer, method_params or {})
             maps.append(batch_maps.detach().float().cpu().numpy())
-            probas.append(proba)
-            targets.append(indices)
-            if keep_images:
-                images.append(batch.cpu().numpy())
-    return (clf, np.concatenate(maps), np.concatenate(targets), np.concatenate(probas),
-            np.concatenate(images) if keep_images else None)
+            done += len(chunk)
+    return (clf, np.concatenate(maps), rows, indices, proba,
+            Xt if keep_images else None)
 
 
 def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
@@ -272,10 +346,16 @@ def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
     target : label, array-like of shape (n_samples,) or None, default=None
         The class to explain, as a label from ``classes_`` (not an index):
         one for all images or one per image (e.g. the true labels). None
-        explains each image's predicted class.
+        explains each image's predicted class. For a multi-label estimator,
+        ``classes_`` are the label (column) indices, so ``target=j``
+        explains label ``j``; None explains each image's most probable
+        label. For a map per predicted label of each image, see
+        :meth:`~skimgcls.SaliencyDisplay.from_estimator` with ``target='predicted'``.
     method : {'integrated_gradients', 'saliency', 'gradient_shap', \
 'occlusion', 'gradcam'}, default='integrated_gradients'
-        The Captum attribution method; see :mod:`skimgcls.saliency`.
+        The Captum attribution method; see :mod:`skimgcls.saliency`. What is
+        explained is the target's logit minus the mean logit, for a
+        multi-label estimator the target label's own logit.
     layer : str, torch.nn.Module or None, default=None
         The layer of ``method='gradcam'``, by name in
         ``estimator.module_.named_modules()`` or as a module; None takes the
@@ -317,6 +397,7 @@ def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
     Examples
     --------
     >>> import pytest; _ = pytest.importorskip("captum")
+    >>> import numpy as np
     >>> from sklearn.datasets import load_digits
     >>> from skimgcls import CNNClassifier, saliency_maps
     >>> X, y = load_digits(return_X_y=True)
@@ -325,6 +406,16 @@ def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
     >>> clf = clf.fit(X[:100], y[:100])
     >>> saliency_maps(clf, X[:5], method="gradcam").shape
     (5, 8, 8)
+
+    A map per predicted label of a multi-label classifier: repeat each image
+    once per label.
+
+    >>> Y = np.stack([y[:100] % 2, y[:100] > 4], axis=1).astype(int)  # odd, large
+    >>> multi = CNNClassifier(max_epochs=1, module__width=4, random_state=0)
+    >>> multi = multi.fit(X[:100], Y)
+    >>> rows, labels = np.nonzero(multi.predict(X[:5]))
+    >>> saliency_maps(multi, X[:5][rows], target=labels).shape == (len(rows), 8, 8)
+    True
     """
     return _saliency(estimator, X, target, method, layer=layer,
                      method_params=method_params, batch_size=batch_size,
@@ -352,31 +443,48 @@ class SaliencyDisplay:
     the explained class when it is not the prediction. Build it with
     :meth:`from_estimator`; the raw maps are in ``maps``.
 
+    For a multi-label classifier each cell shows the true label set (when
+    ``y`` is given), the predicted set (labels above the estimator's
+    ``threshold``) and the label its map explains, with that label's
+    probability. ``target='predicted'`` draws one cell per (image, predicted
+    label).
+
     Parameters
     ----------
-    images : ndarray of shape (n_images, H, W, C)
-        The images under the maps.
-    maps : ndarray of shape (n_images, H, W)
+    images : ndarray of shape (n_maps, H, W, C)
+        The image under each map.
+    maps : ndarray of shape (n_maps, H, W)
         Non-negative saliency maps, aligned with ``images``.
-    targets : ndarray of shape (n_images,)
-        The class label each map explains.
-    y_pred : ndarray of shape (n_images,) or None, default=None
-        Predicted labels.
-    confidence : ndarray of shape (n_images,) or None, default=None
-        Probability of each prediction.
-    y_true : ndarray of shape (n_images,) or None, default=None
-        True labels, shown when given.
+    targets : ndarray of shape (n_maps,)
+        The class label each map explains (for multi-label, the label's
+        column index).
+    y_pred : ndarray of shape (n_maps,) or (n_maps, n_labels) or None, \
+default=None
+        Predicted labels, or for multi-label the rows of the predicted
+        indicator matrix.
+    confidence : ndarray of shape (n_maps,) or None, default=None
+        Probability of each prediction; for multi-label, of the explained
+        label.
+    y_true : ndarray of shape (n_maps,) or (n_maps, n_labels) or None, \
+default=None
+        True labels (or indicator rows), shown when given.
     method : str or None, default=None
         The attribution method, shown in the figure title.
+    indices : ndarray of shape (n_maps,) or None, default=None
+        Position in ``X`` of each map's image (an image appears once per
+        explained label with ``target='predicted'``).
+    display_labels : ndarray of shape (n_labels,) or None, default=None
+        Multi-label only: the names of the label columns; None shows the
+        column indices.
 
     Attributes
     ----------
     figure_ : matplotlib.figure.Figure
         The figure.
     axes_ : ndarray of matplotlib.axes.Axes of shape (n_rows, n_cols)
-        One axes per image (unused cells are hidden).
+        One axes per map (unused cells are hidden).
     overlays_ : list of matplotlib.image.AxesImage
-        The heat map of each image.
+        The heat map of each cell.
 
     See Also
     --------
@@ -402,7 +510,7 @@ class SaliencyDisplay:
     """
 
     def __init__(self, *, images, maps, targets, y_pred=None, confidence=None,
-                 y_true=None, method=None):
+                 y_true=None, method=None, indices=None, display_labels=None):
         self.images = images
         self.maps = maps
         self.targets = targets
@@ -410,12 +518,14 @@ class SaliencyDisplay:
         self.confidence = confidence
         self.y_true = y_true
         self.method = method
+        self.indices = indices
+        self.display_labels = display_labels
 
     @classmethod
     def from_estimator(cls, estimator, X, y=None, *, target=None,
                        method="integrated_gradients", layer=None, method_params=None,
-                       batch_size=32, random_state=None, n_cols=None, cmap="jet",
-                       alpha=0.5, image_cmap="gray", ax=None):
+                       batch_size=32, random_state=None, display_labels=None,
+                       n_cols=None, cmap="jet", alpha=0.5, image_cmap="gray", ax=None):
         """Compute the saliency maps of images ``X`` and draw them.
 
         Parameters
@@ -424,13 +534,23 @@ class SaliencyDisplay:
             A fitted :class:`~skimgcls.CNNClassifier`, a Pipeline ending with
             one, or a fitted search whose ``best_estimator_`` is one of those.
         X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
-            Images accepted by ``estimator``; one grid cell each.
-        y : array-like of shape (n_samples,) or None, default=None
-            True labels, shown in the titles.
-        target : label, array-like of shape (n_samples,) or None, default=None
+            Images accepted by ``estimator``; one grid cell each (one per
+            explained label with ``target='predicted'``).
+        y : array-like of shape (n_samples,) or (n_samples, n_labels) or None, \
+default=None
+            True labels, shown in the titles; the 0/1 indicator matrix for a
+            multi-label estimator.
+        target : label, array-like of shape (n_samples,), 'predicted' or None, \
+default=None
             The class to explain, as a label from ``classes_``: one for all
             images or one per image (``target=y`` explains the true
-            classes). None explains the predictions.
+            classes). None explains the predictions. For a multi-label
+            estimator, ``classes_`` are the label indices: ``target=j``
+            explains label ``j`` in every image, None each image's most
+            probable label, ``'predicted'`` each predicted label (a cell per
+            image and label above ``threshold``; an image with none gets one
+            cell, for its most probable label), and an indicator matrix
+            (e.g. ``target=y``) each label it sets.
         method : {'integrated_gradients', 'saliency', 'gradient_shap', \
 'occlusion', 'gradcam'}, default='integrated_gradients'
             The attribution method, see :func:`saliency_maps`.
@@ -443,6 +563,11 @@ class SaliencyDisplay:
             Images per attribution call.
         random_state : int or None, default=None
             Seeds the noise of ``'gradient_shap'``.
+        display_labels : array-like of shape (n_classes,) or None, default=None
+            Names shown in the titles for ``classes_``, in their order; for a
+            multi-label estimator, the names of its label columns (e.g. the
+            ``classes_`` of a ``MultiLabelBinarizer``). None shows the labels
+            themselves (the column indices, for multi-label).
         n_cols : int or None, default=None
             Columns of the grid; about a square grid when None.
         cmap : str, default='jet'
@@ -452,31 +577,89 @@ class SaliencyDisplay:
         image_cmap : str, default='gray'
             Colormap of one-channel images.
         ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into (at least one per image); None creates a figure.
+            Axes to draw into (at least one per map); None creates a figure.
 
         Returns
         -------
         display : SaliencyDisplay
             The plotted display.
+
+        Examples
+        --------
+        A cell per predicted label of a multi-label classifier, with names:
+
+        >>> import pytest; _ = pytest.importorskip("captum")
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from skimgcls import CNNClassifier, SaliencyDisplay
+        >>> X, y = load_digits(return_X_y=True)
+        >>> X = X.reshape(-1, 8, 8) / 16
+        >>> Y = np.stack([y % 2, y > 4], axis=1).astype(int)
+        >>> clf = CNNClassifier(max_epochs=3, module__width=4, random_state=0)
+        >>> clf = clf.fit(X[:300], Y[:300])
+        >>> display = SaliencyDisplay.from_estimator(
+        ...     clf, X[300:304], Y[300:304], target="predicted", method="saliency",
+        ...     display_labels=["odd", "large"])
+        >>> len(display.maps) == len(display.indices) >= 4
+        True
+        >>> import matplotlib.pyplot as plt
+        >>> plt.close(display.figure_)
         """
-        clf, maps, targets, proba, inputs = _saliency(
+        clf, maps, rows, targets, proba, inputs = _saliency(
             estimator, X, target, method, layer=layer, method_params=method_params,
-            batch_size=batch_size, random_state=random_state, keep_images=True)
-        if y is not None:
+            batch_size=batch_size, random_state=random_state, keep_images=True,
+            per_label=True)
+        n_images, classes = len(proba), clf.classes_
+        names = None
+        if display_labels is not None:
+            names = np.asarray(display_labels, dtype=object)
+            if names.shape != classes.shape:
+                what = "label columns" if _multilabel(clf) else "classes"
+                raise ValueError(
+                    f"display_labels has {names.size} names for the {classes.size} "
+                    f"{what} of the estimator; pass one name per entry of "
+                    "classes_, in its order."
+                )
+        if y is not None and _multilabel(clf):
+            y = check_labels(y, n_samples=n_images, classes=classes, estimator=clf,
+                             multilabel=True)[rows]
+        elif y is not None:
             y = column_or_1d(y)
-            if len(y) != len(maps):
-                raise ValueError(f"y has {len(y)} labels for {len(maps)} images; pass "
+            if len(y) != n_images:
+                raise ValueError(f"y has {len(y)} labels for {n_images} images; pass "
                                  "one true label per image, or None.")
-        display = cls(
-            images=_shown_images(X, inputs, maps.shape[1:]),
-            maps=maps, targets=clf.classes_[targets],
-            y_pred=clf.classes_[proba.argmax(1)], confidence=proba.max(1),
-            y_true=y, method=method,
-        )
+            if names is not None:
+                lookup = dict(zip(classes.tolist(), names.tolist()))
+                y = np.array([lookup.get(v, v) for v in y.tolist()], dtype=object)
+        images = _shown_images(X, inputs, maps.shape[1:])[rows]
+        if _multilabel(clf):
+            display = cls(
+                images=images, maps=maps, targets=classes[targets],
+                y_pred=(proba > clf._threshold()).astype(np.int64)[rows],
+                confidence=proba[rows, targets], y_true=y, method=method,
+                indices=rows, display_labels=names)
+        else:
+            shown = classes if names is None else names
+            display = cls(
+                images=images, maps=maps, targets=shown[targets],
+                y_pred=shown[proba.argmax(1)], confidence=proba.max(1), y_true=y,
+                method=method, indices=rows)
         return display.plot(n_cols=n_cols, cmap=cmap, alpha=alpha,
                             image_cmap=image_cmap, ax=ax)
 
     def _title(self, i):
+        if self.y_pred is not None and np.ndim(self.y_pred) == 2:  # multi-label
+            names = self.display_labels
+            lines = [] if self.y_true is None else [
+                f"true: {label_set(self.y_true[i], names)}"]
+            lines.append(f"pred: {label_set(self.y_pred[i], names)}")
+            target = self.targets[i] if names is None else names[self.targets[i]]
+            if self.confidence is not None:
+                target = f"{target} ({self.confidence[i]:.2f})"
+            lines.append(f"map of: {target}")
+            return "\n".join(lines)
         lines = [] if self.y_true is None else [f"true: {self.y_true[i]}"]
         if self.y_pred is not None:
             pred = f"pred: {self.y_pred[i]}"
@@ -502,7 +685,7 @@ class SaliencyDisplay:
         image_cmap : str, default='gray'
             Colormap of one-channel images.
         ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into (at least one per image); None creates a figure.
+            Axes to draw into (at least one per map); None creates a figure.
 
         Returns
         -------
@@ -514,8 +697,14 @@ class SaliencyDisplay:
         if n == 0:
             raise ValueError("There are no saliency maps to draw; pass at least "
                              "one image.")
-        fig, axes = image_grid(plt, n, n_cols=n_cols, ax=ax, tile=(1.8, 2.1),
-                               what="axes, one per image")
+        per_label = self.indices is not None and len(np.unique(self.indices)) < n
+        titles = [self._title(i) for i in range(n)]
+        tile = (1.8, 2.1)
+        if self.y_pred is not None and np.ndim(self.y_pred) == 2:  # label sets
+            tile = tile_for(titles, tile)
+        fig, axes = image_grid(plt, n, n_cols=n_cols, ax=ax, tile=tile,
+                               what="axes, one per (image, label) map" if per_label
+                               else "axes, one per image")
         self.overlays_ = []
         for i, axis in enumerate(axes.flat[:n]):
             axis.imshow(for_imshow(self.images[i]), cmap=image_cmap)
@@ -523,7 +712,7 @@ class SaliencyDisplay:
             self.overlays_.append(axis.imshow(
                 self.maps[i] / (peak or 1.0), cmap=cmap, alpha=alpha, vmin=0.0,
                 vmax=1.0, interpolation="bilinear"))
-            axis.set_title(self._title(i), fontsize=8)
+            axis.set_title(titles[i], fontsize=8)
         if self.method:
             fig.suptitle(f"Saliency ({self.method})")
         self.figure_, self.axes_ = fig, axes

@@ -1,5 +1,7 @@
 """Displays (rendered headless with Agg) and the top-k accuracy scorer."""
 
+import copy
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -17,6 +19,7 @@ from sklearn.metrics import (  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer  # noqa: E402
+from scipy import sparse  # noqa: E402
 
 from skimgcls import (  # noqa: E402
     CNNClassifier,
@@ -25,6 +28,8 @@ from skimgcls import (  # noqa: E402
     make_top_k_scorer,
 )
 from skimgcls.inspection import top_k_accuracy  # noqa: E402
+
+from .test_multilabel import planted  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -157,6 +162,135 @@ def test_misclassified_without_errors():
     display = MisclassifiedImagesDisplay.from_predictions(
         np.zeros((3, 4, 4)), [1, 2, 2], [1, 1, 2])
     assert display.figure_._suptitle.get_text() == "All 1 errors (3 images)"
+
+
+def test_misclassified_display_labels_name_single_label_classes():
+    display = MisclassifiedImagesDisplay.from_predictions(
+        np.zeros((3, 4, 4)), [0, 1, 2], [0, 2, 1], y_proba=[0.9, 0.8, 0.7],
+        display_labels=["cat", "dog", "bird"])
+    assert [ax.get_title() for ax in display.axes_.flat if ax.images] == [
+        "true: dog\npred: bird (0.80)", "true: bird\npred: dog (0.70)"]
+    with pytest.raises(ValueError, match=r"display_labels has 2 names for the 3 "
+                                         r"classes \[0, 1, 2\]"):
+        MisclassifiedImagesDisplay.from_predictions(
+            np.zeros((3, 4, 4)), [0, 1, 2], [0, 2, 1], display_labels=["a", "b"])
+
+
+# -- misclassified images: multi-label ------------------------------------------
+NAMES = ["hbar", "vbar", "diagonal", "square"]
+
+
+@pytest.fixture(scope="module")
+def multilabel():
+    X, Y = planted(300)
+    X_test, Y_test = planted(100, seed=1)
+    clf = CNNClassifier(module__width=4, max_epochs=3, precision="fp32",
+                        random_state=0).fit(X, Y)
+    return clf, X_test, Y_test
+
+
+def test_multilabel_errors_are_wrong_label_sets_ranked_by_largest_error(multilabel):
+    clf, X, Y = multilabel
+    display = MisclassifiedImagesDisplay.from_estimator(clf, X, Y, n_images=6,
+                                                        display_labels=NAMES)
+    Y_pred, proba = clf.predict(X), clf.predict_proba(X)
+    wrong = np.flatnonzero((Y_pred != Y).any(axis=1))
+    # an error is an image that score (the subset accuracy) counts as wrong
+    assert display.n_errors == len(wrong) == round((1 - clf.score(X, Y)) * len(X))
+    assert 6 < len(wrong) < len(X)
+    gap = np.abs(proba - Y).max(axis=1)
+    np.testing.assert_array_equal(
+        display.indices, wrong[np.argsort(-gap[wrong], kind="stable")][:6])
+    np.testing.assert_allclose(display.confidence, gap[display.indices])
+    assert np.all(np.diff(display.confidence) <= 0)
+    np.testing.assert_array_equal(display.y_true, Y[display.indices])
+    np.testing.assert_array_equal(display.y_pred, Y_pred[display.indices])
+    drawn = [ax for ax in display.axes_.flat if ax.images]
+    assert len(drawn) == 6
+    for k, (ax, i) in enumerate(zip(drawn, display.indices)):
+        true = {NAMES[j] for j in np.flatnonzero(Y[i])}
+        pred = {NAMES[j] for j in np.flatnonzero(Y_pred[i])}
+        lines = ax.get_title().split("\n")
+        assert lines[0] == "true: {" + ", ".join(n for n in NAMES if n in true) + "}"
+        assert lines[1] == "pred: {" + ", ".join(n for n in NAMES if n in pred) + "}"
+        expected = []
+        for what, names in (("missing", true - pred), ("extra", pred - true)):
+            if names:
+                expected.append(f"{what}: " + ", ".join(
+                    f"{n} ({proba[i, NAMES.index(n)]:.2f})" for n in NAMES if n in names))
+        assert lines[2:] == expected
+        np.testing.assert_array_equal(display.images[k][..., 0], X[i])
+    assert display.figure_._suptitle.get_text() == (
+        f"6 worst of {len(wrong)} errors (100 images)")
+    # the panels widen to fit their titles (about 0.065 inch a character)
+    longest = max(len(line) for ax in drawn for line in ax.get_title().split("\n"))
+    assert longest > 25
+    assert display.figure_.get_size_inches()[0] >= 3 * 0.065 * longest
+
+
+def test_multilabel_errors_follow_the_threshold(multilabel):
+    clf, X, Y = multilabel
+    strict = copy.deepcopy(clf).set_params(threshold=0.9)
+    display = MisclassifiedImagesDisplay.from_estimator(strict, X, Y, n_images=100)
+    expected = np.flatnonzero((strict.predict(X) != Y).any(axis=1))
+    assert display.n_errors == len(expected) == round((1 - strict.score(X, Y)) * 100)
+    assert display.n_errors != MisclassifiedImagesDisplay.from_estimator(
+        clf, X, Y).n_errors
+    np.testing.assert_array_equal(np.sort(display.indices), expected)
+
+
+def test_multilabel_from_predictions_titles_without_probabilities():
+    images = np.zeros((4, 4, 4))
+    Y_true = sparse.csr_matrix([[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1]])
+    Y_pred = [[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 0, 1]]
+    display = MisclassifiedImagesDisplay.from_predictions(images, Y_true, Y_pred)
+    assert display.indices.tolist() == [1, 2, 3]  # no probabilities: input order
+    assert display.confidence is None
+    assert [ax.get_title() for ax in display.axes_.flat if ax.images] == [
+        "true: {}\npred: {1}\nextra: 1",
+        "true: {0, 1}\npred: {}\nmissing: 0, 1",
+        "true: {1, 2}\npred: {0, 2}\nmissing: 1\nextra: 0",
+    ]
+    assert display.figure_._suptitle.get_text() == "All 3 errors (4 images)"
+
+
+def test_multilabel_shape_errors_say_what_to_pass(multilabel):
+    clf, X, Y = multilabel
+    images = np.zeros((2, 4, 4))
+    with pytest.raises(ValueError, match=r"y_true is a multi-label indicator matrix "
+                                         r"of shape \(2, 3\), but y_pred has shape "
+                                         r"\(2,\), one label per image"):
+        MisclassifiedImagesDisplay.from_predictions(images, [[1, 0, 0], [0, 1, 1]],
+                                                    [0, 1])
+    with pytest.raises(ValueError, match=r"y_pred is a multi-label indicator matrix"):
+        MisclassifiedImagesDisplay.from_predictions(images, [0, 1],
+                                                    [[1, 0, 0], [0, 1, 1]])
+    with pytest.raises(ValueError, match=r"y_true has shape \(2, 3\) but y_pred has "
+                                         r"shape \(2, 2\); pass one row per image"):
+        MisclassifiedImagesDisplay.from_predictions(images, [[1, 0, 0], [0, 1, 1]],
+                                                    [[1, 0], [0, 1]])
+    with pytest.raises(ValueError, match=r"y_pred: A multi-label y must be a binary "
+                                         r"indicator matrix"):
+        MisclassifiedImagesDisplay.from_predictions(images, [[1, 0, 0], [0, 1, 1]],
+                                                    [[1, 0, 2], [0, 1, 1]])
+    with pytest.raises(ValueError, match=r"A multi-label y_proba holds each label's "
+                                         r"probability, shape \(n_samples, n_labels\) "
+                                         r"= \(2, 3\).*got shape \(2,\)"):
+        MisclassifiedImagesDisplay.from_predictions(
+            images, [[1, 0, 0], [0, 1, 1]], [[1, 0, 1], [0, 1, 1]], y_proba=[0.9, 0.1])
+    with pytest.raises(ValueError, match="Pass their names as display_labels="):
+        MisclassifiedImagesDisplay.from_predictions(
+            images, [[1, 0, 0], [0, 1, 1]], [[1, 0, 1], [0, 1, 1]], labels=["a", "b"])
+    with pytest.raises(ValueError, match=r"display_labels has 2 names for the 3 label "
+                                         r"columns of y_true"):
+        MisclassifiedImagesDisplay.from_predictions(
+            images, [[1, 0, 0], [0, 1, 1]], [[1, 0, 1], [0, 1, 1]],
+            display_labels=["a", "b"])
+    # a multi-label estimator with one label per image: refused, not the top label
+    with pytest.raises(ValueError, match=r"y_pred is a multi-label indicator matrix "
+                                         r"of shape \(100, 4\), but y_true has shape "
+                                         r"\(100,\)"):
+        MisclassifiedImagesDisplay.from_estimator(clf, X, Y.argmax(axis=1))
 
 
 # -- scikit-learn's displays ----------------------------------------------------

@@ -1,5 +1,6 @@
 """Saliency maps: they must find the pixels that decide the class."""
 
+import copy
 import sys
 
 import matplotlib
@@ -334,3 +335,166 @@ def test_gradcam_finds_the_layer_of_timm_backbones(name):
                         random_state=0).fit(X, y)
     maps = saliency_maps(clf, X[:3], method="gradcam")
     assert maps.shape == (3, 8, 8) and (maps >= 0).all() and maps.max() > 0
+
+
+# -- multi-label ----------------------------------------------------------------
+OTHER_MASK = np.zeros((SIZE, SIZE), bool)  # the second label's pattern: a ring
+OTHER_MASK[9:15, 1:7] = True
+OTHER_MASK[10:14, 2:6] = False
+TAGS = ["top", "bottom"]
+
+
+def planted_multilabel(n, *, seed=0):
+    """Noise images; label 0 puts a bright square at PATCH, label 1 a ring below.
+
+    The shapes differ: the network pools globally, so place alone cannot tell
+    the labels apart.
+    """
+    rng = np.random.RandomState(seed)
+    X = rng.uniform(0, 0.6, (n, SIZE, SIZE)).astype(np.float32)
+    Y = (rng.rand(n, 2) < 0.5).astype(np.int64)
+    X[(Y[:, 0] == 1)[:, None, None] & MASK] = 1.0
+    X[(Y[:, 1] == 1)[:, None, None] & OTHER_MASK] = 1.0
+    return X, Y
+
+
+@pytest.fixture(scope="module")
+def multilabel_model():
+    X, Y = planted_multilabel(300)
+    clf = CNNClassifier(module=TinyCAMNet, max_epochs=6, lr=0.03, random_state=0,
+                        precision="fp32").fit(X, Y)
+    X_test, Y_test = planted_multilabel(40, seed=1)
+    assert clf.multilabel_ and clf.score(X_test, Y_test) > 0.9
+    return clf, X_test, Y_test
+
+
+def test_multilabel_maps_explain_the_label_own_logit(multilabel_model):
+    clf, X, _ = multilabel_model
+    images = X[:6]
+    inputs = torch.from_numpy(images[:, None]).requires_grad_()
+    clf.module_(inputs)[:, 1].sum().backward()
+    # the gradient of label 1's logit alone (no softmax-style centering, which
+    # would mix in label 0's evidence)
+    np.testing.assert_allclose(saliency_maps(clf, images, target=1, method="saliency"),
+                               inputs.grad.abs().sum(1).numpy(), rtol=1e-5, atol=1e-7)
+    # None explains each image's most probable label
+    top = clf.predict_proba(images).argmax(axis=1)
+    np.testing.assert_allclose(saliency_maps(clf, images, method="saliency"),
+                               saliency_maps(clf, images, target=top, method="saliency"))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "gradcam"])
+def test_multilabel_each_label_map_leans_to_its_pattern(multilabel_model, method):
+    clf, X, Y = multilabel_model
+    both = X[(Y == 1).all(axis=1)][:6]
+    assert len(both) >= 4
+
+    def square_over_ring(maps):  # per-pixel mass on the square over that on the ring
+        return maps[:, MASK].mean(axis=1) / maps[:, OTHER_MASK].mean(axis=1)
+
+    square = square_over_ring(saliency_maps(clf, both, target=0, method=method))
+    ring = square_over_ring(saliency_maps(clf, both, target=1, method=method))
+    assert (square > 1.3).all(), square
+    assert (square > 2 * ring).all(), (square, ring)
+
+
+def test_multilabel_display_draws_each_predicted_label(multilabel_model):
+    clf, X, Y = multilabel_model
+    blank = np.random.RandomState(2).uniform(0, 0.6, (1, SIZE, SIZE)).astype(np.float32)
+    images = np.concatenate([X[:5], blank])
+    Y_true = np.concatenate([Y[:5], [[0, 0]]])
+    Y_pred, proba = clf.predict(images), clf.predict_proba(images)
+    assert Y_pred[:5].sum(axis=1).max() == 2 and Y_pred[5].sum() == 0
+    display = SaliencyDisplay.from_estimator(clf, images, Y_true, target="predicted",
+                                             method="saliency", display_labels=TAGS)
+    # a map per predicted label; an image with none (the blank one) gets one map,
+    # of its most probable label
+    pairs = [(i, j) for i in range(6) for j in np.flatnonzero(Y_pred[i])]
+    pairs += [(i, proba[i].argmax()) for i in range(6) if not Y_pred[i].any()]
+    rows, labels = np.array(sorted(pairs)).T
+    assert len(rows) > 6 and rows[-1] == 5 and (rows == 5).sum() == 1
+    np.testing.assert_array_equal(display.indices, rows)
+    np.testing.assert_array_equal(display.targets, labels)
+    np.testing.assert_array_equal(display.y_pred, Y_pred[rows])
+    np.testing.assert_array_equal(display.y_true, Y_true[rows])
+    np.testing.assert_allclose(display.confidence, proba[rows, labels], rtol=1e-5)
+    np.testing.assert_array_equal(display.images[..., 0], images[rows])
+    np.testing.assert_allclose(display.maps, saliency_maps(
+        clf, images[rows], target=labels, method="saliency"))
+    assert len(display.overlays_) == len(rows)
+
+    def label_set(row):
+        return "{" + ", ".join(TAGS[j] for j in np.flatnonzero(row)) + "}"
+
+    for ax, i, j in zip(display.axes_.flat, rows, labels):
+        assert ax.get_title() == (f"true: {label_set(Y_true[i])}\n"
+                                  f"pred: {label_set(Y_pred[i])}\n"
+                                  f"map of: {TAGS[j]} ({proba[i, j]:.2f})")
+    # 'predicted' follows the estimator's threshold, as predict does
+    strict = copy.deepcopy(clf).set_params(threshold=[0.5, 0.999])
+    display = SaliencyDisplay.from_estimator(strict, images[:5], target="predicted",
+                                             method="saliency")
+    expected = np.nonzero(strict.predict(images[:5]))
+    assert len(expected[0]) < (rows < 5).sum()
+    assert set(zip(display.indices, display.targets)) >= set(zip(*expected))
+    assert len(display.indices) == len(expected[0]) + (
+        ~strict.predict(images[:5]).any(axis=1)).sum()
+    # an indicator target explains each label it sets, e.g. the true ones
+    assert Y_true[1:5].any(axis=1).all()
+    display = SaliencyDisplay.from_estimator(clf, images[1:5], target=Y_true[1:5],
+                                             method="saliency")
+    rows, labels = np.nonzero(Y_true[1:5])
+    np.testing.assert_array_equal(display.indices, rows)
+    np.testing.assert_array_equal(display.targets, labels)
+    i, j = rows[0] + 1, labels[0]
+    assert display.axes_.flat[0].get_title() == (
+        f"pred: {{{', '.join(map(str, np.flatnonzero(Y_pred[i])))}}}\n"
+        f"map of: {j} ({proba[i, j]:.2f})")
+    # one label for all: one map per image
+    display = SaliencyDisplay.from_estimator(clf, images[:3], target=1,
+                                             method="saliency", display_labels=TAGS)
+    assert display.indices.tolist() == [0, 1, 2]
+    assert display.axes_.flat[0].get_title().endswith(
+        f"map of: bottom ({proba[0, 1]:.2f})")
+
+
+def test_multilabel_errors(multilabel_model):
+    clf, X, Y = multilabel_model
+    with pytest.raises(ValueError, match=r"saliency_maps returns one map per image.*"
+                                         r"target='predicted'.*np\.nonzero"):
+        saliency_maps(clf, X[:2], target="predicted")
+    with pytest.raises(ValueError, match="saliency_maps returns one map per image"):
+        saliency_maps(clf, X[:2], target=Y[:2])
+    with pytest.raises(ValueError, match=r"target labels 2 are not labels of the "
+                                         r"multi-label estimator: pass label \(column\) "
+                                         r"indices from 0 to 1"):
+        saliency_maps(clf, X[:2], target=2)
+    with pytest.raises(ValueError, match=r"target: y has 3 label columns, but "
+                                         r"CNNClassifier was fitted in fit on 2 labels"):
+        SaliencyDisplay.from_estimator(clf, X[:2], target=np.ones((2, 3), int))
+    with pytest.raises(ValueError, match=r"X and y have different numbers of samples: "
+                                         r"2 images and 3 rows"):
+        SaliencyDisplay.from_estimator(clf, X[:2], Y[:3], method="saliency")
+    with pytest.raises(ValueError, match=r"multi-label indicator matrix of 2 labels, "
+                                         r"so y must be a 2-D array"):
+        SaliencyDisplay.from_estimator(clf, X[:2], Y[:2, 0], method="saliency")
+    with pytest.raises(ValueError, match=r"display_labels has 3 names for the 2 label "
+                                         r"columns"):
+        SaliencyDisplay.from_estimator(clf, X[:2], method="saliency",
+                                       display_labels=["a", "b", "c"])
+
+
+def test_single_label_display_names_and_predicted_target(digits_model):
+    clf, images = digits_model  # classes 10..19
+    names = [f"digit {c - 10}" for c in clf.classes_]
+    # 'predicted' is the prediction (as None) for a single-label classifier
+    display = SaliencyDisplay.from_estimator(clf, images, clf.predict(images),
+                                             target="predicted", method="saliency",
+                                             display_labels=names)
+    np.testing.assert_allclose(display.maps, saliency_maps(clf, images,
+                                                           method="saliency"))
+    predicted = [f"digit {c - 10}" for c in clf.predict(images)]
+    assert list(display.y_pred) == predicted == list(display.targets)
+    title = display.axes_.flat[0].get_title()
+    assert title.startswith(f"true: {predicted[0]}\npred: {predicted[0]} (")
+    assert "map of" not in title
