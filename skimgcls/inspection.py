@@ -35,19 +35,12 @@ _NOT_CURVES = {"epoch", "dur", "batches", "train_batch_count", "valid_batch_coun
 
 def _history_of(estimator):
     """Find the skorch history of a CNNClassifier, a Pipeline or a search."""
-    seen = estimator
-    for _ in range(10):
-        history = getattr(estimator, "history_", None)
-        if history is None and hasattr(estimator, "net_"):
-            history = estimator.net_.history
-        if history is not None:
-            return history
-        if hasattr(estimator, "best_estimator_"):
-            estimator = estimator.best_estimator_
-        elif hasattr(estimator, "steps"):
-            estimator = estimator.steps[-1][1]
-        else:
-            break
+    seen, estimator = estimator, _final_estimator(estimator)
+    history = getattr(estimator, "history_", None)
+    if history is None and hasattr(estimator, "net_"):
+        history = estimator.net_.history
+    if history is not None:
+        return history
     raise ValueError(
         "Expected a fitted CNNClassifier (alone, as the last step of a Pipeline, "
         f"or as best_estimator_ of a search) with a training history; got "

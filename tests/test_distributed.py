@@ -137,16 +137,20 @@ def test_one_cycle_spans_the_steps_of_one_process(ranks):
         assert result["full"]["scheduler_steps"] == EPOCHS * 6
 
 
+def assert_bn_matches_one_pass(fit):
+    """update_bn ran, and its statistics are those of one pass over all batches."""
+    assert fit["history"][-1]["bn_updated"] is True
+    assert fit["bn"]  # the network has BatchNorm layers
+    for (mean, var), (ref_mean, ref_var) in zip(fit["bn"], fit["bn_reference"],
+                                               strict=True):
+        torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(var, ref_var, rtol=1e-5, atol=1e-6)
+
+
 def test_update_bn_averages_over_both_shards(ranks):
     _, results = ranks
     for result in results:
-        assert result["full"]["history"][-1]["bn_updated"] is True
-        assert result["full"]["bn"]  # the network has BatchNorm layers
-        for (mean, var), (ref_mean, ref_var) in zip(result["full"]["bn"],
-                                                   result["full"]["bn_reference"],
-                                                   strict=True):
-            torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(var, ref_var, rtol=1e-5, atol=1e-6)
+        assert_bn_matches_one_pass(result["full"])
 
 
 def test_an_interrupted_fit_resumes_to_the_same_model(ranks):
@@ -222,13 +226,7 @@ def test_files_validation_metrics_cover_the_whole_split(second):
 
 def test_files_update_bn_averages_over_both_shards(second):
     for result in second:
-        assert result["files"]["history"][-1]["bn_updated"] is True
-        assert result["files"]["bn"]
-        for (mean, var), (ref_mean, ref_var) in zip(result["files"]["bn"],
-                                                   result["files"]["bn_reference"],
-                                                   strict=True):
-            torch.testing.assert_close(mean, ref_mean, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(var, ref_var, rtol=1e-5, atol=1e-6)
+        assert_bn_matches_one_pass(result["files"])
 
 
 def test_unshuffled_files_train_as_the_same_images_in_memory(second):
