@@ -27,6 +27,7 @@ from ._docstring import Substitution
 from ._functional import to_float_nchw
 from .backbones import BackboneNet, build_backbone
 from .preprocessing import ImageReader
+from .utils._progress import progress_bar
 from .utils._random import seeded
 from .utils.validation import check_image_shape, check_images, is_path_array
 
@@ -85,6 +86,9 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         rerun computes nothing.
     random_state : int, RandomState instance or None, default=None
         Seeds the random weights when ``pretrained=False``.
+    verbose : int, default=0
+        1 shows a progress bar (images embedded) while ``transform`` runs
+        (needs tqdm, the ``progress`` extra); 0 is silent.
 
     Attributes
     ----------
@@ -136,11 +140,12 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         "precision": [StrOptions({"auto", "fp32", "bf16"})],
         "memory": [None, str, HasMethods(["cache"])],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, backbone="resnet18", *, pretrained=True, input_size="auto",
                  image_shape=None, batch_size=64, device="auto", precision="auto",
-                 memory=None, random_state=None):
+                 memory=None, random_state=None, verbose=0):
         self.backbone = backbone
         self.pretrained = pretrained
         self.input_size = input_size
@@ -150,6 +155,7 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.precision = precision
         self.memory = memory
         self.random_state = random_state
+        self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -184,7 +190,9 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             model = self._build(channels)
         for param in model.parameters():
             param.requires_grad_(False)
-        self.model_ = model.eval().to(self.device_)
+        # channels_last: the fast layout of oneDNN and cuDNN convolutions, and
+        # the layout of the NHWC batches, which then need no conversion.
+        self.model_ = model.eval().to(self.device_, memory_format=torch.channels_last)
         self.embedding_dim_ = self._probe_dim(X)
         self._fingerprint = None  # computed on the first cached transform
         return self
@@ -240,11 +248,12 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         compute, fingerprint = _embed, None
         if self.memory is not None:
             compute = check_memory(self.memory).cache(
-                _embed, ignore=["images", "model", "batch_size", "device"])
+                _embed, ignore=["images", "model", "batch_size", "device", "verbose"])
             if getattr(self, "_fingerprint", None) is None:
                 self._fingerprint = _fingerprint(self.model_, self.precision_)
             fingerprint = self._fingerprint
         return compute(fingerprint, _cache_key(X), images=X, model=self.model_,
+                       verbose=self.verbose,
                        batch_size=self.batch_size, device=self.device_,
                        precision=self.precision_, size=self._read_size())
 
@@ -275,7 +284,8 @@ def _fingerprint(model, precision):
     return joblib.hash((type(model).__name__, config, precision, state))
 
 
-def _embed(fingerprint, key, *, images, model, batch_size, device, precision, size):
+def _embed(fingerprint, key, *, images, model, batch_size, device, precision, size,
+           verbose=0):
     """Features of ``images``: the function ``memory`` caches.
 
     The cache key is ``fingerprint`` (weights, input adapter, precision),
@@ -283,19 +293,22 @@ def _embed(fingerprint, key, *, images, model, batch_size, device, precision, si
     ``size``; the model object, batching and device are ignored.
     """
     return _forward_batches(model, images, batch_size=batch_size, device=device,
-                            precision=precision, size=size)
+                            precision=precision, size=size, verbose=verbose)
 
 
-def _forward_batches(model, X, *, batch_size, device, precision, size):
+def _forward_batches(model, X, *, batch_size, device, precision, size, verbose=0):
     """Run ``model`` (embed for a BackboneNet) over X batch by batch."""
     forward = model.embed if isinstance(model, BackboneNet) else model
     device_type = torch.device(device).type
     out = []
     with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16,
-                                                enabled=precision == "bf16"):
+                                                enabled=precision == "bf16"), \
+            progress_bar(total=len(X), desc="features", unit="img",
+                         verbose=verbose) as bar:
         for start in range(0, len(X), batch_size):
             batch = _to_tensor(X[start:start + batch_size], size, device)
             out.append(forward(batch).float().flatten(1).cpu())
+            bar.update(len(batch))
     return torch.cat(out).numpy()
 
 

@@ -181,3 +181,31 @@ def test_register_backbone_is_a_source_like_the_others(tmp_path, crops):
     assert clf.module_.source == "user" and clf.module_.adapter.size == (16, 16)
     with pytest.raises(ValueError, match="already a pip backbone"):
         register_backbone("efficientnet_lite0", tiny)
+
+
+def test_features_show_progress_under_verbose(crops, capsys):
+    pytest.importorskip("tqdm")
+    X, _ = crops
+    BackboneFeatures("efficientnet_lite0", input_size=32, verbose=1).fit_transform(X)
+    assert "features" in capsys.readouterr().err
+    BackboneFeatures("efficientnet_lite0", input_size=32).fit_transform(X)
+    assert capsys.readouterr().err == ""
+
+
+def test_onnx_and_saliency_of_a_fine_tuned_lite0(crops, tmp_path, no_network):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("captum")
+    from skimgcls import export_onnx, saliency_maps
+    import onnxruntime
+
+    X, y = crops
+    clf = CNNClassifier("efficientnet_lite0", pretrained=True, freeze="backbone",
+                        **{**FAST, "max_epochs": 1}).fit(X, y)
+    export_onnx(clf, tmp_path / "lite0.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "lite0.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    # The graph takes what predict_proba sees: uint8 images scaled to [0, 1].
+    (proba,) = session.run(None, {"images": X[:4].astype(np.float32) / 255})
+    np.testing.assert_allclose(proba, clf.predict_proba(X[:4]), atol=2e-3)
+    maps = saliency_maps(clf, X[:2], method="gradcam")
+    assert maps.shape[0] == 2 and np.isfinite(maps).all()

@@ -1,0 +1,195 @@
+"""Pretrained EfficientNet-Lite0 (weights installed with pip) on natural-photo crops.
+
+Measures, with every network connection refused (the weights never download):
+
+* **Frozen features**: ``BackboneFeatures('efficientnet_lite0', input_size=r)``
+  + ``LogisticRegression`` at several input sizes ``r``: seconds to embed 400
+  images, 5-fold cross-validated accuracy on the *training* crops (how the
+  default size is chosen) and the test accuracy (reported, never used to
+  choose).
+* **Fine-tuning recipes** beside from-scratch ``compact_cnn`` and frozen
+  features + LR, on 5 and 30 training crops per class: test accuracy and fit
+  seconds, for several seeds.
+
+The photo crops are ``bench/accuracy.py``'s natural-photo conditions (seven
+photos that install with packages, one class each; training crops from the
+left part of each photo, test crops from the right part).  Run::
+
+    PYTHONPATH=. python bench/bench_pretrained.py             # ~15 min on 2 cores
+    PYTHONPATH=. python bench/bench_pretrained.py --quick     # smoke run
+
+Results go to ``bench/results/pretrained.md`` and ``pretrained.json``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+
+import skimgcls
+from skimgcls import BackboneFeatures, CNNClassifier
+
+from accuracy import photos_split  # noqa: E402 - a sibling script of bench/
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def refuse_network():
+    """Make every network connection fail, as on an air-gapped machine."""
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled by bench_pretrained.py")
+
+    socket.socket.connect = refuse
+    socket.create_connection = refuse
+    socket.getaddrinfo = refuse
+
+
+def probe(size, seed=0):
+    return make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=size),
+                         LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+
+
+def features_section(sizes, per_class, seeds):
+    """Frozen features: embedding speed, CV on training crops, test accuracy."""
+    rows = []
+    X400 = photos_split(60, 48, gray=False, n_test=1)[0][:400]
+    for size in sizes:
+        features = BackboneFeatures("efficientnet_lite0", input_size=size)
+        start = time.perf_counter()
+        features.fit_transform(X400)
+        embed_s = time.perf_counter() - start
+        cv, test = [], []
+        X, y, X_test, y_test = photos_split(per_class, 48, gray=False)
+        for seed in seeds:
+            folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+            cv.append(cross_val_score(probe(size, seed), X, y, cv=folds).mean())
+            test.append(probe(size, seed).fit(X, y).score(X_test, y_test))
+        rows.append({"size": size, "embed_400_s": embed_s, "cv": cv, "test": test})
+        print(f"features {size}px: 400 images in {embed_s:.1f} s, CV "
+              f"{np.mean(cv):.3f}, test {np.mean(test):.3f}", flush=True)
+    return rows
+
+
+def recipes(quick):
+    """The compared recipes: name -> estimator factory(seed)."""
+    epochs = 2 if quick else None
+
+    def finetune(size, epochs_, lr, unfreeze):
+        def make(seed):
+            return CNNClassifier(
+                "efficientnet_lite0", pretrained=True, freeze="backbone",
+                unfreeze_at_epoch=unfreeze, backbone_lr_mult=0.1, lr=lr,
+                max_epochs=epochs or epochs_, batch_size=16, validation_fraction=None,
+                module__input_size=size, random_state=seed)
+        return make
+
+    return {
+        "compact_cnn (defaults)": lambda seed: CNNClassifier(
+            "compact_cnn", random_state=seed, **({"max_epochs": 2} if quick else {})),
+        "frozen lite0 + LR (128 px)": lambda seed: probe(128, seed),
+        "fine-tune lite0 128 px, head 2 ep then all, 8 ep, lr 1e-3":
+            finetune(128, 8, 1e-3, 3),
+        "fine-tune lite0 96 px, head 2 ep then all, 8 ep, lr 1e-3":
+            finetune(96, 8, 1e-3, 3),
+    }
+
+
+def recipes_section(per_class_list, seeds, quick):
+    rows = []
+    for per_class in per_class_list:
+        for name, make in recipes(quick).items():
+            accs, secs = [], []
+            X, y, X_test, y_test = photos_split(per_class, 48, gray=False)
+            for seed in seeds:
+                start = time.perf_counter()
+                est = make(seed).fit(X, y)
+                secs.append(time.perf_counter() - start)
+                accs.append(est.score(X_test, y_test))
+            rows.append({"per_class": per_class, "recipe": name, "test": accs,
+                         "fit_s": secs})
+            print(f"{per_class}/class {name}: test {np.mean(accs):.3f} "
+                  f"({min(accs):.3f}-{max(accs):.3f}), fit {np.median(secs):.1f} s",
+                  flush=True)
+    return rows
+
+
+def _fmt(values, digits=3):
+    return (f"{statistics.mean(values):.{digits}f} "
+            f"({min(values):.{digits}f}-{max(values):.{digits}f})")
+
+
+def write(results, out):
+    lines = [
+        "# Pretrained EfficientNet-Lite0 (pip-installed weights) on photo crops",
+        "",
+        f"`{results['command']}`: network connections refused; 48x48 RGB crops of "
+        "seven photos (bench/accuracy.py's fixed draw), training crops from the left "
+        "part of each photo, test crops (50 per class) from the right part; "
+        f"estimator and CV-fold seeds {results['seeds']}; mean (min-max).",
+        "",
+        f"skimgcls {results['skimgcls']}, torch {results['torch']}, "
+        f"{results['cpus']} cores, {results['threads']} torch threads; load average "
+        f"before {results['load_before']}, after {results['load_after']}.",
+        "",
+        "## Frozen features + LogisticRegression, by input size",
+        "",
+        f"{results['features_per_class']} training crops per class. CV: 5-fold on the "
+        "training crops (what a size is chosen by); test: the disjoint test crops "
+        "(reported, not used to choose).",
+        "",
+        "| input size | embed 400 images (s) | CV accuracy | test accuracy |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in results["features"]:
+        lines.append(f"| {row['size']} | {row['embed_400_s']:.1f} | {_fmt(row['cv'])} | "
+                     f"{_fmt(row['test'])} |")
+    lines += ["", "## Recipes: test accuracy and fit seconds", "",
+              "| crops per class | recipe | test accuracy | fit s (median) |",
+              "|---:|---|---:|---:|"]
+    for row in results["recipes"]:
+        lines.append(f"| {row['per_class']} | {row['recipe']} | {_fmt(row['test'])} | "
+                     f"{statistics.median(row['fit_s']):.1f} |")
+    (out / "pretrained.md").write_text("\n".join(lines) + "\n")
+    (out / "pretrained.json").write_text(json.dumps(results, indent=1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run, no files")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--skip", default="", help="comma list: features,recipes")
+    args = parser.parse_args()
+    refuse_network()
+    seeds = list(range(1 if args.quick else args.seeds))
+    skip = set(filter(None, args.skip.split(",")))
+    load_before = os.getloadavg()
+    results = {
+        "command": "python bench/bench_pretrained.py" + (" --quick" if args.quick else ""),
+        "skimgcls": skimgcls.__version__, "torch": torch.__version__,
+        "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(), "seeds": seeds,
+        "features_per_class": 30,
+        "load_before": [round(x, 2) for x in load_before],
+    }
+    sizes = [64, 128] if args.quick else [96, 128, 160, 224]
+    results["features"] = ([] if "features" in skip else
+                           features_section(sizes, 30, seeds))
+    results["recipes"] = ([] if "recipes" in skip else
+                          recipes_section([5, 30], seeds, args.quick))
+    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    if not args.quick:
+        write(results, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
