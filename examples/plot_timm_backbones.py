@@ -3,7 +3,7 @@
 Any timm model as a backbone, by name
 =====================================
 
-With the optional ``timm`` extra (``pip install 'skimgcls[timm]'``), every
+Every
 model of `timm <https://huggingface.co/docs/timm>`_ is a backbone name with the
 prefix ``timm/``, wherever a torchvision name is accepted:
 ``CNNClassifier(module='timm/convnext_atto', pretrained=True)``,

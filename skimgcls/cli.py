@@ -54,6 +54,11 @@ def _model_file(model_dir):
     return path
 
 
+def _freeze(value):
+    """``--freeze``: 'none', 'backbone' or a number of blocks."""
+    return int(value) if value.isdigit() else value
+
+
 def _size(values):
     if values is None:
         return None
@@ -158,7 +163,7 @@ def _train(args):
         module=args.model, max_epochs=args.max_epochs, batch_size=args.batch_size,
         lr=args.lr, validation_fraction=args.validation_fraction or None,
         augment=augment, reader=reader, random_state=args.seed,
-        verbose=args.verbose,
+        verbose=args.verbose, pretrained=args.pretrained, freeze=args.freeze,
     )
     clf.fit(X, y)
     out = Path(args.out)
@@ -419,8 +424,15 @@ def build_parser():
                        help="CSV: the label column holds label names joined by SEP "
                        "(e.g. 'beach|people'): multi-label data")
     train.add_argument("--model", default="compact_cnn",
-                       help="network: compact_cnn, simple_cnn or a torchvision "
-                       "model name such as resnet18 (default: %(default)s)")
+                       help="network: compact_cnn, simple_cnn or a backbone name "
+                       "such as efficientnet_lite0 or resnet18 "
+                       "(skimgcls.backbones.list_backbones(); default: %(default)s)")
+    train.add_argument("--pretrained", action="store_true",
+                       help="start a backbone from its pretrained weights "
+                       "(efficientnet_lite0's install with skimgcls: no download)")
+    train.add_argument("--freeze", default="none", type=_freeze,
+                       help="'backbone' trains only the new head, an int freezes "
+                       "that many leading blocks (default: %(default)s)")
     train.add_argument("--out", required=True, metavar="MODEL_DIR",
                        help="directory to write the model to")
     # Training defaults are CNNClassifier's own, read from it, not copied.

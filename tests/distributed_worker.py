@@ -199,10 +199,11 @@ def main_files_and_unfreezing(out, folder):
         "arrays": state(classifier(**unshuffled).fit(X, y)),
     }
 
-    # A frozen backbone, unfrozen for the second epoch: 64 images, 2 batches
-    # of 16 per process and epoch.
+    # A frozen pretrained backbone (ImageNet weights installed with pip: no
+    # download in either process), unfrozen for the second epoch: 64 images, 2
+    # batches of 16 per process and epoch.
     X, y = digits(64)
-    clf = classifier(module="mobilenet_v3_small", module__input_size=32,
+    clf = classifier(module="efficientnet_lite0", pretrained=True, module__input_size=32,
                      freeze="backbone", unfreeze_at_epoch=2, validation_fraction=None,
                      lr=0.01, callbacks=[("body", BodyRecorder())]).fit(X, y)
     recorder = dict(clf.net_.callbacks_)["body"]

@@ -38,11 +38,22 @@ MILITARY_UNIFORM = 652  # ... of matplotlib's grace_hopper.jpg
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any attempt to open a network connection fails the test."""
+    """Any attempt to open a network connection fails the test.
+
+    Unix-domain sockets stay allowed: DataLoader workers pass tensors' file
+    descriptors through them.
+    """
     def refuse(*args, **kwargs):
         raise AssertionError("a network connection was attempted")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    connect = socket.socket.connect
+
+    def connect_locally(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse()
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect_locally)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
@@ -209,3 +220,19 @@ def test_onnx_and_saliency_of_a_fine_tuned_lite0(crops, tmp_path, no_network):
     np.testing.assert_allclose(proba, clf.predict_proba(X[:4]), atol=2e-3)
     maps = saliency_maps(clf, X[:2], method="gradcam")
     assert maps.shape[0] == 2 and np.isfinite(maps).all()
+
+
+def test_cli_trains_a_pretrained_lite0_offline(crops, tmp_path, no_network):
+    from skimgcls.cli import main
+
+    X, y = crops
+    for i, (image, label) in enumerate(zip(X, y)):
+        folder = tmp_path / "data" / f"photo{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    out = tmp_path / "model"
+    assert main(["train", str(tmp_path / "data"), "--out", str(out), "--model",
+                 "efficientnet_lite0", "--pretrained", "--freeze", "backbone",
+                 "--epochs", "1", "--verbose", "0"]) == 0
+    clf = load(out / "model.safetensors")
+    assert clf.module_.name == "efficientnet_lite0" and clf.module_.frozen_blocks > 0

@@ -4,7 +4,7 @@ import fnmatch
 
 from ._pip import PipSource
 from ._spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
-from ._timm import PREFIX, TimmSource, timm_available
+from ._timm import TimmSource
 from ._torchvision import TorchvisionSource
 from ._user import UserSource
 
@@ -69,17 +69,15 @@ def suggest_backbones(name, n=3):
     """Return up to ``n`` backbone names close to ``name`` (for error messages).
 
     A name some source owns gets that source's suggestions; other names get
-    close names of every source, a timm model given without its prefix its
-    ``'timm/'`` name first.
+    the close names of every source, a name that is another's without its
+    prefix (``'convnext_atto'`` for ``'timm/convnext_atto'``) first.
     """
     source = source_for(name)
     if source is not None:
         return source.suggest(name, n=n)
-    timm = get_source("timm")
-    timm_close = timm.suggest(str(name), n=n) if timm_available() else []
-    exact = [c for c in timm_close[:1] if c == PREFIX + str(name)]
-    close = [c for s in SOURCES if s is not timm for c in s.suggest(name, n=n)]
-    return (exact + (close or timm_close[len(exact):]))[:n]
+    close = [c for s in SOURCES if s.available() for c in s.suggest(name, n=n)]
+    exact = [c for c in close if c.rpartition("/")[2] == str(name)]
+    return list(dict.fromkeys(exact + close))[:n]
 
 
 _SOURCE_NAMES = ("all",) + tuple(_BY_NAME)
@@ -134,8 +132,8 @@ def list_backbones(source="all", *, pretrained=False, pattern=None, offline=Fals
     """
     if source not in _SOURCE_NAMES:
         raise ValueError(f"source must be one of {_SOURCE_NAMES}; got {source!r}.")
-    chosen = [s for s in SOURCES if source in ("all", s.name)
-              and not (source == "all" and s.name == "timm" and not timm_available())]
+    chosen = [s for s in SOURCES if s.name == source
+              or source == "all" and s.available()]
     names = [n for s in chosen for n in s.names(bool(pretrained))]
     if pattern is not None:
         names = fnmatch.filter(names, pattern)

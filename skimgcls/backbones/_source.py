@@ -133,6 +133,10 @@ class BackboneSource:
         """Return the sorted backbone names this source offers."""
         raise NotImplementedError
 
+    def available(self):
+        """Return True if the packages :meth:`names` needs are installed."""
+        return True
+
     def check(self, name):
         """Raise a ValueError (with close names) if ``name`` is not offered."""
         if name not in self.names():

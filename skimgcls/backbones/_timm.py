@@ -331,6 +331,9 @@ class TimmSource(BackboneSource):
     def names(self, pretrained=False):
         return list(timm_names(pretrained))
 
+    def available(self):
+        return timm_available()
+
     def check(self, name):
         check_timm_name(name)
 
