@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from ._functional import resize_nhwc
+from .exceptions import SkippedImagesWarning
 from .utils._progress import track
 
 __all__ = [
@@ -379,8 +380,9 @@ def unreadable_error(failed, n_total, advice):
 def warn_skipped(failed, n_total):
     if failed:
         warnings.warn(
-            f"Skipped {len(failed)} of {n_total} image files that could not be read "
-            f"(on_error='skip'):\n{_listed(failed)}",
-            UserWarning,
+            SkippedImagesWarning(
+                f"Skipped {len(failed)} of {n_total} image files that could not be "
+                f"read (on_error='skip'):\n{_listed(failed)}",
+                [exc.path for exc in failed]),
             stacklevel=4,  # the caller of load_image_folder / load_image_csv
         )

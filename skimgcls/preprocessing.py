@@ -51,7 +51,7 @@ from ._functional import (
 )
 from ._cache import open_cache
 from ._io import read_all, stack_images
-from .utils.validation import is_path_array
+from .utils.validation import as_path_array, is_path_array
 
 __all__ = [
     "CenterCrop",
@@ -623,7 +623,7 @@ class ImageReader(ImageTransformer):
         X : ndarray of shape (n_samples, H, W, C)
             uint8 images (uint16 for 16-bit files with ``mode=None``).
         """
-        paths = np.asarray(paths, dtype=object)
+        paths = as_path_array(paths)
         if self.cache is not None:
             return open_cache(self.cache, self._read_kwargs()).read(paths, self.n_jobs)
         images, _, _ = read_all(paths, self._read_kwargs(), "raise", self.n_jobs)
