@@ -157,15 +157,15 @@ def _training_data(args):
     from .datasets import load_image_csv, load_image_folder
 
     if Path(args.data_dir).is_dir():
-        X, y = _checked(load_image_folder, args.on_error, args.data_dir, lazy=True,
-                        verbose=args.verbose)
+        X, y = _checked(load_image_folder, args.command, args.on_error, args.data_dir,
+                        lazy=True, verbose=args.verbose)
         classes, counts = np.unique(y, return_counts=True)
         return X, y, classes, counts
     if not Path(args.data_dir).is_file():
         raise CLIError(f"{args.data_dir}: no such folder or CSV file.")
     columns = args.label_column or ["label"]
     label_column = columns[0] if len(columns) == 1 else columns
-    X, y = _checked(load_image_csv, args.on_error, args.data_dir,
+    X, y = _checked(load_image_csv, args.command, args.on_error, args.data_dir,
                     path_column=args.path_column, label_column=label_column,
                     label_sep=args.label_sep, lazy=True, verbose=args.verbose)
     if args.label_sep is not None:
@@ -182,7 +182,7 @@ def _training_data(args):
     return X, y, classes, y.sum(axis=0)
 
 
-def _checked(load, on_error, *args, **kwargs):
+def _checked(load, command, on_error, *args, **kwargs):
     """Paths and labels from ``load``, every file checked before any training.
 
     Files that cannot be read are found by ``on_error='skip'`` (a cheap
@@ -195,12 +195,15 @@ def _checked(load, on_error, *args, **kwargs):
         warnings.simplefilter("always", SkippedImagesWarning)
         X, y = load(*args, on_error="skip", **kwargs)
     for warning in caught:
-        if on_error == "raise" and issubclass(warning.category, SkippedImagesWarning):
+        if not issubclass(warning.category, SkippedImagesWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+        elif on_error == "raise":
             raise CLIError(str(warning.message).replace(
                 "Skipped", "Stopped: found", 1).replace(
                 "(on_error='skip')", "(pass --on-error skip to leave them out)", 1))
-        warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                               warning.lineno)
+        else:  # reported, not raised: the skip is what was asked for
+            _print_lines(f"skimgcls {command}: warning", str(warning.message))
     return X, y
 
 
@@ -356,7 +359,8 @@ def _evaluate(args):
             "Score it in Python: clf.predict(X) with sklearn.metrics.f1_score("
             "y, y_pred, average='samples'), hamming_loss or classification_report."
         )
-    X, y = _checked(load_image_folder, args.on_error, args.data_dir, lazy=True)
+    X, y = _checked(load_image_folder, args.command, args.on_error, args.data_dir,
+                    lazy=True)
     y = _labels_as_classes(y, clf.classes_, args.data_dir)
     y_pred = clf.predict(X)
     labels = np.union1d(clf.classes_, np.unique(y))

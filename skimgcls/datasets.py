@@ -462,7 +462,7 @@ def decode_for_fit(reader, paths, image_shape, *, n_jobs=None):
     So a file that cannot be read stops the fit before training, with one
     error that lists every such file (never a DataLoader worker's traceback
     in the middle of an epoch). When the decoded images fit the reader's
-    ``keep_in_memory`` budget (:data:`MEMORY_BUDGET` by default) they are
+    ``keep_in_memory`` budget (``MEMORY_BUDGET`` by default) they are
     returned as one NHWC array and the fit trains on it at in-memory speed;
     otherwise the paths are returned, to be decoded again batch by batch, so
     memory stays bounded.

@@ -538,7 +538,7 @@ class ImageReader(ImageTransformer):
         once (a file that cannot be read stops it there, with an error that
         lists every such file). 'auto' keeps the decoded images in memory
         when they take at most 2 GiB
-        (:data:`skimgcls.datasets.MEMORY_BUDGET`), so that every epoch runs
+        (``skimgcls.datasets.MEMORY_BUDGET``), so that every epoch runs
         at the speed of in-memory arrays; larger data sets are decoded again
         batch by batch in DataLoader workers, so memory stays bounded (pass
         ``cache`` to decode them only once). True always keeps them, False

@@ -71,8 +71,8 @@ def write_mixed_folder(root, n_per_class=9, classes=("roof", "sky", "tree")):
     """A user's folder: photo crops of mixed sizes and modes, plus two bad files.
 
     ``root/<label>/<file>`` from crops of scikit-learn's sample photos (a
-    different region per class); a third of the files 48x48, the others of
-    other, non-square sizes; gray and CMYK JPEGs, RGBA and RGB PNGs mixed;
+    different region per class); two thirds of the files 48x48, the others
+    of other, mostly non-square sizes; gray and CMYK JPEGs, RGBA and RGB PNGs mixed;
     one corrupt JPEG (a valid header, then garbage) and one empty PNG.
     Returns the paths of the two bad files.
     """
@@ -88,7 +88,7 @@ def write_mixed_folder(root, n_per_class=9, classes=("roof", "sky", "tree")):
         folder.mkdir(parents=True)
         top, left = 40 + 120 * k, 40 + 150 * k
         for i in range(n_per_class):
-            h, w = (48, 48) if i % 3 == 0 else rng.integers(24, 72, size=2)
+            h, w = (48, 48) if i % 5 < 3 else rng.integers(24, 72, size=2)
             y0, x0 = top + rng.integers(0, 30), left + rng.integers(0, 30)
             image = Image.fromarray(photo[y0:y0 + h, x0:x0 + w])
             kind = i % 4

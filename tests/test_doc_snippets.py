@@ -3,8 +3,9 @@
 The snippets of one page run in order in one namespace (as a reader pastes
 them), in a temporary folder that holds ``data/``: a user's folder of photo
 crops of mixed sizes and color modes with a corrupt and an empty file. To keep
-this fast, every fit trains one epoch (skorch's ``partial_fit`` is capped) and
-searches run on threads, in this process.
+this fast, every fit trains one epoch (skorch's ``partial_fit`` is capped) on
+at most its first ``MAX_IMAGES`` images, and searches run on threads, in this
+process (so that these caps hold in them too).
 """
 
 import re
@@ -12,12 +13,17 @@ import warnings
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pytest
 import skorch
+from sklearn.utils import _safe_indexing
+
+from skimgcls import CNNClassifier
 
 from .conftest import write_mixed_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+MAX_IMAGES = 120  # a fit in a snippet trains on its first 120 images, for 1 epoch
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +60,13 @@ def user_folder(tmp_path, monkeypatch):
         return partial_fit(self, X, y, classes, **fit_params)
 
     monkeypatch.setattr(skorch.NeuralNet, "partial_fit", one_epoch)
+    fit = CNNClassifier.fit
+
+    def on_few_images(self, X, y, **params):
+        keep = np.arange(min(len(y), MAX_IMAGES))
+        return fit(self, _safe_indexing(X, keep), _safe_indexing(y, keep), **params)
+
+    monkeypatch.setattr(CNNClassifier, "fit", on_few_images)
     return tmp_path
 
 
