@@ -273,7 +273,7 @@ def test_cli_picks_gray_for_gray_files_and_keeps_given_options(tmp_path, digits,
     for i in range(12):
         folder = tmp_path / "d" / f"c{y[i] % 2}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((X[i] * 255).astype(np.uint8)).resize((8 + i % 3, 8)).save(
+        Image.fromarray((X[i] * 255).astype(np.uint8)).resize((8 + (i % 4 == 3), 8)).save(
             folder / f"{i}.png")
     assert main(["train", str(tmp_path / "d"), "--out", str(tmp_path / "m"),
                  "--epochs", "1", "--verbose", "0"]) == 0
