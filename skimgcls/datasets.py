@@ -491,7 +491,8 @@ def decode_for_fit(reader, paths, image_shape, *, n_jobs=None):
     """
     paths = np.asarray(paths, dtype=object)
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    n_jobs = n_jobs or getattr(reader, "n_jobs", None) or min(4, os.cpu_count() or 1)
+    n_jobs = max(1, int(n_jobs or getattr(reader, "n_jobs", None)
+                        or min(4, os.cpu_count() or 1)))
 
     def decode(chunk):
         try:
@@ -506,9 +507,12 @@ def decode_for_fit(reader, paths, image_shape, *, n_jobs=None):
                     failed.append(exc)
             return images, failed
 
+    window = 4 * n_jobs  # chunks in flight: decoded images waiting stay bounded
     out, failed, start = None, [], 0
-    with ThreadPoolExecutor(max_workers=max(1, int(n_jobs))) as pool:
-        for images, bad in pool.map(decode, chunks):
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        results = (result for i in range(0, len(chunks), window)
+                   for result in pool.map(decode, chunks[i:i + window]))
+        for images, bad in results:
             failed += bad
             if start == 0 and not bad:  # the first chunk tells the size in memory
                 if len(paths) * images[0].nbytes <= _memory_budget(reader):

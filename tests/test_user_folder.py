@@ -56,7 +56,8 @@ def fast(**params):
 # -- bad files: found before training, on every route ---------------------------------------
 def test_in_memory_loader_lists_every_bad_file_in_one_error(messy):
     root, corrupt, empty = messy
-    with pytest.raises(ImageReadError, match=r"(?s)2 of 29 image files.*on_error='skip'") as info:
+    with pytest.raises(ImageReadError,
+                       match=r"(?s)2 of 29 image files.*on_error='skip'") as info:
         load_image_folder(root, size=16)
     assert set(info.value.paths) == {str(corrupt), str(empty)}
     with pytest.warns(SkippedImagesWarning, match="Skipped 2 of 29") as caught:
