@@ -23,7 +23,7 @@ from skimgcls import CNNClassifier
 from .conftest import write_mixed_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_IMAGES = 120  # a fit in a snippet trains on its first 120 images, for 1 epoch
+MAX_IMAGES = 60  # a fit in a snippet trains on its first 60 images, for 1 epoch
 
 pytestmark = pytest.mark.slow
 
