@@ -4,8 +4,8 @@ The snippets of one page run in order in one namespace (as a reader pastes
 them), in a temporary folder that holds ``data/``: a user's folder of photo
 crops of mixed sizes and color modes with a corrupt and an empty file. To keep
 this fast, every fit trains one epoch (skorch's ``partial_fit`` is capped) on
-at most its first ``MAX_IMAGES`` images, and searches run on threads, in this
-process (so that these caps hold in them too).
+the first ``PER_CLASS`` images of each class, and searches run on threads, in
+this process (so that these caps hold in them too).
 """
 
 import re
@@ -23,7 +23,16 @@ from skimgcls import CNNClassifier
 from .conftest import write_mixed_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_IMAGES = 60  # a fit in a snippet trains on its first 60 images, for 1 epoch
+PER_CLASS = 12  # a fit in a snippet trains on the first 12 images of each class
+
+
+def few_per_class(y):
+    """Indices of the first ``PER_CLASS`` images of each class, in order."""
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        return np.arange(min(len(labels), PER_CLASS * 10))
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:PER_CLASS]
+                                   for c in np.unique(labels)]))
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +72,7 @@ def user_folder(tmp_path, monkeypatch):
     fit = CNNClassifier.fit
 
     def on_few_images(self, X, y, **params):
-        keep = np.arange(min(len(y), MAX_IMAGES))
+        keep = few_per_class(y)
         return fit(self, _safe_indexing(X, keep), _safe_indexing(y, keep), **params)
 
     monkeypatch.setattr(CNNClassifier, "fit", on_few_images)
