@@ -75,14 +75,16 @@ def run_variant(args):
     meta = json.loads(Path(args.root, "meta.json").read_text())
     paths = np.array(meta["paths"], dtype=object)
     y = np.array(meta["labels"])
-    reader = ImageReader(size=args.size)
+    # keep_in_memory=False: the lazy variants decode (or read the cache) per batch,
+    # as they did before fit kept decoded images in memory by default (issue 21).
+    reader = ImageReader(size=args.size, keep_in_memory=False)
     X = paths
     extra = {}
     if args.variant == "in_memory":
         X = reader.read(paths)  # decoded once, before the timed fit
     elif args.variant == "cached":
         cache = tempfile.mkdtemp(prefix="skimgcls-cache-")
-        reader = ImageReader(size=args.size, cache=cache)
+        reader = ImageReader(size=args.size, cache=cache, keep_in_memory=False)
         extra["cache_dir"] = cache
     clf = CNNClassifier(args.module, max_epochs=args.epochs, batch_size=args.batch_size,
                         validation_fraction=None, reader=reader, random_state=0)

@@ -192,7 +192,8 @@ def main():
         else:
             routed["module__width"] = 4
         clf = CNNClassifier(max_epochs=args.epochs,
-                            batch_size=args.batch_size, reader=ImageReader(mode="RGB"),
+                            batch_size=args.batch_size,
+                            reader=ImageReader(mode="RGB", keep_in_memory=False),
                             validation_fraction=0.1, random_state=0, verbose=0,
                             **routed)
         sampler = MemorySampler()
@@ -259,7 +260,7 @@ def render(r):
 (MNIST digits upscaled; {r['folder_jpeg_mib']:.0f} MiB on disk), one class per
 subfolder, read with `load_image_folder(root, lazy=True)` and fitted as a 1-D
 array of paths: `CNNClassifier(max_epochs={r['epochs']},
-batch_size={r['batch_size']}, reader=ImageReader(mode="RGB"))` with the
+batch_size={r['batch_size']}, reader=ImageReader(mode="RGB", keep_in_memory=False))` with the
 `{r['network']}` network, then
 `predict` on all the paths. Files are decoded batch by batch in
 {r['workers_seen']} DataLoader worker process(es).

@@ -7,7 +7,9 @@ Most image collections live on disk as files, one folder per class. This
 example writes such a folder from scikit-learn's handwritten digits (as PNG
 files), trains a :class:`~skimgcls.CNNClassifier` directly on the file paths
 (decoded batch by batch in DataLoader workers, so the folder never has to fit
-in memory), predicts labels for new files, and shows the mistakes.
+in memory), predicts labels for new files, and shows the mistakes. Like real
+folders, this one has files of other sizes and color modes and a file that
+cannot be read.
 """
 
 # %%
@@ -40,6 +42,12 @@ for i, (image, label) in enumerate(zip(images, labels)):
     else:
         (train_dir / label).mkdir(parents=True, exist_ok=True)
         picture.save(train_dir / label / f"{i:04d}.png")
+
+# Real folders are messy: a larger color JPEG, a CMYK one, and an empty file.
+color = np.stack([images[100], images[100] // 2, images[100]], axis=-1)
+Image.fromarray(color).resize((24, 20)).save(train_dir / labels[100] / "from_camera.jpg")
+Image.fromarray(images[101]).convert("CMYK").save(train_dir / labels[101] / "print.jpg")
+(train_dir / labels[102] / "empty.png").write_bytes(b"")
 print(sorted(p.name for p in train_dir.iterdir()))
 
 # %%
@@ -47,22 +55,34 @@ print(sorted(p.name for p in train_dir.iterdir()))
 # ----------------------
 # ``lazy=True`` returns the file paths, a 1-D array that slices like any
 # array (cross-validation and searches work as usual), and the labels, taken
-# from the folder names.
+# from the folder names. ``on_error='skip'`` decodes each file once to find
+# those that cannot be read, and leaves them out of both arrays with one
+# warning that lists them (the default, ``'raise'``, stops with an error
+# that lists them).
+import warnings
+
 from skimgcls import load_image_folder
 
-paths, y = load_image_folder(train_dir, lazy=True)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    paths, y = load_image_folder(train_dir, lazy=True, on_error="skip")
+print(caught[0].message)
 print(len(paths), "files, e.g.", Path(paths[0]).relative_to(root), "->", y[0])
 
 # %%
 # Train on the paths
 # ------------------
-# The ``reader`` says how to decode the files: here as one gray channel.
+# The ``reader`` says how to decode the files: as one gray channel, at 8x8
+# pixels (the files have several sizes and modes). ``fit`` decodes every file
+# once and keeps the images in memory (they take far less than the 2 GiB
+# budget of ``ImageReader(keep_in_memory='auto')``), so the epochs run as fast
+# as on arrays.
 # ``RandomAugment`` varies every training batch of every epoch; it never
 # touches the validation split or the images we predict.
 from skimgcls import CNNClassifier, ImageReader, RandomAugment
 
 clf = CNNClassifier(
-    reader=ImageReader(mode="L"),
+    reader=ImageReader(mode="L", size=(8, 8)),
     augment=RandomAugment(degrees=10, translate=0.1, zoom=0.1),
     module__width=8,
     max_epochs=10,

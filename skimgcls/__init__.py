@@ -2,7 +2,7 @@
 
 from .augmentation import RandomAugment
 from .classifier import CNNClassifier
-from .datasets import load_image_csv, load_image_folder
+from .datasets import load_image_csv, load_image_dataframe, load_image_folder
 from .exceptions import NonFiniteLossError, UnsafeModelFileError
 from .features import BackboneFeatures
 from .inspection import (
@@ -34,6 +34,7 @@ __all__ = [
     "list_networks",
     "load",
     "load_image_csv",
+    "load_image_dataframe",
     "load_image_folder",
     "make_top_k_scorer",
     "MisclassifiedImagesDisplay",

@@ -8,11 +8,13 @@ The one place the package opens image files; everything that reads files
 :func:`read_all`.
 """
 
+import ast
 import warnings
 
 import numpy as np
 
 from ._functional import resize_nhwc
+from .exceptions import SkippedImagesWarning
 from .utils._progress import track
 
 __all__ = [
@@ -21,12 +23,14 @@ __all__ = [
     "INTERPOLATIONS",
     "ImageReadError",
     "MODES",
+    "SKIP_ADVICE",
     "as_size",
     "check_choice",
     "check_readable",
     "read_all",
     "read_image",
     "stack_images",
+    "unreadable_error",
     "warn_skipped",
     "with_progress",
 ]
@@ -36,6 +40,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 
 MODES = (None, "RGB", "L", "RGBA")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
+#: What a message about one bad file advises; left out where files are skipped.
+SKIP_ADVICE = " Remove it or pass on_error='skip' to the loader."
 ASPECT = (None, "pad", "crop")
 
 
@@ -55,11 +61,35 @@ class ImageReadError(ValueError):
 
     def __init__(self, path, reason=None):
         if reason is None:  # one argument: a whole message (DataLoader re-raise)
-            self.path = None
-            super().__init__(str(path))
+            message = _original_message(str(path))
+            self.path = _quoted_path(message)
+            super().__init__(message)
         else:
             self.path = str(path)
             super().__init__(f"Cannot read image file {self.path!r}: {reason}")
+
+
+def _original_message(text):
+    """The error's own message out of a DataLoader worker's re-raise.
+
+    torch re-raises a worker's exception as ``type(exc)(text)`` where the
+    text holds the worker's whole traceback; keep the last line, the
+    message a person can act on, so that it prints as one line.
+    """
+    marker = "ImageReadError: "
+    if "Traceback" not in text or marker not in text:
+        return text
+    return text[text.rindex(marker) + len(marker):].strip()
+
+
+def _quoted_path(message):
+    prefix = "Cannot read image file "
+    if not message.startswith(prefix):
+        return None
+    try:
+        return str(ast.literal_eval(message[len(prefix):].split(": ", 1)[0]))
+    except (ValueError, SyntaxError):
+        return None
 
 
 def check_choice(name, value, options):
@@ -242,24 +272,32 @@ def read_image(path, *, mode="RGB", size=None, interpolation="bilinear",
     except UnidentifiedImageError:
         raise ImageReadError(path, (
             "Pillow does not recognize it as an image (not an image, or a format "
-            "Pillow cannot open). Remove it or pass on_error='skip' to the loader."
+            f"Pillow cannot open).{SKIP_ADVICE}"
         )) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageReadError(path, (
-            f"the file is corrupt or truncated ({type(exc).__name__}: {exc}). "
-            "Remove it or pass on_error='skip' to the loader."
+            f"the file is corrupt or truncated ({type(exc).__name__}: {exc})."
+            f"{SKIP_ADVICE}"
         )) from None
 
 
 def check_readable(path):
-    """Open the header only: cheap check for lazy loading with on_error='skip'."""
+    """Decode ``path`` cheaply (JPEG at 1/8 scale) to find unreadable files.
+
+    The whole file is parsed, so a file whose header is fine but whose data
+    is cut or corrupt fails here too, not later during training.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                im.size  # noqa: B018 - the header must parse
+                if im.format == "JPEG":
+                    im.draft(im.mode, (1, 1))  # entropy decoding only, no full IDCT
+                im.load()
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning,
             UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from None
@@ -318,13 +356,33 @@ def with_progress(paths, verbose):
                  verbose=verbose)
 
 
+def _listed(failed):
+    shown = "\n".join(f"  {str(exc).replace(SKIP_ADVICE, '')}" for exc in failed[:5])
+    more = f"\n  ... and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return shown + more
+
+
+def unreadable_error(failed, n_total, advice):
+    """One :class:`ImageReadError` that lists every file of ``failed``.
+
+    ``path`` is the first file; ``paths`` all of them.
+    """
+    if len(failed) == 1 and n_total == 1:
+        return failed[0]
+    error = ImageReadError(
+        f"{len(failed)} of {n_total} image files cannot be read:\n{_listed(failed)}\n"
+        f"{advice}")
+    error.path = failed[0].path
+    error.paths = [exc.path for exc in failed]
+    return error
+
+
 def warn_skipped(failed, n_total):
     if failed:
-        shown = "\n".join(f"  {exc}" for exc in failed[:5])
-        more = f"\n  ... and {len(failed) - 5} more" if len(failed) > 5 else ""
         warnings.warn(
-            f"Skipped {len(failed)} of {n_total} image files that could not be read "
-            f"(on_error='skip'):\n{shown}{more}",
-            UserWarning,
-            stacklevel=3,
+            SkippedImagesWarning(
+                f"Skipped {len(failed)} of {n_total} image files that could not be "
+                f"read (on_error='skip'):\n{_listed(failed)}",
+                [exc.path for exc in failed]),
+            stacklevel=4,  # the caller of load_image_folder / load_image_csv
         )

@@ -33,7 +33,7 @@ from ._data import ImageTensorDataset, collate_batch
 from ._device import resolve_device, resolve_precision, torch_threads
 from ._docstring import Substitution
 from ._tta import TTA_PRESETS, resolve_tta
-from .datasets import ImagePathDataset
+from .datasets import ImagePathDataset, decode_for_fit
 from .preprocessing import ImageReader
 from .utils._progress import track
 from .utils._random import seeded
@@ -593,6 +593,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             X, image_shape=check_image_shape(self.image_shape), estimator=self,
             reset=not warm, fitted_shape=self.image_shape_ if warm else None,
             allow_paths=True, reader=self._reader(), return_image_shape=True)
+        if X.ndim == 1:  # paths: every file decoded now, kept in memory if it fits
+            X = decode_for_fit(self._reader(), X, shape)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
         weights = self._sample_weights(X, y_enc, sample_weight)
         pos_weight = self._pos_weight(y_enc) if self._multilabel else None

@@ -6,9 +6,11 @@ exit code (2 for bad input, 130 when interrupted).
 
 import argparse
 import csv
+import functools
 import io
 import json
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
@@ -67,11 +69,52 @@ def _size(values):
     return (values[0], values[0]) if len(values) == 1 else tuple(values)
 
 
-def _reader(args):
+def _reader(args, paths=None):
+    """The reader of ``args``; with ``paths``, a size and mode picked from the
+    files for what the arguments leave open (said on stdout)."""
     from .preprocessing import ImageReader
 
-    return ImageReader(mode=args.mode, size=_size(args.size),
-                       keep_aspect_ratio=args.keep_aspect_ratio)
+    size, mode = _size(args.size), args.mode
+    if paths is not None and (size is None or mode is None):
+        size, mode = _pick_size_and_mode(paths, size, mode)
+    return ImageReader(mode=mode, size=size, keep_aspect_ratio=args.keep_aspect_ratio)
+
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+MAX_AUTO_SIDE = 224  # a picked size never exceeds this (larger photos are shrunk)
+
+
+def _pick_size_and_mode(paths, size, mode):
+    """A size and a color mode that every file can be read at.
+
+    The size is the most common one when at least half of the files have
+    it, else the median height and width, the longer side capped at
+    ``MAX_AUTO_SIDE``; the mode is 'L' when every file is gray, else 'RGB'.
+    """
+    import numpy as np
+    from PIL import Image
+
+    sizes, modes = [], set()
+    for path in paths:  # headers only; files were checked when listed
+        with Image.open(path) as im:
+            sizes.append((im.height, im.width))
+            modes.add(im.mode)
+    if mode is None:
+        mode = "L" if modes <= _GRAY_MODES else "RGB"
+    if size is None:
+        shapes, counts = np.unique(np.asarray(sizes), axis=0, return_counts=True)
+        if counts.max() * 2 >= len(sizes):
+            size = tuple(int(v) for v in shapes[counts.argmax()])
+        else:
+            size = tuple(int(v) for v in np.median(np.asarray(sizes), axis=0).round())
+        scale = min(1.0, MAX_AUTO_SIDE / max(size))
+        size = tuple(max(1, int(round(v * scale))) for v in size)
+    what = (f"{len(set(sizes))} different sizes" if len(set(sizes)) > 1
+            else f"one size, {sizes[0][0]}x{sizes[0][1]}")
+    print(f"Reading the images at {size[0]}x{size[1]} in mode {mode} (the files have "
+          f"{what} and the modes {', '.join(sorted(modes))}; pass --size H W and "
+          "--mode to choose).")
+    return size, mode
 
 
 def _load_model(model_dir):
@@ -119,18 +162,17 @@ def _training_data(args):
     from .datasets import load_image_csv, load_image_folder
 
     if Path(args.data_dir).is_dir():
-        X, y = load_image_folder(args.data_dir, mode=args.mode, lazy=True,
-                                 on_error=args.on_error, verbose=args.verbose)
+        X, y = _checked(load_image_folder, args.command, args.on_error, args.data_dir,
+                        lazy=True, verbose=args.verbose)
         classes, counts = np.unique(y, return_counts=True)
         return X, y, classes, counts
     if not Path(args.data_dir).is_file():
         raise CLIError(f"{args.data_dir}: no such folder or CSV file.")
     columns = args.label_column or ["label"]
     label_column = columns[0] if len(columns) == 1 else columns
-    X, y = load_image_csv(args.data_dir, path_column=args.path_column,
-                          label_column=label_column, label_sep=args.label_sep,
-                          mode=args.mode, lazy=True, on_error=args.on_error,
-                          verbose=args.verbose)
+    X, y = _checked(load_image_csv, args.command, args.on_error, args.data_dir,
+                    path_column=args.path_column, label_column=label_column,
+                    label_sep=args.label_sep, lazy=True, verbose=args.verbose)
     if args.label_sep is not None:
         from sklearn.preprocessing import MultiLabelBinarizer
 
@@ -145,15 +187,40 @@ def _training_data(args):
     return X, y, classes, y.sum(axis=0)
 
 
+def _checked(load, command, on_error, *args, **kwargs):
+    """Paths and labels from ``load``, every file checked before any training.
+
+    Files that cannot be read are found by ``on_error='skip'`` (a cheap
+    decode of each); with ``on_error='raise'`` they are then an error that
+    lists them.
+    """
+    from .exceptions import SkippedImagesWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedImagesWarning)
+        X, y = load(*args, on_error="skip", **kwargs)
+    for warning in caught:
+        if not issubclass(warning.category, SkippedImagesWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+        elif on_error == "raise":
+            raise CLIError(str(warning.message).replace(
+                "Skipped", "Stopped: found", 1).replace(
+                "(on_error='skip')", "(pass --on-error skip to leave them out)", 1))
+        else:  # reported, not raised: the skip is what was asked for
+            _print_lines(f"skimgcls {command}: warning", str(warning.message))
+    return X, y
+
+
 def _train(args):
     from .classifier import CNNClassifier
     from .persistence import save
 
-    reader = _reader(args)
     X, y, classes, counts = _training_data(args)
     kind = "labels (multi-label)" if y.ndim == 2 else "classes"
     print(f"Found {len(X)} images of {len(classes)} {kind} in {args.data_dir}: "
           + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts)))
+    reader = _reader(args, X)
     augment = None
     if args.augment:
         from .augmentation import RandomAugment
@@ -174,12 +241,20 @@ def _train(args):
         "data_dir": str(args.data_dir), "n_images": int(len(X)),
         "classes": classes.tolist(), "multilabel": bool(y.ndim == 2),
         "model": args.model, "epochs": len(clf.history_),
-        "image_shape": list(clf.image_shape_), "train_loss": history["train_loss"],
+        "image_shape": list(clf.image_shape_),
+        "reader": {"size": list(reader.size), "mode": reader.mode},
+        "train_loss": history["train_loss"],
+        "validation_fraction": clf.validation_fraction_,
         "valid_acc": history.get("valid_acc"), "sha256": digest,
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     if summary["valid_acc"] is not None:
-        print(f"Validation accuracy: {summary['valid_acc']:.4f}")
+        print(f"Validation accuracy: {summary['valid_acc']:.4f} (on "
+              f"{clf.validation_fraction_:.0%} of the images, held out)")
+    else:
+        print("No images were held out (validation_fraction_ is None), so there is "
+              "no validation accuracy: run 'skimgcls evaluate' on a separate folder, "
+              "or pass --validation-fraction 0.1.")
     print(f"Saved the model to {out / MODEL_FILE} (sha256 {digest}).")
     return 0
 
@@ -289,7 +364,8 @@ def _evaluate(args):
             "Score it in Python: clf.predict(X) with sklearn.metrics.f1_score("
             "y, y_pred, average='samples'), hamming_loss or classification_report."
         )
-    X, y = load_image_folder(args.data_dir, lazy=True, on_error=args.on_error)
+    X, y = _checked(load_image_folder, args.command, args.on_error, args.data_dir,
+                    lazy=True)
     y = _labels_as_classes(y, clf.classes_, args.data_dir)
     y_pred = clf.predict(X)
     labels = np.union1d(clf.classes_, np.unique(y))
@@ -363,20 +439,23 @@ def _plot_confusion_matrix(matrix, labels, path):
 
 # -- parser --------------------------------------------------------------------
 def _add_reading_options(parser):
-    parser.add_argument("--mode", default="RGB", choices=["RGB", "L", "RGBA"],
-                        help="color mode the images are converted to "
-                        "(default: %(default)s)")
+    parser.add_argument("--mode", choices=["RGB", "L", "RGBA"],
+                        help="color mode the images are converted to (default: L "
+                        "when every file is gray, else RGB)")
     parser.add_argument("--size", type=int, nargs="+", metavar="N",
-                        help="resize every image to H W (or N N) pixels; needed "
-                        "when the files have different sizes")
+                        help="resize every image to H W (or N N) pixels (default: "
+                        "the most common size of the files, or their median "
+                        f"size, at most {MAX_AUTO_SIDE} pixels a side)")
     parser.add_argument("--keep-aspect-ratio", choices=["pad", "crop"],
                         help="with --size: pad or center-crop instead of stretching")
 
 
 def _add_on_error(parser):
-    parser.add_argument("--on-error", default="raise", choices=["raise", "skip"],
-                        help="unreadable files: stop with an error naming the "
-                        "file, or skip them with a warning (default: %(default)s)")
+    parser.add_argument("--on-error", default="skip", choices=["raise", "skip"],
+                        help="files that cannot be read (empty, corrupt, "
+                        "truncated): skip them with a warning that lists them, or "
+                        "stop with an error that lists them; either way before "
+                        "any training or prediction (default: %(default)s)")
 
 
 def build_parser():
@@ -441,7 +520,10 @@ def build_parser():
             ("--batch-size", "batch_size", int, "images per step"),
             ("--lr", "lr", float, "learning rate"),
             ("--validation-fraction", "validation_fraction", float,
-             "held out to report validation accuracy; 0 for none")):
+             "fraction of the images held out for early stopping and to report "
+             "validation accuracy in training.json; 'auto' holds one out only for "
+             "large data sets (see CNNClassifier's validation_fraction), 0 for "
+             "none")):
         train.add_argument(flag, dest=param, type=_param_type(kind, defaults[param]),
                            default=defaults[param],
                            help=f"{what} (default: CNNClassifier's, %(default)s)")
@@ -503,15 +585,30 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if getattr(args, "top_k", 1) < 1:
         parser.error("--top-k must be at least 1")
+    prefix = f"skimgcls {args.command}"
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, prefix)
+            return args.func(args)
     except KeyboardInterrupt:
-        print(f"skimgcls {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except (CLIError, ValueError, TypeError, OSError, ImportError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"skimgcls {args.command}: error: {message}", file=sys.stderr)
+        _print_lines(f"{prefix}: error", str(exc))
         return 2
+
+
+def _print_lines(prefix, message):
+    """``message`` on stderr, one line per line of it (a list of files stays
+    a list), each starting with ``prefix``."""
+    lines = [" ".join(line.split()) for line in message.splitlines()]
+    text = "\n".join(f"{prefix}: {line}" for line in lines if line)
+    sys.stderr.flush()
+    print(text, file=sys.stderr)
+
+
+def _show_warning(prefix, message, category, filename, lineno, file=None, line=None):
+    _print_lines(f"{prefix}: warning", str(message))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,8 @@
   frame; gray, RGB, RGBA, palette and 16-bit images; EXIF orientation honored).
 * :func:`load_image_folder` reads the class-per-subfolder layout of
   torchvision's ``ImageFolder`` and Keras' ``image_dataset_from_directory``.
-* :func:`load_image_csv` reads a CSV file or a DataFrame of paths and labels.
+* :func:`load_image_csv` reads a CSV file of paths and labels,
+  :func:`load_image_dataframe` a pandas DataFrame of them.
 * :class:`ImagePathDataset` decodes batches of paths in DataLoader workers, so
   :class:`~skimgcls.CNNClassifier` can train on folders larger than memory.
 
@@ -15,6 +16,7 @@ cross-validation and searches and is decoded only when needed.
 
 import csv
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from ._io import (
     read_all,
     read_image,
     stack_images,
+    unreadable_error,
     warn_skipped,
     with_progress,
 )
@@ -43,9 +46,14 @@ __all__ = [
     "ImagePathDataset",
     "ImageReadError",
     "load_image_csv",
+    "load_image_dataframe",
     "load_image_folder",
     "read_image",
 ]
+
+
+_LOADER_ADVICE = ("Remove them, or pass on_error='skip' to leave them out of X and y "
+                  "(with a warning that lists them).")
 
 
 def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
@@ -71,7 +79,10 @@ def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
             warn_skipped(failed, len(paths))
             paths, labels = paths[kept], labels[kept]
         return paths, labels
-    images, kept, failed = read_all(paths, read_kwargs, on_error, n_jobs, verbose)
+    # Read every file before raising, so that one error lists all bad files.
+    images, kept, failed = read_all(paths, read_kwargs, "skip", n_jobs, verbose)
+    if failed and on_error == "raise":
+        raise unreadable_error(failed, len(paths), _LOADER_ADVICE)
     warn_skipped(failed, len(paths))
     if not images:
         raise ValueError(f"None of the {len(paths)} image files could be read.")
@@ -113,11 +124,17 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
         File name extensions (case-insensitive) to load; other files are
         ignored.
     on_error : {'raise', 'skip'}, default='raise'
-        What to do with a file that cannot be read: raise an
-        :class:`ImageReadError` that names it, or leave it out of both ``X``
-        and ``y`` with one warning that lists the files. With ``lazy=True``,
-        'skip' opens each file's header only, so a file whose header is fine
-        but whose pixel data is corrupt still fails later, when it is decoded.
+        What to do with files that cannot be read (missing, empty, corrupt or
+        truncated): raise one :class:`ImageReadError` that lists them all, or
+        leave them out of both ``X`` and ``y`` (which stay aligned) with one
+        warning that lists them. 'raise' is the default so that a data set
+        never shrinks without the user knowing (as with torchvision's
+        ``ImageFolder``); the error says how to skip. With ``lazy=True``,
+        'skip' decodes each file once, cheaply (JPEGs at 1/8 scale), to find
+        the bad ones, and 'raise' opens no file: a fit of
+        :class:`~skimgcls.CNNClassifier` on the paths decodes every file
+        before its first epoch and stops, before training, with an error
+        that lists the bad ones.
     n_jobs : int or None, default=None
         Threads that decode files in parallel (``lazy=False``); None is one.
     verbose : int, default=0
@@ -142,7 +159,8 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
 
     See Also
     --------
-    load_image_csv : Paths and labels from a CSV file or DataFrame.
+    load_image_csv : Paths and labels from a CSV file.
+    load_image_dataframe : Paths and labels from a pandas DataFrame.
     skimgcls.ImageReader : Decode paths inside a Pipeline.
 
     Examples
@@ -218,8 +236,9 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
     lazy : bool, default=False
         Return the (absolute) paths instead of decoded images.
     on_error : {'raise', 'skip'}, default='raise'
-        Raise an :class:`ImageReadError` naming a bad file, or drop it from
-        ``X`` and ``y`` with a warning (see :func:`load_image_folder`).
+        Raise an :class:`ImageReadError` that lists the bad files, or drop
+        them from ``X`` and ``y`` with a warning (see
+        :func:`load_image_folder`).
     n_jobs : int or None, default=None
         Threads that decode files in parallel (``lazy=False``).
     verbose : int, default=0
@@ -267,7 +286,7 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
     else:
         columns = source
         base = Path(root) if root is not None else Path.cwd()
-        what = "the table"
+        what = "the DataFrame" if hasattr(source, "columns") else "the table"
     available = list(columns.keys())
     label_columns = [label_column] if isinstance(label_column, str) else label_column
     if label_sep is not None and not isinstance(label_column, str):
@@ -298,6 +317,95 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
     return X, (y if label_column is not None else None)
 
 
+def load_image_dataframe(frame, *, path_column="path", label_column="label", root=None,
+                         mode="RGB", size=None, interpolation="bilinear",
+                         keep_aspect_ratio=None, lazy=False, on_error="raise",
+                         n_jobs=None, verbose=0, label_sep=None):
+    """Load images listed in a pandas DataFrame of paths and labels.
+
+    The DataFrame counterpart of :func:`load_image_csv`, for file lists kept
+    in pandas (e.g. ``df = pd.read_parquet(...)`` filtered and joined).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One row per image, with ``path_column`` and ``label_column``.
+    path_column : str, default='path'
+        Column of image file paths (str or path-like).
+    label_column : str, list of str or None, default='label'
+        Column of labels; None returns ``y=None`` (images to predict); a list
+        of 0/1 columns reads multi-label data (see :func:`load_image_csv`).
+    root : str or path-like or None, default=None
+        Folder that relative paths are relative to; None: the working
+        directory.
+    mode : {'RGB', 'L', 'RGBA'} or None, default='RGB'
+        Color mode (see :func:`read_image`).
+    size : int or tuple of int or None, default=None
+        ``(H, W)`` to resize every image to while decoding.
+    interpolation : {'nearest', 'bilinear', 'bicubic', 'area'}, default='bilinear'
+        Resampling filter for ``size``.
+    keep_aspect_ratio : {None, 'pad', 'crop'}, default=None
+        How ``size`` treats other aspect ratios: stretch, pad or center-crop.
+    lazy : bool, default=False
+        Return the (absolute) paths instead of decoded images.
+    on_error : {'raise', 'skip'}, default='raise'
+        Raise an :class:`ImageReadError` that lists the bad files, or drop
+        them from ``X`` and ``y`` with a warning (see
+        :func:`load_image_folder`).
+    n_jobs : int or None, default=None
+        Threads that decode files in parallel (``lazy=False``).
+    verbose : int, default=0
+        1 or more shows a progress bar while files are read.
+    label_sep : str or None, default=None
+        Split each cell of ``label_column`` on this separator for multi-label
+        data (see :func:`load_image_csv`).
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, H, W, C) or (n_samples,)
+        Images, or the paths as an object array when ``lazy=True``.
+    y : ndarray of shape (n_samples,) or (n_samples, n_labels), or None
+        The labels, with the column's dtype.
+
+    See Also
+    --------
+    load_image_csv : The same from a CSV file.
+    load_image_folder : One subfolder per class.
+
+    Notes
+    -----
+    A column of paths can also go straight to an estimator that reads files:
+    ``CNNClassifier(reader=ImageReader(size=64)).fit(df["path"], df["label"])``
+    (a Series or a one-column DataFrame is read as a 1-D array of paths).
+
+    Examples
+    --------
+    >>> import numpy as np, os, tempfile
+    >>> import pandas as pd
+    >>> from PIL import Image
+    >>> from skimgcls import load_image_dataframe
+    >>> root = tempfile.mkdtemp()
+    >>> for name in ["a.png", "b.png"]:
+    ...     Image.fromarray(np.zeros((3, 3), np.uint8)).save(os.path.join(root, name))
+    >>> df = pd.DataFrame({"file": ["a.png", "b.png"], "species": ["cat", "dog"]})
+    >>> X, y = load_image_dataframe(df, path_column="file", label_column="species",
+    ...                             root=root, mode="L")
+    >>> X.shape, y.tolist()
+    ((2, 3, 3, 1), ['cat', 'dog'])
+    """
+    if not hasattr(frame, "columns") or not hasattr(frame, "iloc"):
+        raise TypeError(
+            "load_image_dataframe takes a pandas DataFrame with a column of paths "
+            f"and a column of labels; got {type(frame).__name__}. For a CSV file use "
+            "load_image_csv(path); for a folder per class, load_image_folder(root)."
+        )
+    return load_image_csv(
+        frame, path_column=path_column, label_column=label_column, root=root,
+        mode=mode, size=size, interpolation=interpolation,
+        keep_aspect_ratio=keep_aspect_ratio, lazy=lazy, on_error=on_error,
+        n_jobs=n_jobs, verbose=verbose, label_sep=label_sep)
+
+
 _TRUE, _FALSE = {"1", "1.0", "true", "yes"}, {"0", "0.0", "false", "no", ""}
 
 
@@ -325,6 +433,99 @@ def _label_sets(values, sep):
         names = [] if missing else str(value).split(sep)
         sets[i] = tuple(name.strip() for name in names if name.strip())
     return sets
+
+
+#: Bytes of decoded images that a fit on file paths keeps in memory by default
+#: (``ImageReader(keep_in_memory='auto')``): 2 GiB, e.g. 170,000 images of
+#: 64x64 RGB or 14,000 of 224x224 RGB.
+MEMORY_BUDGET = 2 * 1024 ** 3
+
+_FIT_ADVICE = (
+    "No training was started. Remove these files, or leave them out of X and y "
+    "before fit: load_image_folder(root, lazy=True, on_error='skip') (also "
+    "load_image_csv and load_image_dataframe) finds and skips them with a warning."
+)
+
+
+def _memory_budget(reader):
+    keep = getattr(reader, "keep_in_memory", "auto")
+    if keep is True:
+        return float("inf")
+    if keep is False:
+        return 0
+    return MEMORY_BUDGET if keep == "auto" else int(keep)
+
+
+def decode_for_fit(reader, paths, image_shape, *, n_jobs=None):
+    """Decode every file of a fit once, before its first epoch.
+
+    So a file that cannot be read stops the fit before training, with one
+    error that lists every such file (never a DataLoader worker's traceback
+    in the middle of an epoch). When the decoded images fit the reader's
+    ``keep_in_memory`` budget (``MEMORY_BUDGET`` by default) they are
+    returned as one NHWC array and the fit trains on it at in-memory speed;
+    otherwise the paths are returned, to be decoded again batch by batch, so
+    memory stays bounded.
+
+    Parameters
+    ----------
+    reader : object with a ``read(paths)`` method
+        The classifier's reader (see :func:`skimgcls.utils.read_images`).
+    paths : ndarray of shape (n_samples,)
+        File paths (object array).
+    image_shape : tuple of int
+        ``(H, W, C)`` of the first file; every file must decode to it.
+    n_jobs : int or None, default=None
+        Threads that decode chunks of files; None: the reader's ``n_jobs``,
+        else up to 4.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, H, W, C) or (n_samples,)
+        The decoded images, or ``paths`` when they exceed the budget.
+
+    Raises
+    ------
+    ImageReadError
+        Listing every file that cannot be read.
+    """
+    paths = np.asarray(paths, dtype=object)
+    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    n_jobs = max(1, int(n_jobs or getattr(reader, "n_jobs", None)
+                        or min(4, os.cpu_count() or 1)))
+
+    def decode(chunk):
+        try:
+            return read_images(reader, chunk, fitted_shape=image_shape), []
+        except ImageReadError:  # find every bad file of the chunk
+            images, failed = [], []
+            for i in range(len(chunk)):
+                try:
+                    images.append(read_images(reader, chunk[i:i + 1],
+                                              fitted_shape=image_shape)[0])
+                except ImageReadError as exc:
+                    failed.append(exc)
+            return images, failed
+
+    window = 4 * n_jobs  # chunks in flight: decoded images waiting stay bounded
+    out, failed, start = None, [], 0
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        results = (result for i in range(0, len(chunks), window)
+                   for result in pool.map(decode, chunks[i:i + window]))
+        for images, bad in results:
+            failed += bad
+            if start == 0 and not bad:  # the first chunk tells the size in memory
+                if len(paths) * images[0].nbytes <= _memory_budget(reader):
+                    out = np.empty((len(paths),) + images[0].shape, images[0].dtype)
+            if out is not None and not failed:
+                out[start:start + len(images)] = images
+            start += len(images)
+    if failed:
+        raise unreadable_error(failed, len(paths), _FIT_ADVICE)
+    return paths if out is None else out
+
+
+_CHUNK = 64  # files per decoding task
 
 
 class ImagePathDataset(torch.utils.data.Dataset):

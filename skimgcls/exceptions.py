@@ -1,6 +1,6 @@
 """Exceptions raised by skimgcls."""
 
-__all__ = ["NonFiniteLossError", "UnsafeModelFileError"]
+__all__ = ["NonFiniteLossError", "SkippedImagesWarning", "UnsafeModelFileError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -24,3 +24,24 @@ class UnsafeModelFileError(ValueError):
     import or run code outside the allowlist (scikit-learn, skorch and
     skimgcls classes; never functions).
     """
+
+
+class SkippedImagesWarning(UserWarning):
+    """Image files that could not be read were left out (``on_error='skip'``).
+
+    Issued once per call of :func:`skimgcls.datasets.load_image_folder`,
+    :func:`~skimgcls.datasets.load_image_csv` or
+    :func:`~skimgcls.datasets.load_image_dataframe`, with a message that
+    lists the files and why each failed; ``X`` and ``y`` stay aligned.
+
+    Parameters
+    ----------
+    message : str
+        The message.
+    paths : list of str, default=()
+        The files left out, also kept as ``paths``.
+    """
+
+    def __init__(self, message, paths=()):
+        super().__init__(message)
+        self.paths = list(paths)

@@ -19,7 +19,7 @@ from sklearn.utils.validation import column_or_1d
 
 from ._plotting import for_imshow, image_grid, label_set, pyplot, tile_for
 from ._io import read_image
-from .utils.validation import check_images, check_labels, is_path_array
+from .utils.validation import as_path_array, check_images, check_labels, is_path_array
 
 __all__ = [
     "MisclassifiedImagesDisplay",
@@ -230,7 +230,7 @@ class TrainingHistoryDisplay:
 def _display_images(X, indices):
     """Return the images at ``indices`` as NHWC arrays for imshow."""
     if is_path_array(X):  # decoded like training files: EXIF-upright, closed
-        paths = np.asarray(X, dtype=object)[indices]
+        paths = as_path_array(X)[indices]
         return [read_image(path, mode=None) for path in paths]
     images = check_images(X)
     return [images[i] for i in indices]

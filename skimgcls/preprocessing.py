@@ -51,7 +51,7 @@ from ._functional import (
 )
 from ._cache import open_cache
 from ._io import read_all, stack_images
-from .utils.validation import is_path_array
+from .utils.validation import as_path_array, is_path_array
 
 __all__ = [
     "CenterCrop",
@@ -532,6 +532,18 @@ class ImageReader(ImageTransformer):
         aspect), so a file that changes on disk is decoded again. Safe for
         several processes at once (DataLoader workers, parallel fits). None
         decodes every time.
+    keep_in_memory : 'auto', bool or int, default='auto'
+        How a fit of ``CNNClassifier(reader=...)`` on file paths holds the
+        decoded images. Before its first epoch, the fit decodes every file
+        once (a file that cannot be read stops it there, with an error that
+        lists every such file). 'auto' keeps the decoded images in memory
+        when they take at most 2 GiB
+        (``skimgcls.datasets.MEMORY_BUDGET``), so that every epoch runs
+        at the speed of in-memory arrays; larger data sets are decoded again
+        batch by batch in DataLoader workers, so memory stays bounded (pass
+        ``cache`` to decode them only once). True always keeps them, False
+        never; an int is the budget in bytes. :meth:`transform` and
+        ``predict`` are not affected.
     {image_shape}
 
     Attributes
@@ -576,17 +588,21 @@ class ImageReader(ImageTransformer):
         "keep_aspect_ratio": [StrOptions({"pad", "crop"}), None],
         "n_jobs": [Integral, None],
         "cache": [str, os.PathLike, None],
+        "keep_in_memory": [StrOptions({"auto"}), "boolean",
+                           Interval(Integral, 0, None, closed="left")],
         "image_shape": _IMAGE_SHAPE_CONSTRAINT,
     }
 
     def __init__(self, *, mode="RGB", size=None, interpolation="bilinear",
-                 keep_aspect_ratio=None, n_jobs=None, cache=None, image_shape=None):
+                 keep_aspect_ratio=None, n_jobs=None, cache=None,
+                 keep_in_memory="auto", image_shape=None):
         self.mode = mode
         self.size = size
         self.interpolation = interpolation
         self.keep_aspect_ratio = keep_aspect_ratio
         self.n_jobs = n_jobs
         self.cache = cache
+        self.keep_in_memory = keep_in_memory
         self.image_shape = image_shape
 
     def _read_kwargs(self):
@@ -607,7 +623,7 @@ class ImageReader(ImageTransformer):
         X : ndarray of shape (n_samples, H, W, C)
             uint8 images (uint16 for 16-bit files with ``mode=None``).
         """
-        paths = np.asarray(paths, dtype=object)
+        paths = as_path_array(paths)
         if self.cache is not None:
             return open_cache(self.cache, self._read_kwargs()).read(paths, self.n_jobs)
         images, _, _ = read_all(paths, self._read_kwargs(), "raise", self.n_jobs)

@@ -5,6 +5,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.datasets import load_digits
 
 from skimgcls import CNNClassifier
@@ -64,3 +65,42 @@ def _no_downloads(monkeypatch):
             "and pass its path, or monkeypatch torch.hub.download_url_to_file")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def write_mixed_folder(root, n_per_class=9, classes=("roof", "sky", "tree")):
+    """A user's folder: photo crops of mixed sizes and modes, plus two bad files.
+
+    ``root/<label>/<file>`` from crops of scikit-learn's sample photos (a
+    different region per class); two thirds of the files 48x48, the others
+    of other, mostly non-square sizes; gray and CMYK JPEGs, RGBA and RGB PNGs mixed;
+    one corrupt JPEG (a valid header, then garbage) and one empty PNG.
+    Returns the paths of the two bad files.
+    """
+    from pathlib import Path
+
+    from sklearn.datasets import load_sample_images
+
+    root = Path(root)
+    photo = load_sample_images().images[0]
+    rng = np.random.default_rng(0)
+    for k, label in enumerate(classes):
+        folder = root / label
+        folder.mkdir(parents=True)
+        top, left = 40 + 120 * k, 40 + 150 * k
+        for i in range(n_per_class):
+            h, w = (48, 48) if i % 5 < 3 else rng.integers(24, 72, size=2)
+            y0, x0 = top + rng.integers(0, 30), left + rng.integers(0, 30)
+            image = Image.fromarray(photo[y0:y0 + h, x0:x0 + w])
+            kind = i % 4
+            if kind == 0:
+                image.convert("L").save(folder / f"{i:02d}.jpg")
+            elif kind == 1:
+                image.convert("CMYK").save(folder / f"{i:02d}.jpg")
+            elif kind == 2:
+                image.convert("RGBA").save(folder / f"{i:02d}.png")
+            else:
+                image.save(folder / f"{i:02d}.png")
+    corrupt, empty = root / classes[0] / "corrupt.jpg", root / classes[1] / "empty.png"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"not a jpeg" * 20)
+    empty.write_bytes(b"")
+    return corrupt, empty

@@ -1,6 +1,7 @@
 """Loading folders and CSV files, decoding formats, bad files, lazy paths in fit."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from skimgcls import (
     load_image_folder,
 )
 from skimgcls.datasets import ImagePathDataset, ImageReadError, read_image
+from skimgcls.exceptions import SkippedImagesWarning
 
 
 def digit_images(n=120):
@@ -130,10 +132,14 @@ def test_on_error_skip_keeps_x_and_y_aligned(folder_with_bad_files, digits):
     for img, label in zip(X[..., 0], y):
         matches = [i for i in range(12) if np.array_equal(digits[0][i], img)]
         assert matches and all(label == f"digit{digits[1][i]}" for i in matches)
-    with pytest.warns(UserWarning, match="Skipped 2 of 15"):
+    with pytest.warns(SkippedImagesWarning, match="Skipped 3 of 15") as caught:
         paths, y_lazy = load_image_folder(folder_with_bad_files, lazy=True,
                                           on_error="skip")
-    assert len(paths) == len(y_lazy) == 13  # the truncated file has a valid header
+    # lazy loading decodes each file too: a valid header with cut data is found
+    assert len(paths) == len(y_lazy) == 12
+    assert {Path(p).name for p in caught[0].message.paths} == {
+        "corrupt.png", "fake.jpg", "truncated.png"}
+    assert caught[0].filename == __file__  # points at the caller's line
 
 
 def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ from sklearn.utils import assert_all_finite
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, column_or_1d, validate_data
 
-__all__ = ["check_images", "check_image_shape", "is_path_array"]
+__all__ = ["as_path_array", "check_images", "check_image_shape", "is_path_array"]
 
 CHANNEL_COUNTS = (1, 3, 4)
 _KEEP_DTYPES = (np.uint8, np.uint16)
@@ -88,10 +88,36 @@ def check_image_shape(image_shape):
     return shape
 
 
+def _pandas_column(X):
+    """The values of a pandas Series or one-column DataFrame as 1-D, else None."""
+    module = type(X).__module__ or ""
+    if not module.startswith("pandas"):
+        return None
+    if hasattr(X, "columns"):
+        if X.shape[1] != 1:
+            return None
+        X = X.iloc[:, 0]
+    if getattr(X, "ndim", None) != 1:
+        return None
+    return np.asarray(X, dtype=object)
+
+
+def _is_paths(values):
+    return (len(values) > 0 and isinstance(values[0], (str, os.PathLike))
+            and all(isinstance(v, (str, os.PathLike)) for v in values))
+
+
 def is_path_array(X):
-    """Return True if ``X`` is a 1-D sequence of file paths (str or PathLike)."""
+    """Return True if ``X`` is a 1-D sequence of file paths (str or PathLike).
+
+    A 1-D array or list of paths, or a pandas Series or one-column DataFrame
+    of them (:func:`as_path_array` makes them one array).
+    """
     if isinstance(X, (str, bytes, os.PathLike)):
         return False
+    column = _pandas_column(X)
+    if column is not None:
+        return _is_paths(column)
     if isinstance(X, np.ndarray):
         if X.ndim != 1 or X.size == 0:
             return False
@@ -101,6 +127,12 @@ def is_path_array(X):
     if isinstance(X, (list, tuple)) and len(X) > 0:
         return all(isinstance(x, (str, os.PathLike)) for x in X)
     return False
+
+
+def as_path_array(X):
+    """File paths (see :func:`is_path_array`) as a 1-D object array."""
+    column = _pandas_column(X)
+    return column if column is not None else np.asarray(X, dtype=object)
 
 
 def _is_pil_list(X):
@@ -121,7 +153,10 @@ def _stack_pil(images):
         raise ValueError(
             f"All images must have the same size; got {len(sizes)} different sizes "
             f"(e.g. {sorted(sizes)[:3]} as (W, H)). Resize them first, e.g. with "
-            "skimgcls.Resize(size=(H, W))."
+            "skimgcls.Resize(size=(H, W)) (which takes such a list) or "
+            "[im.resize((W, H)) for im in images]; for files, read them at one "
+            "size with ImageReader(size=(H, W)) or "
+            "CNNClassifier(reader=ImageReader(size=(H, W)))."
         )
     modes = {im.mode for im in images}
     if len(modes) > 1:
@@ -275,13 +310,16 @@ def check_images(
         matrices.
     """
     if allow_paths and is_path_array(X):
-        X = np.asarray(X, dtype=object)
+        X = as_path_array(X)
         shape = None
         if reader is not None:  # the first file gives (or must have) the shape
             shape = tuple(read_images(reader, X[:1], fitted_shape=fitted_shape).shape[1:])
             if estimator is not None and reset:
                 estimator.n_features_in_ = int(np.prod(shape))
         return (X, shape) if return_image_shape else X
+    _check_not_strings(X, estimator, allow_paths)
+    if fitted_shape is not None and _is_one_image(getattr(X, "shape", None), fitted_shape):
+        raise ValueError(_one_image_message(tuple(X.shape), fitted_shape, estimator))
     if _is_pil_list(X):
         X = _stack_pil(X)
     elif type(X).__module__.startswith("torch") and hasattr(X, "detach"):
@@ -303,6 +341,42 @@ def check_images(
     if fitted_shape is not None and X.shape[1:] != tuple(fitted_shape):
         raise ValueError(_shape_mismatch_message(X.shape[1:], fitted_shape, estimator))
     return (X, tuple(X.shape[1:])) if return_image_shape else X
+
+
+_READ_FILES_HELP = (
+    "Decode them with a reader: CNNClassifier(reader=ImageReader(size=(64, 64))) "
+    "reads paths itself, and in a Pipeline put skimgcls.ImageReader(size=(64, 64)) "
+    "first, e.g. make_pipeline(ImageReader(size=(64, 64)), Normalize(), "
+    "CNNClassifier())."
+)
+
+
+def _check_not_strings(X, estimator, allow_paths):
+    """Refuse file paths where images are needed, and tables of several columns
+    of strings, with what came and what to do."""
+    name = type(estimator).__name__ if estimator is not None else "This step"
+    if hasattr(X, "columns") and hasattr(X, "dtypes") and X.shape[1] > 1:
+        strings = [str(c) for c, dtype in X.dtypes.items()
+                   if getattr(dtype, "kind", "O") in "OSU"]
+        if strings:
+            first = strings[0]
+            raise TypeError(
+                f"Got a DataFrame of {X.shape[1]} columns, of which {strings[:5]} hold "
+                f"strings (object columns, e.g. file paths or labels). Images are "
+                f"either numeric columns (one pixel per column) or one column of file "
+                f"paths: pass that column alone, e.g. X = df[{first!r}] (a Series) "
+                f"or df[[{first!r}]], and the labels as y."
+            )
+    if allow_paths or not is_path_array(X):
+        return
+    kind = ("a pandas Series" if type(X).__module__.startswith("pandas")
+            and not hasattr(X, "columns") else
+            "a one-column DataFrame" if hasattr(X, "columns") else "a 1-D array")
+    example = as_path_array(X)[0]
+    raise TypeError(
+        f"{name} needs images, but got {kind} of {len(X)} file paths (an object "
+        f"column of strings such as {str(example)!r}). {_READ_FILES_HELP}"
+    )
 
 
 def read_images(reader, paths, *, fitted_shape=None):
@@ -550,8 +624,53 @@ def _asarray(X):
     try:
         return np.asarray(X)
     except ValueError as exc:
+        shapes = _shapes_of_list(X)
+        if shapes is not None and len(shapes) > 1:
+            shown = ", ".join(str(s) for s in shapes[:3])
+            raise ValueError(
+                f"All images must have the same size; got a list of {len(X)} images "
+                f"of {len(shapes)} different shapes (e.g. {shown}). Resize them "
+                "first: skimgcls.Resize(size=(H, W)).fit_transform(images) takes "
+                "such a list, and so does a Pipeline that starts with "
+                "skimgcls.Resize(size=(H, W)); for files, read them at one size "
+                "with ImageReader(size=(H, W)) or "
+                "CNNClassifier(reader=ImageReader(size=(H, W)))."
+            ) from None
         raise ValueError(f"{_LAYOUT_HELP}. Could not make an array of the input "
                          f"({exc}); are all images the same size?") from None
+
+
+def _shapes_of_list(X):
+    """The distinct shapes of a list of arrays, in order of first appearance."""
+    if not isinstance(X, (list, tuple)):
+        return None
+    shapes = []
+    for image in X:
+        shape = np.shape(image) if hasattr(image, "shape") or isinstance(
+            image, (list, tuple)) else None
+        if shape is None:
+            return None
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def _is_one_image(shape, fitted):
+    """A shape that is one fitted image without the batch axis."""
+    if shape is None:
+        return False
+    shape, (h, w, c) = tuple(shape), tuple(fitted)
+    # (1, H, W) is also a batch of one gray image: not flagged.
+    one = {(h, w, c)} | ({(h, w)} if c == 1 else {(c, h, w)})
+    return shape in one
+
+
+def _one_image_message(shape, fitted, estimator):
+    name = type(estimator).__name__ if estimator is not None else "The estimator"
+    return (f"X has shape {shape}: one image without the batch axis, but {name} "
+            f"takes a batch of images of shape (n_samples, {', '.join(map(str, fitted))})."
+            " For one image pass X[np.newaxis] (or X.reshape(1, *X.shape), or a list "
+            "[image]); a batch of one image comes back as an array of one prediction.")
 
 
 def _as_image_dtype(X):

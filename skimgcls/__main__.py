@@ -1,0 +1,8 @@
+"""``python -m skimgcls``: the ``skimgcls`` command (see :mod:`skimgcls.cli`)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
