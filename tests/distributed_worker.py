@@ -54,9 +54,11 @@ def digit_files(folder, n, *, write=False):
 
 
 def classifier(**params):
-    defaults = dict(module__width=4, max_epochs=2, batch_size=16, lr=0.02,
+    defaults = dict(max_epochs=2, batch_size=16, lr=0.02,
                     validation_fraction=0.25, early_stopping=False,
                     random_state=0, accelerator={"cpu": True})
+    if "module" not in params:  # the default compact_cnn, narrow
+        defaults["module__width"] = 4
     defaults.update(params)
     return CNNClassifier(**defaults)
 
