@@ -324,6 +324,12 @@ class AcceleratedImageNet(AccelerateMixin, ImageNet):
         self.accelerator.backward(loss)
         return {"loss": loss, "y_pred": y_pred}
 
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        # Re-prepare a module unwrapped at the end of the last fit (warm
+        # start, partial_fit); a first fit's initialize prepared it already.
+        self._initialize_accelerator()
+        return super().on_train_begin(net, X=X, y=y, **kwargs)
+
     def on_train_end(self, net, X=None, y=None, **kwargs):
         # Not AccelerateMixin's, which unwraps the module before the
         # callbacks' on_train_end (early stopping's best weights, update_bn)

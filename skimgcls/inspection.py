@@ -17,8 +17,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import column_or_1d
 
-from ._plotting import for_imshow, image_grid, label_set, pyplot, tile_for
 from ._io import read_image
+from ._plotting import display_names, for_imshow, image_grid, label_set, pyplot, tile_for
+from .classifier import final_estimator, is_multilabel
 from .utils.validation import check_images, check_labels, is_path_array
 
 __all__ = [
@@ -35,7 +36,7 @@ _NOT_CURVES = {"epoch", "dur", "batches", "train_batch_count", "valid_batch_coun
 
 def _history_of(estimator):
     """Find the skorch history of a CNNClassifier, a Pipeline or a search."""
-    seen, estimator = estimator, _final_estimator(estimator)
+    seen, (estimator, _) = estimator, final_estimator(estimator)
     history = getattr(estimator, "history_", None)
     if history is None and hasattr(estimator, "net_"):
         history = estimator.net_.history
@@ -375,8 +376,7 @@ class MisclassifiedImagesDisplay:
             The plotted display.
         """
         proba = np.asarray(estimator.predict_proba(X))
-        if _is_indicator(y) or getattr(_final_estimator(estimator), "multilabel_",
-                                       False):
+        if _is_indicator(y) or is_multilabel(final_estimator(estimator)[0]):
             # predict applies the estimator's threshold, as its score does
             y_pred, labels = estimator.predict(X), None
         else:
@@ -471,13 +471,10 @@ default=None
                 "their names as display_labels=."
             )
         if display_labels is not None:
-            display_labels = np.asarray(display_labels, dtype=object)
-            if display_labels.shape != (n_labels,):
-                raise ValueError(
-                    f"display_labels has {display_labels.size} names for the "
-                    f"{n_labels} label columns of y_true; pass one name per column, "
-                    "in column order (e.g. the classes_ of a MultiLabelBinarizer)."
-                )
+            display_labels = display_names(
+                display_labels, n_labels, "label columns of y_true", "pass one name "
+                "per column, in column order (e.g. the classes_ of a "
+                "MultiLabelBinarizer).")
         proba = confidence = None
         if y_proba is not None:
             proba = np.asarray(y_proba.toarray() if sp.issparse(y_proba) else y_proba,
@@ -561,18 +558,6 @@ default=None
         return self
 
 
-def _final_estimator(estimator):
-    """The last step of a Pipeline, the best_estimator_ of a search, or itself."""
-    for _ in range(10):
-        if hasattr(estimator, "best_estimator_"):
-            estimator = estimator.best_estimator_
-        elif hasattr(estimator, "steps"):
-            estimator = estimator.steps[-1][1]
-        else:
-            break
-    return estimator
-
-
 def _is_indicator(y):
     """A sparse matrix, or a 2-D array with more than one column (as ``fit``)."""
     if sp.issparse(y):
@@ -619,13 +604,10 @@ def _check_indicators(y_true, y_pred):
 
 def _named(values, classes, display_labels):
     """``values`` (labels from ``classes``) as their ``display_labels``."""
-    names = np.asarray(display_labels, dtype=object)
     classes = np.asarray(classes)
-    if names.shape != classes.shape:
-        raise ValueError(
-            f"display_labels has {names.size} names for the {classes.size} classes "
-            f"{classes.tolist()[:20]!r}; pass one name per class, in that order."
-        )
+    names = display_names(display_labels, classes.size,
+                          f"classes {classes.tolist()[:20]!r}",
+                          "pass one name per class, in that order.")
     lookup = dict(zip(classes.tolist(), names.tolist()))
     unknown = sorted({repr(v) for v in values.tolist() if v not in lookup})
     if unknown:

@@ -46,12 +46,11 @@ import numpy as np
 import torch
 from skorch.history import History
 
-from ._build import build_net, net_params
 from ._checkpoint import atomic_write
 from ._device import resolve_precision
 from ._onnx import export_onnx
 from ._version import __version__
-from .classifier import CNNClassifier
+from .classifier import CNNClassifier, rebuild_net
 from .exceptions import UnsafeModelFileError
 
 __all__ = ["save", "load", "export_onnx"]
@@ -424,10 +423,7 @@ class _Decoder:
         if torch.device(est.device_).type != torch.device(saved).type:
             est.precision_ = resolve_precision(est.precision, est.device_)
         with torch.random.fork_rng(devices=[]):  # random init, then overwritten
-            net = build_net(net_params(est), image_shape=est.image_shape_,
-                            n_classes=len(est.classes_), device=est.device_,
-                            precision=est.precision_,
-                            multilabel=getattr(est, "multilabel_", False))
+            net = rebuild_net(est)
         state = {k: self.tensor(v) for k, v in spec["module"].items()}
         try:
             net.module_.load_state_dict(state)

@@ -1,5 +1,6 @@
 """scikit-learn's estimator checks over every public estimator of the package."""
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skimgcls import (
@@ -90,6 +91,18 @@ def expected_failed_checks(estimator):
     return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+def checks_of(estimators):
+    """``parametrize_with_checks`` with its cases as a list.
+
+    scikit-learn before 1.7 hands pytest a generator, which pytest 9 warns
+    about (an error here): the lowest-versions CI run needs the list.
+    """
+    mark = parametrize_with_checks(estimators,
+                                   expected_failed_checks=expected_failed_checks)
+    argnames, argvalues = mark.args
+    return pytest.mark.parametrize(argnames, list(argvalues), **mark.kwargs)
+
+
+@checks_of(ESTIMATORS)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
