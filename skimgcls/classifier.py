@@ -844,6 +844,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return torch.cat([self.net_.predict_logits(batch, views)
                               for batch in batches]).cpu()
 
+    @Substitution("X_fitted")
     def predict_proba(self, X):
         """Return class probabilities (softmax of the network's outputs).
 
@@ -855,9 +856,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
-            Images with the shape seen in :meth:`fit`, or a 1-D array of
-            image file paths (decoded with ``reader``).
+        {X_fitted}
 
         Returns
         -------
@@ -871,6 +870,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return torch.sigmoid(logits).numpy()
         return torch.softmax(logits, dim=1).numpy()
 
+    @Substitution("X_fitted")
     def predict(self, X):
         """Return the most probable class label of each image.
 
@@ -879,9 +879,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
-            Images with the shape seen in :meth:`fit`, or a 1-D array of
-            image file paths (decoded with ``reader``).
+        {X_fitted}
 
         Returns
         -------

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ._docstring import Substitution
 from .classifier import (
     CNNClassifier,
     decision_rule,
@@ -446,6 +447,7 @@ def _shown_images(X, network_inputs, size):
     return network_inputs
 
 
+@Substitution("display_labels_columns", "figure_")
 class SaliencyDisplay:
     """Saliency maps drawn over their images, in a grid.
 
@@ -484,14 +486,11 @@ default=None
     indices : ndarray of shape (n_maps,) or None, default=None
         Position in ``X`` of each map's image (an image appears once per
         explained label with ``target='predicted'``).
-    display_labels : ndarray of shape (n_labels,) or None, default=None
-        Multi-label only: the names of the label columns; None shows the
-        column indices.
+    {display_labels_columns}
 
     Attributes
     ----------
-    figure_ : matplotlib.figure.Figure
-        The figure.
+    {figure_}
     axes_ : ndarray of matplotlib.axes.Axes of shape (n_rows, n_cols)
         One axes per map (unused cells are hidden).
     overlays_ : list of matplotlib.image.AxesImage
@@ -533,6 +532,7 @@ default=None
         self.display_labels = display_labels
 
     @classmethod
+    @Substitution("heat_map_grid")
     def from_estimator(cls, estimator, X, y=None, *, target=None,
                        method="integrated_gradients", layer=None, method_params=None,
                        batch_size=32, random_state=None, display_labels=None,
@@ -579,16 +579,7 @@ default=None
             multi-label estimator, the names of its label columns (e.g. the
             ``classes_`` of a ``MultiLabelBinarizer``). None shows the labels
             themselves (the column indices, for multi-label).
-        n_cols : int or None, default=None
-            Columns of the grid; about a square grid when None.
-        cmap : str, default='jet'
-            Colormap of the heat maps.
-        alpha : float, default=0.5
-            Opacity of the heat maps.
-        image_cmap : str, default='gray'
-            Colormap of one-channel images.
-        ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into (at least one per map); None creates a figure.
+        {heat_map_grid}
 
         Returns
         -------
@@ -679,22 +670,14 @@ default=None
             lines.append(f"map of: {self.targets[i]}")
         return "\n".join(lines)
 
+    @Substitution("heat_map_grid")
     def plot(self, *, n_cols=None, cmap="jet", alpha=0.5, image_cmap="gray",
              ax=None):
         """Draw each image with its heat map on top.
 
         Parameters
         ----------
-        n_cols : int or None, default=None
-            Columns of the grid; about a square grid when None.
-        cmap : str, default='jet'
-            Colormap of the heat maps.
-        alpha : float, default=0.5
-            Opacity of the heat maps.
-        image_cmap : str, default='gray'
-            Colormap of one-channel images.
-        ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into (at least one per map); None creates a figure.
+        {heat_map_grid}
 
         Returns
         -------

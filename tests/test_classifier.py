@@ -367,6 +367,28 @@ def test_skorch_callbacks_pass_through(small_digits):
     assert dict(clf.net_.callbacks_)["recorder"].epochs_ == 2
 
 
+class _GradientNorms(Callback):
+    """Record the gradient norm of every training step (skorch's on_grad_computed)."""
+
+    def initialize(self):
+        self.norms_ = []
+        return self
+
+    def on_grad_computed(self, net, named_parameters, **kwargs):
+        self.norms_.append(float(torch.norm(torch.stack(
+            [p.grad.norm() for _, p in named_parameters if p.grad is not None]))))
+
+
+def test_on_grad_computed_reaches_the_callbacks_that_listen(small_digits):
+    X, y = small_digits
+    clf = tiny_classifier(max_epochs=2, validation_fraction=None,
+                          callbacks=[("norms", _GradientNorms())]).fit(X, y)
+    norms = dict(clf.net_.callbacks_)["norms"].norms_
+    steps = sum(row["train_batch_count"] for row in clf.history_)
+    assert len(norms) == steps == 2 * int(np.ceil(len(X) / 32))
+    assert all(np.isfinite(norms)) and min(norms) > 0
+
+
 def test_warm_start_continues_training(small_digits):
     X, y = small_digits
     clf = tiny_classifier(max_epochs=2, warm_start=True).fit(X, y)

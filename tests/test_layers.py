@@ -41,7 +41,8 @@ LAYERS = [
     # 6. estimators
     {"classifier", "features"},
     # 7. around the estimators
-    {"persistence", "_onnx", "inspection", "_plotting", "saliency", "cli", "_demo", "__main__"},
+    {"persistence", "_onnx", "inspection", "metrics", "_plotting", "saliency", "cli",
+     "_demo", "__main__"},
 ]
 
 #: (importer, imported) edges allowed against the layers, with the reason.
