@@ -390,9 +390,3 @@ def compact_cnn(*, in_channels, n_classes, image_size, **kwargs):
 def simple_cnn(*, in_channels, n_classes, image_size, **kwargs):
     """Build :class:`SimpleCNN`, the classic Keras/PyTorch MNIST network."""
     return SimpleCNN(in_channels, n_classes, image_size, **kwargs)
-
-
-def count_parameters(module):
-    """Return the number of trainable parameters of a torch module."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
