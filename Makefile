@@ -28,8 +28,10 @@ test: $(VENV)/.installed-test
 # lowest versions pyproject.toml admits (.ci/lowest_requirements.py reads them)
 # with what they need; a .pth file written after pip has finished lets it
 # import the rest (torch, torchvision, pytest...) from .venv, behind its own
-# packages: no second copy of torch, and pip never sees .venv. The ONNX tests
-# are left out: onnx and onnxruntime in .venv are built for numpy 2.
+# packages: no second copy of torch, and pip never sees .venv. Left out: the
+# tests marked slow (training mechanics that `make test` covers; the fast
+# entries run the same checks) and the ONNX tests (onnx and onnxruntime in
+# .venv are built for numpy 2).
 $(LOWEST)/.installed: pyproject.toml .ci/lowest_requirements.py $(VENV)/.installed-test
 	rm -rf $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST)
@@ -43,7 +45,7 @@ test-lowest: $(LOWEST)/.installed
 		print("lowest versions:", "numpy", numpy.__version__, "scikit-learn", \
 		sklearn.__version__, "skorch", skorch.__version__, "Pillow", PIL.__version__, \
 		"safetensors", safetensors.__version__, "torch", torch.__version__)'
-	$(LOWEST)/bin/python -m pytest -p no:cacheprovider -k "not onnx" $(LOWEST_TESTS)
+	$(LOWEST)/bin/python -m pytest -p no:cacheprovider -m "not slow" -k "not onnx" $(LOWEST_TESTS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
