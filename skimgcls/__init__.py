@@ -5,11 +5,8 @@ from .classifier import CNNClassifier
 from .datasets import load_image_csv, load_image_dataframe, load_image_folder
 from .exceptions import NonFiniteLossError, UnsafeModelFileError
 from .features import BackboneFeatures
-from .inspection import (
-    MisclassifiedImagesDisplay,
-    TrainingHistoryDisplay,
-    make_top_k_scorer,
-)
+from .inspection import MisclassifiedImagesDisplay, TrainingHistoryDisplay
+from .metrics import make_top_k_scorer
 from .networks import list_networks, register_network
 from .persistence import export_onnx, load, save
 from .preprocessing import (

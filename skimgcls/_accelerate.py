@@ -166,6 +166,10 @@ class AcceleratedImageNet(AccelerateMixin, ImageNet):
     def num_processes(self):
         return self.accelerator.num_processes
 
+    # skorch's AccelerateMixin has no public hook for what it prepares: this
+    # class overrides its _initialize_accelerator and uses _unwrap_accelerator,
+    # _wrapped_with_accelerator and the net's _modules/_criteria/_optimizers
+    # lists, within the skorch versions pinned in pyproject.toml.
     def _initialize_accelerator(self):
         """Prepare the module(s) and optimizer(s) with the accelerator.
 
@@ -319,10 +323,16 @@ class AcceleratedImageNet(AccelerateMixin, ImageNet):
             return super().forward_images(images)
 
     def train_step_single(self, batch, **fit_params):
-        self._set_training(True)
+        self.set_mode(True)
         loss, y_pred = self.training_loss(batch)
         self.accelerator.backward(loss)
         return {"loss": loss, "y_pred": y_pred}
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        # Re-prepare a module unwrapped at the end of the last fit (warm
+        # start, partial_fit); a first fit's initialize prepared it already.
+        self._initialize_accelerator()
+        return super().on_train_begin(net, X=X, y=y, **kwargs)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         # Not AccelerateMixin's, which unwraps the module before the

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
+from ._docstring import Substitution
 from .utils.validation import check_image_shape, check_images, is_path_array
 
 __all__ = ["ImageTransformer", "is_ragged", "split_ragged"]
@@ -41,7 +42,8 @@ def split_ragged(X):
 class ImageTransformer(TransformerMixin, BaseEstimator):
     """Base class of the image transformers: validation, fit/transform, tags.
 
-    A subclass sets ``_parameter_constraints`` and ``__init__`` and writes
+    A subclass sets ``_parameter_constraints`` and ``__init__`` (unless
+    ``image_shape`` is its only parameter: this class's) and writes
     ``_transform(X)`` on validated NHWC arrays (and ``_fit(X)`` when it
     learns statistics, with ``_stateless = False``). Every transformer of
     :mod:`skimgcls.preprocessing` and :class:`skimgcls.RandomAugment` is one.
@@ -50,16 +52,19 @@ class ImageTransformer(TransformerMixin, BaseEstimator):
     #: Stateless transformers work without fit (tag requires_fit=False).
     _stateless = True
 
+    _parameter_constraints = {"image_shape": [tuple, list, None]}
+
+    def __init__(self, *, image_shape=None):
+        self.image_shape = image_shape
+
     @_fit_context(prefer_skip_nested_validation=True)
+    @Substitution("X_images_y")
     def fit(self, X, y=None):
         """Validate ``X`` (and learn statistics, for :class:`Normalize`).
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images.
-        y : None
-            Ignored.
+        {X_images_y}
 
         Returns
         -------
@@ -72,13 +77,13 @@ class ImageTransformer(TransformerMixin, BaseEstimator):
     def _fit(self, X):
         """Learn from validated NHWC images; stateless by default."""
 
+    @Substitution("X_images")
     def transform(self, X):
         """Transform images; return an NHWC NumPy array.
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images.
+        {X_images}
 
         Returns
         -------

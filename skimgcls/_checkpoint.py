@@ -267,8 +267,8 @@ class Checkpointer:
             "epochs": len(net.history),
             "stopped": bool(stopped),
             "module": _unwrapped(net).state_dict(),
-            "optimizers": {name: getattr(net, name + "_").state_dict()
-                           for name in net._optimizers},
+            # ImageNet has one optimizer, skorch's "optimizer" (optimizer_).
+            "optimizers": {"optimizer": net.optimizer_.state_dict()},
             "callbacks": _callback_states(net),
             "history": json.dumps(net.history.to_list(), default=_json_default),
             "rng": _rng_state(),

@@ -1,14 +1,15 @@
 """Parameter documentation written once and shared by several classes.
 
-The pattern of imbalanced-learn's ``utils/_docstring.py``: a class docstring
-holds a placeholder such as ``{image_shape}`` on its own line, and the
-:class:`Substitution` decorator replaces it with the shared text, so every
-estimator that takes ``image_shape`` documents it the same way.
+The pattern of imbalanced-learn's ``utils/_docstring.py``: a class or
+method docstring holds a placeholder such as ``{image_shape}`` on its own
+line, and the :class:`Substitution` decorator replaces it with the shared
+text, at the placeholder's indentation, so every estimator that takes
+``image_shape`` documents it the same way.
 """
 
-__all__ = ["Substitution", "SHARED_PARAMETERS"]
+import re
 
-_INDENT = " " * 8  # parameter descriptions in a class docstring
+__all__ = ["Substitution", "SHARED_PARAMETERS"]
 
 SHARED_PARAMETERS = {
     "image_shape": (
@@ -27,7 +28,76 @@ SHARED_PARAMETERS = {
         "that support it and on CPUs with native bf16 (avx512_bf16 or AMX),\n"
         "fp32 elsewhere."
     ),
+    "X_fitted": (
+        "X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths\n"
+        "Images with the shape seen in :meth:`fit`, or a 1-D array of\n"
+        "image file paths (decoded with ``reader``)."
+    ),
+    "n_features_in_": (
+        "n_features_in_ : int\n"
+        "Values per image seen in :meth:`fit`."
+    ),
+    "image_grid": (
+        "n_cols : int or None, default=None\n"
+        "Columns of the grid; about a square grid when None.\n"
+        "cmap : str, default='gray'\n"
+        "Colormap of one-channel images.\n"
+        "ax : array of matplotlib.axes.Axes or None, default=None\n"
+        "Axes to draw into (at least as many as images); None creates a\n"
+        "figure."
+    ),
+    "heat_map_grid": (
+        "n_cols : int or None, default=None\n"
+        "Columns of the grid; about a square grid when None.\n"
+        "cmap : str, default='jet'\n"
+        "Colormap of the heat maps.\n"
+        "alpha : float, default=0.5\n"
+        "Opacity of the heat maps.\n"
+        "image_cmap : str, default='gray'\n"
+        "Colormap of one-channel images.\n"
+        "ax : array of matplotlib.axes.Axes or None, default=None\n"
+        "Axes to draw into (at least one per map); None creates a figure."
+    ),
+    "display_labels_columns": (
+        "display_labels : ndarray of shape (n_labels,) or None, default=None\n"
+        "Multi-label only: the names of the label columns; None shows the\n"
+        "column indices."
+    ),
+    "figure_": (
+        "figure_ : matplotlib.figure.Figure\n"
+        "The figure."
+    ),
+    "ax_panels": (
+        "ax : sequence of matplotlib.axes.Axes or None, default=None\n"
+        "One axes per panel; None creates a figure."
+    ),
+    "X_images": (
+        "X : array-like, torch.Tensor or list of PIL.Image.Image\n"
+        "Images."
+    ),
+    "X_images_y": (
+        "X : array-like, torch.Tensor or list of PIL.Image.Image\n"
+        "Images.\n"
+        "y : None\n"
+        "Ignored."
+    ),
+    "network_inputs": (
+        "in_channels : int\n"
+        "Number of input channels.\n"
+        "n_classes : int\n"
+        "Number of output logits.\n"
+        "image_size : tuple of int\n"
+        "``(H, W)`` of the input images."
+    ),
 }
+
+SHARED_PARAMETERS["worst_errors"] = (
+    "n_images : int, default=16\nShow at most this many errors.\n"
+    + SHARED_PARAMETERS["image_grid"])
+
+#: Lines of a shared text that start a new entry (``name : type``); the
+#: others are its description, indented one level more.
+_ENTRY = re.compile(r"^\w+ : ")
 
 
 class Substitution:
@@ -37,7 +107,8 @@ class Substitution:
     ----------
     *names : str
         Keys of :data:`SHARED_PARAMETERS` the docstring uses; each must
-        appear, as ``    {name}`` on a line of its own.
+        appear, as ``{name}`` on a line of its own (indented as the entries
+        around it).
     """
 
     def __init__(self, *names):
@@ -46,11 +117,13 @@ class Substitution:
     def __call__(self, obj):
         doc = obj.__doc__
         for name in self.names:
-            placeholder = "    {" + name + "}"
-            if placeholder not in doc:
-                raise ValueError(f"{obj.__name__}'s docstring lacks {placeholder!r}.")
-            first, *rest = SHARED_PARAMETERS[name].split("\n")
-            text = "\n".join(["    " + first] + [_INDENT + line for line in rest])
-            doc = doc.replace(placeholder, text)
+            placeholder = re.search(r"^( *)\{" + name + r"\}$", doc, re.M)
+            if placeholder is None:
+                raise ValueError(f"{obj.__name__}'s docstring lacks {{{name}}} on a "
+                                 "line of its own.")
+            indent = placeholder[1]
+            text = "\n".join(indent + ("" if _ENTRY.match(line) else "    ") + line
+                             for line in SHARED_PARAMETERS[name].split("\n"))
+            doc = doc[:placeholder.start()] + text + doc[placeholder.end():]
         obj.__doc__ = doc
         return obj

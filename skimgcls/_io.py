@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from ._functional import resize_nhwc
-from .exceptions import SkippedImagesWarning
+from .exceptions import MixedImageShapesError, SkippedImagesWarning
 from .utils._progress import track
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ImageReadError",
     "MODES",
     "SKIP_ADVICE",
+    "READ_TO_ONE_SHAPE",
     "as_size",
     "check_choice",
     "check_readable",
@@ -303,20 +304,34 @@ def check_readable(path):
         raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from None
 
 
-def stack_images(images, paths):
-    """Stack decoded images into one NHWC array or say which files differ."""
+#: How to give image files one shape while reading them.
+READ_TO_ONE_SHAPE = (
+    "Pass a size to resize them while reading, e.g. ImageReader(size=(224, 224)), "
+    "load_image_folder(root, size=(224, 224)) or "
+    "CNNClassifier(reader=ImageReader(size=(224, 224))); and mode='RGB' or "
+    "'L' to give them one number of channels."
+)
+
+
+def stack_images(images, names=None, *, fix=READ_TO_ONE_SHAPE):
+    """Stack decoded NHWC images into one array, or say which ones differ.
+
+    ``names`` (file paths) name the images in the error; None numbers them.
+    ``fix`` says how to give them one shape. Different shapes raise
+    :class:`~skimgcls.exceptions.MixedImageShapesError`.
+    """
+    if names is None:
+        names = [f"image {i}" for i in range(len(images))]
     shapes = {}
-    for img, path in zip(images, paths):
-        shapes.setdefault(img.shape, path)
+    for img, name in zip(images, names):
+        shapes.setdefault(img.shape, name)
     if len(shapes) > 1:
-        examples = "; ".join(f"{p!s} is {s[0]}x{s[1]} with {s[2]} channel(s)"
-                             for s, p in list(shapes.items())[:3])
-        raise ValueError(
-            f"The images have {len(shapes)} different shapes ({examples}). Pass a "
-            "size to resize them while reading, e.g. ImageReader(size=(224, 224)), "
-            "load_image_folder(root, size=(224, 224)) or "
-            "CNNClassifier(reader=ImageReader(size=(224, 224))); and mode='RGB' or "
-            "'L' to give them one number of channels."
+        examples = "; ".join(
+            f"{name!s} is {s[0]}x{s[1]} with {s[2] if len(s) > 2 else 1} channel(s)"
+            for s, name in list(shapes.items())[:3])
+        raise MixedImageShapesError(
+            f"The images have {len(shapes)} different shapes ({examples}); they "
+            f"must all have the same size and number of channels. {fix}"
         )
     dtypes = {img.dtype for img in images}
     if len(dtypes) > 1:

@@ -13,6 +13,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
+from .classifier import CNNClassifier, decision_rule, input_spec
 
 __all__ = ["export_onnx"]
 
@@ -100,7 +101,7 @@ def export_onnx(estimator, path, *, input_shape=None, layout="NHWC"):
     if layout not in ("NHWC", "NCHW"):
         raise ValueError(f"layout must be 'NHWC' or 'NCHW'; got {layout!r}.")
     steps, clf = _split_pipeline(estimator)
-    if not hasattr(clf, "module_") or not hasattr(clf, "image_shape_"):
+    if not isinstance(clf, CNNClassifier):
         raise TypeError(f"export_onnx needs a CNNClassifier or a Pipeline ending "
                         f"with one; got {type(clf).__name__}.")
     check_is_fitted(clf)
@@ -115,13 +116,14 @@ def export_onnx(estimator, path, *, input_shape=None, layout="NHWC"):
         modules.append(step.as_torch_module())
     if input_shape is None:
         input_shape = (getattr(steps[0][1], "image_shape_in_", None) if steps
-                       else clf.image_shape_)
+                       else input_spec(clf).image_shape)
     if input_shape is None:
         raise ValueError("Pass input_shape=(H, W, C): the first pipeline step does "
                          "not record the shape of the images it was fitted on.")
     h, w, c = input_shape
     network = copy.deepcopy(clf.module_).float().cpu().eval()
-    multilabel = bool(getattr(clf, "multilabel_", False))
+    rule = decision_rule(clf)
+    multilabel = rule.multilabel
     graph = _ProbaGraph(modules, network, layout == "NHWC", multilabel).eval()
     example = torch.rand((2, h, w, c) if layout == "NHWC" else (2, c, h, w))
     batch = torch.export.Dim("batch", min=1)
@@ -139,8 +141,7 @@ def export_onnx(estimator, path, *, input_shape=None, layout="NHWC"):
         "producer": f"skimgcls {__version__}",
     })
     if multilabel:
-        program.model.metadata_props["threshold"] = json.dumps(
-            np.asarray(clf.threshold, dtype=float).tolist())
+        program.model.metadata_props["threshold"] = json.dumps(rule.threshold.tolist())
     path = Path(path)
     program.save(str(path))
     return path

@@ -6,7 +6,7 @@ import numpy as np
 
 from ._functional import scaled_float
 
-__all__ = ["for_imshow", "image_grid", "label_set", "pyplot", "tile_for"]
+__all__ = ["display_names", "for_imshow", "image_grid", "label_set", "pyplot", "tile_for"]
 
 
 def pyplot(caller):
@@ -57,6 +57,19 @@ def image_grid(plt, n, *, n_cols=None, ax=None, tile=(1.6, 1.9), what="axes"):
     for axis in axes.flat:
         axis.set_axis_off()
     return fig, axes
+
+
+def display_names(display_labels, n, what, fix):
+    """``display_labels`` as an object array of ``n`` names, or a ValueError.
+
+    ``what`` says what the ``n`` names are for (``'label columns of y_true'``),
+    ``fix`` how to pass them right.
+    """
+    names = np.asarray(display_labels, dtype=object)
+    if names.shape != (n,):
+        raise ValueError(
+            f"display_labels has {names.size} names for the {n} {what}; {fix}")
+    return names
 
 
 def label_set(row, names=None):

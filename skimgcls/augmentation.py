@@ -48,7 +48,7 @@ def _uniform(n, low, high, device):
     return torch.rand(n, device=device) * (high - low) + low
 
 
-@Substitution("image_shape")
+@Substitution("image_shape", "n_features_in_")
 class RandomAugment(ImageTransformer):
     """Random image augmentation for training, one draw per image per batch.
 
@@ -104,8 +104,7 @@ class RandomAugment(ImageTransformer):
 
     Attributes
     ----------
-    n_features_in_ : int
-        Values per image seen in :meth:`fit`.
+    {n_features_in_}
 
     See Also
     --------
@@ -335,15 +334,13 @@ class RandomAugment(ImageTransformer):
 
     # -- scikit-learn API ------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
+    @Substitution("X_images_y")
     def fit_transform(self, X, y=None):
         """Return augmented copies of the (training) images ``X``.
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images.
-        y : None
-            Ignored.
+        {X_images_y}
 
         Returns
         -------
@@ -356,13 +353,13 @@ class RandomAugment(ImageTransformer):
             out = self(to_float_nchw(X))
         return from_float_nchw(out, X.dtype)
 
+    @Substitution("X_images")
     def transform(self, X):
         """Return the images unchanged (validated, NHWC): never augment test data.
 
         Parameters
         ----------
-        X : array-like, torch.Tensor or list of PIL.Image.Image
-            Images.
+        {X_images}
 
         Returns
         -------

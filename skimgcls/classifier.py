@@ -2,7 +2,9 @@
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +42,9 @@ from .utils._random import seeded
 from .utils.validation import check_image_shape, check_images, check_labels
 
 __all__ = ["CNNClassifier"]
+# The package-internal door of a fitted classifier (end of this file):
+# final_estimator, is_multilabel, decision_rule, DecisionRule, input_spec,
+# InputSpec, rebuild_net. Not public API.
 
 #: Smallest batch used by predict/predict_proba: large enough to amortize the
 #: per-batch overhead, small enough that activations stay in cache.
@@ -627,9 +632,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.net_.callbacks = build_callbacks(
                 net_params(self), self.net_, train=train, partial=partial)
             self.net_.initialize_callbacks()
-            if hasattr(self.net_, "accelerator"):
-                # Re-prepare a module unwrapped at the end of the last fit.
-                self.net_._initialize_accelerator()
             self.net_.checkpoint_, epochs = self._checkpointer(
                 X, y_enc, weights, epochs, resume=not (warm or partial))
             try:
@@ -681,8 +683,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def _multilabel(self):
-        # Models saved before multi-label support have no multilabel_.
-        return getattr(self, "multilabel_", False)
+        return is_multilabel(self)
 
     def _sample_weights(self, X, y_enc, sample_weight):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
@@ -845,6 +846,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return torch.cat([self.net_.predict_logits(batch, views)
                               for batch in batches]).cpu()
 
+    @Substitution("X_fitted")
     def predict_proba(self, X):
         """Return class probabilities (softmax of the network's outputs).
 
@@ -856,9 +858,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
-            Images with the shape seen in :meth:`fit`, or a 1-D array of
-            image file paths (decoded with ``reader``).
+        {X_fitted}
 
         Returns
         -------
@@ -872,6 +872,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return torch.sigmoid(logits).numpy()
         return torch.softmax(logits, dim=1).numpy()
 
+    @Substitution("X_fitted")
     def predict(self, X):
         """Return the most probable class label of each image.
 
@@ -880,9 +881,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, torch.Tensor, list of PIL.Image.Image or array of paths
-            Images with the shape seen in :meth:`fit`, or a 1-D array of
-            image file paths (decoded with ``reader``).
+        {X_fitted}
 
         Returns
         -------
@@ -892,22 +891,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         X = self._check_X(X)
         if self._multilabel:
-            threshold = self._threshold()
-            return (torch.sigmoid(self._logits(X)).numpy() > threshold).astype(np.int64)
+            return decision_rule(self).indicators(torch.sigmoid(self._logits(X)).numpy())
         return self.classes_[self._logits(X).argmax(dim=1).numpy()]
-
-    def _threshold(self):
-        """``threshold`` as a scalar or one value per label, checked."""
-        threshold = np.asarray(self.threshold, dtype=np.float64)
-        n_labels = len(self.classes_)
-        if threshold.ndim > 1 or (threshold.ndim == 1 and len(threshold) != n_labels):
-            raise ValueError(
-                f"threshold must be a number or have one value per label ({n_labels}); "
-                f"got an array of shape {threshold.shape}."
-            )
-        if not np.all((threshold >= 0) & (threshold <= 1)):
-            raise ValueError(f"threshold values must be in [0, 1]; got {self.threshold!r}.")
-        return threshold
 
     def score(self, X, y, sample_weight=None):
         """Return the mean accuracy on images ``X`` with labels ``y``.
@@ -960,3 +945,95 @@ def _check_routed(params):
             f"routed to skorch must start with one of {list(ROUTED_PREFIXES)}, e.g. "
             "module__width=16 or optimizer__weight_decay=1e-4."
         )
+
+
+# -- the door ----------------------------------------------------------------
+# What the modules around the estimator (persistence, ONNX, saliency,
+# inspection, the CLI) may ask of a fitted classifier. They use these, never
+# the classifier's private methods (tests/test_layers.py checks it).
+
+def final_estimator(estimator, X=None):
+    """The estimator at the end of ``estimator``, and ``X`` as it receives it.
+
+    Walks through fitted searches (``best_estimator_``) and Pipelines (their
+    last step; ``X`` goes through the other steps' ``transform`` when given),
+    also nested ones. Anything else is returned as it is.
+    """
+    for _ in range(10):
+        if hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        elif hasattr(estimator, "steps"):
+            if X is not None and len(estimator.steps) > 1:
+                X = estimator[:-1].transform(X)
+            estimator = estimator.steps[-1][1]
+        else:
+            break
+    return estimator, X
+
+
+def is_multilabel(estimator):
+    """Whether ``estimator`` (any classifier) was fitted on a multi-label ``y``."""
+    # Models saved before multi-label support have no multilabel_.
+    return bool(getattr(estimator, "multilabel_", False))
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How probabilities become predictions.
+
+    ``multilabel``: one sigmoid per label, a label is on above ``threshold``
+    (a scalar or one value per label); otherwise the most probable class.
+    """
+
+    multilabel: bool
+    threshold: np.ndarray | None = None
+
+    def indicators(self, proba):
+        """The 0/1 int64 label rows of multi-label probabilities."""
+        return (np.asarray(proba) > self.threshold).astype(np.int64)
+
+
+def decision_rule(estimator):
+    """The :class:`DecisionRule` of a fitted classifier (checked threshold)."""
+    if not is_multilabel(estimator):
+        return DecisionRule(multilabel=False)
+    threshold = np.asarray(estimator.threshold, dtype=np.float64)
+    n_labels = len(estimator.classes_)
+    if threshold.ndim > 1 or (threshold.ndim == 1 and len(threshold) != n_labels):
+        raise ValueError(
+            f"threshold must be a number or have one value per label ({n_labels}); "
+            f"got an array of shape {threshold.shape}."
+        )
+    if not np.all((threshold >= 0) & (threshold <= 1)):
+        raise ValueError(
+            f"threshold values must be in [0, 1]; got {estimator.threshold!r}.")
+    return DecisionRule(multilabel=True, threshold=threshold)
+
+
+class InputSpec(NamedTuple):
+    """What the network of a fitted classifier takes.
+
+    ``image_shape``: ``(H, W, C)`` of its images; ``reader``: the
+    :class:`~skimgcls.preprocessing.ImageReader` that decodes file paths;
+    ``device``: where its input goes.
+    """
+
+    image_shape: tuple
+    reader: object
+    device: str
+
+
+def input_spec(clf):
+    """The :class:`InputSpec` of a fitted :class:`CNNClassifier`."""
+    check_is_fitted(clf)
+    return InputSpec(image_shape=clf.image_shape_, reader=clf._reader(),
+                     device=clf.device_)
+
+
+def rebuild_net(clf):
+    """A new skorch net for ``clf``, built from its parameters and fitted attributes.
+
+    The network has fresh weights (the caller loads saved ones); it is built
+    on ``clf.device_`` with ``clf.precision_``, as ``fit`` builds it.
+    """
+    return clf._build_net()

@@ -298,9 +298,11 @@ def _predict_multilabel(args, clf, paths):
 def _predict(args):
     import numpy as np
 
+    from .classifier import is_multilabel
+
     clf = _load_model(args.model_dir)
     paths = _paths_of(args.images)
-    if getattr(clf, "multilabel_", False):
+    if is_multilabel(clf):
         text, n_rows = _predict_multilabel(args, clf, paths)
         _write(text, n_rows, args.output)
         return 0
@@ -355,10 +357,11 @@ def _evaluate(args):
     import numpy as np
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
+    from .classifier import is_multilabel
     from .datasets import load_image_folder
 
     clf = _load_model(args.model_dir)
-    if getattr(clf, "multilabel_", False):
+    if is_multilabel(clf):
         raise CLIError(
             "evaluate reads one class per subfolder, but this model is multi-label. "
             "Score it in Python: clf.predict(X) with sklearn.metrics.f1_score("

@@ -1,6 +1,7 @@
 """Exceptions raised by skimgcls."""
 
-__all__ = ["NonFiniteLossError", "SkippedImagesWarning", "UnsafeModelFileError"]
+__all__ = ["MixedImageShapesError", "NonFiniteLossError", "SkippedImagesWarning",
+           "UnsafeModelFileError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -23,6 +24,15 @@ class UnsafeModelFileError(ValueError):
     match), comes from an incompatible version of skimgcls, or would need to
     import or run code outside the allowlist (scikit-learn, skorch and
     skimgcls classes; never functions).
+    """
+
+
+class MixedImageShapesError(ValueError):
+    """Images to stack into one array differ in size or number of channels.
+
+    Raised when a list of PIL images or a set of image files is read without
+    a size to resize them to; the message names examples of each shape and
+    how to make them alike (a ``size``, a ``mode``, :class:`~skimgcls.Resize`).
     """
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from ._device import resolve_device, resolve_precision
 from ._docstring import Substitution
 from ._functional import to_float_nchw
+from .exceptions import MixedImageShapesError
 from .backbones import BackboneNet, build_backbone
 from .preprocessing import ImageReader
 from .utils._progress import progress_bar
@@ -317,10 +318,8 @@ def _to_tensor(batch, size, device):
     if _is_paths(batch):
         try:
             batch = ImageReader(mode="RGB", size=size).read(batch)
-        except ValueError as exc:
-            if "different shapes" not in str(exc):
-                raise
-            raise ValueError(
+        except MixedImageShapesError as exc:
+            raise MixedImageShapesError(
                 f"{exc} For BackboneFeatures, image files of different sizes need a "
                 "backbone that resizes: pass input_size='auto' or an int instead of "
                 "None."

@@ -1,4 +1,4 @@
-"""Look inside a fitted classifier: learning curves, worst errors, top-k scores.
+"""Look inside a fitted classifier: learning curves and worst errors.
 
 The displays follow scikit-learn's visualization API: build one with
 ``from_estimator`` (or ``from_history`` / ``from_predictions``), which calls
@@ -17,8 +17,12 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import column_or_1d
 
-from ._plotting import for_imshow, image_grid, label_set, pyplot, tile_for
+from ._docstring import Substitution
 from ._io import read_image
+from ._plotting import display_names, for_imshow, image_grid, label_set, pyplot, tile_for
+from .classifier import final_estimator, is_multilabel
+# The top-k scorers live in skimgcls.metrics; importable from here as before.
+from .metrics import TopKAccuracyScorer, make_top_k_scorer, top_k_accuracy
 from .utils.validation import as_path_array, check_images, check_labels, is_path_array
 
 __all__ = [
@@ -35,7 +39,7 @@ _NOT_CURVES = {"epoch", "dur", "batches", "train_batch_count", "valid_batch_coun
 
 def _history_of(estimator):
     """Find the skorch history of a CNNClassifier, a Pipeline or a search."""
-    seen, estimator = estimator, _final_estimator(estimator)
+    seen, (estimator, _) = estimator, final_estimator(estimator)
     history = getattr(estimator, "history_", None)
     if history is None and hasattr(estimator, "net_"):
         history = estimator.net_.history
@@ -49,6 +53,7 @@ def _history_of(estimator):
     )
 
 
+@Substitution("figure_")
 class TrainingHistoryDisplay:
     """Learning curves: losses and scores per epoch of a fitted network.
 
@@ -70,8 +75,7 @@ class TrainingHistoryDisplay:
 
     Attributes
     ----------
-    figure_ : matplotlib.figure.Figure
-        The figure.
+    {figure_}
     axes_ : ndarray of matplotlib.axes.Axes
         One panel (losses) or two (losses, scores).
     lines_ : dict of str to matplotlib.lines.Line2D
@@ -109,6 +113,7 @@ class TrainingHistoryDisplay:
         self.estimator_name = estimator_name
 
     @classmethod
+    @Substitution("ax_panels")
     def from_history(cls, history, *, keys=None, estimator_name=None, ax=None):
         """Plot the curves recorded in a skorch history.
 
@@ -124,8 +129,7 @@ class TrainingHistoryDisplay:
             panel.
         estimator_name : str or None, default=None
             Shown in the figure title.
-        ax : sequence of matplotlib.axes.Axes or None, default=None
-            One axes per panel; None creates a figure.
+        {ax_panels}
 
         Returns
         -------
@@ -160,6 +164,7 @@ class TrainingHistoryDisplay:
         return display.plot(ax=ax)
 
     @classmethod
+    @Substitution("ax_panels")
     def from_estimator(cls, estimator, *, keys=None, ax=None):
         """Plot the training history of a fitted estimator.
 
@@ -170,8 +175,7 @@ class TrainingHistoryDisplay:
             one, or a fitted search whose ``best_estimator_`` is one of those.
         keys : list of str or None, default=None
             Columns to plot, as in :meth:`from_history`.
-        ax : sequence of matplotlib.axes.Axes or None, default=None
-            One axes per panel; None creates a figure.
+        {ax_panels}
 
         Returns
         -------
@@ -236,6 +240,7 @@ def _display_images(X, indices):
     return [images[i] for i in indices]
 
 
+@Substitution("display_labels_columns", "figure_")
 class MisclassifiedImagesDisplay:
     """A grid of the worst errors: image, true label, prediction, probability.
 
@@ -275,14 +280,11 @@ class MisclassifiedImagesDisplay:
     y_proba : ndarray of shape (n_images, n_labels) or None, default=None
         Multi-label only: each label's probability, shown next to the
         missing and extra labels.
-    display_labels : ndarray of shape (n_labels,) or None, default=None
-        Multi-label only: the names of the label columns; None shows the
-        column indices.
+    {display_labels_columns}
 
     Attributes
     ----------
-    figure_ : matplotlib.figure.Figure
-        The figure.
+    {figure_}
     axes_ : ndarray of matplotlib.axes.Axes of shape (n_rows, n_cols)
         One axes per image (unused cells are hidden).
 
@@ -337,6 +339,7 @@ class MisclassifiedImagesDisplay:
         self.display_labels = display_labels
 
     @classmethod
+    @Substitution("worst_errors")
     def from_estimator(cls, estimator, X, y, *, display_labels=None, n_images=16,
                        n_cols=None, cmap="gray", ax=None):
         """Classify ``X`` and show the worst errors.
@@ -359,15 +362,7 @@ class MisclassifiedImagesDisplay:
             columns (e.g. the ``classes_`` of the ``MultiLabelBinarizer``
             that made ``y``). None shows the labels themselves (the column
             indices, for multi-label).
-        n_images : int, default=16
-            Show at most this many errors.
-        n_cols : int or None, default=None
-            Columns of the grid; about a square grid when None.
-        cmap : str, default='gray'
-            Colormap of one-channel images.
-        ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into (at least as many as images); None creates a
-            figure.
+        {worst_errors}
 
         Returns
         -------
@@ -375,8 +370,7 @@ class MisclassifiedImagesDisplay:
             The plotted display.
         """
         proba = np.asarray(estimator.predict_proba(X))
-        if _is_indicator(y) or getattr(_final_estimator(estimator), "multilabel_",
-                                       False):
+        if _is_indicator(y) or is_multilabel(final_estimator(estimator)[0]):
             # predict applies the estimator's threshold, as its score does
             y_pred, labels = estimator.predict(X), None
         else:
@@ -386,6 +380,7 @@ class MisclassifiedImagesDisplay:
             n_images=n_images, n_cols=n_cols, cmap=cmap, ax=ax)
 
     @classmethod
+    @Substitution("worst_errors")
     def from_predictions(cls, X, y_true, y_pred, *, y_proba=None, labels=None,
                          display_labels=None, n_images=16, n_cols=None, cmap="gray",
                          ax=None):
@@ -416,14 +411,7 @@ default=None
             Names shown in the titles, in the order of ``labels``; for
             multi-label data, the names of the label columns. None shows the
             labels themselves (the column indices, for multi-label).
-        n_images : int, default=16
-            Show at most this many errors.
-        n_cols : int or None, default=None
-            Columns of the grid; about a square grid when None.
-        cmap : str, default='gray'
-            Colormap of one-channel images.
-        ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into; None creates a figure.
+        {worst_errors}
 
         Returns
         -------
@@ -471,13 +459,10 @@ default=None
                 "their names as display_labels=."
             )
         if display_labels is not None:
-            display_labels = np.asarray(display_labels, dtype=object)
-            if display_labels.shape != (n_labels,):
-                raise ValueError(
-                    f"display_labels has {display_labels.size} names for the "
-                    f"{n_labels} label columns of y_true; pass one name per column, "
-                    "in column order (e.g. the classes_ of a MultiLabelBinarizer)."
-                )
+            display_labels = display_names(
+                display_labels, n_labels, "label columns of y_true", "pass one name "
+                "per column, in column order (e.g. the classes_ of a "
+                "MultiLabelBinarizer).")
         proba = confidence = None
         if y_proba is not None:
             proba = np.asarray(y_proba.toarray() if sp.issparse(y_proba) else y_proba,
@@ -521,17 +506,13 @@ default=None
                 lines.append(f"{what}: {', '.join(shown)}")
         return "\n".join(lines)
 
+    @Substitution("image_grid")
     def plot(self, *, n_cols=None, cmap="gray", ax=None):
         """Draw the grid of images.
 
         Parameters
         ----------
-        n_cols : int or None, default=None
-            Columns of the grid; about a square grid when None.
-        cmap : str, default='gray'
-            Colormap of one-channel images.
-        ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into; None creates a figure.
+        {image_grid}
 
         Returns
         -------
@@ -559,18 +540,6 @@ default=None
         fig.suptitle(f"{shown} ({self.n_samples} images)")
         self.figure_, self.axes_ = fig, axes
         return self
-
-
-def _final_estimator(estimator):
-    """The last step of a Pipeline, the best_estimator_ of a search, or itself."""
-    for _ in range(10):
-        if hasattr(estimator, "best_estimator_"):
-            estimator = estimator.best_estimator_
-        elif hasattr(estimator, "steps"):
-            estimator = estimator.steps[-1][1]
-        else:
-            break
-    return estimator
 
 
 def _is_indicator(y):
@@ -619,13 +588,10 @@ def _check_indicators(y_true, y_pred):
 
 def _named(values, classes, display_labels):
     """``values`` (labels from ``classes``) as their ``display_labels``."""
-    names = np.asarray(display_labels, dtype=object)
     classes = np.asarray(classes)
-    if names.shape != classes.shape:
-        raise ValueError(
-            f"display_labels has {names.size} names for the {classes.size} classes "
-            f"{classes.tolist()[:20]!r}; pass one name per class, in that order."
-        )
+    names = display_names(display_labels, classes.size,
+                          f"classes {classes.tolist()[:20]!r}",
+                          "pass one name per class, in that order.")
     lookup = dict(zip(classes.tolist(), names.tolist()))
     unknown = sorted({repr(v) for v in values.tolist() if v not in lookup})
     if unknown:
@@ -659,116 +625,3 @@ def _prediction_confidence(y_proba, y_pred, y_true, labels):
     order = np.argsort(labels)
     columns = order[np.searchsorted(labels, y_pred, sorter=order)]
     return proba[np.arange(len(y_pred)), columns]
-
-
-class TopKAccuracyScorer:
-    """Scorer: share of images whose true class is among the ``k`` most probable.
-
-    Callable as ``scorer(estimator, X, y)``, hence usable as
-    ``GridSearchCV(scoring=...)`` or ``cross_val_score(scoring=...)``, also in
-    a dict of several scorers. Unlike scikit-learn's ``'top_k_accuracy'``
-    string, it takes the class list from the estimator, so it works when a
-    test fold lacks some classes, and ``k`` at least the number of classes
-    simply scores 1.
-
-    Parameters
-    ----------
-    k : int, default=5
-        Number of most probable classes that count as a hit.
-
-    See Also
-    --------
-    make_top_k_scorer : Build this scorer.
-    sklearn.metrics.top_k_accuracy_score : The metric on given scores.
-    """
-
-    def __init__(self, k=5):
-        self.k = k
-
-    def __call__(self, estimator, X, y_true, sample_weight=None):
-        """Return the top-k accuracy of ``estimator`` on ``X, y_true``.
-
-        Parameters
-        ----------
-        estimator : estimator instance
-            A fitted classifier with ``predict_proba`` and ``classes_``.
-        X : array-like
-            Images accepted by ``estimator``.
-        y_true : array-like of shape (n_samples,)
-            True labels.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights of the images in the average.
-
-        Returns
-        -------
-        score : float
-            Between 0 and 1, higher is better.
-        """
-        proba = np.asarray(estimator.predict_proba(X))
-        return top_k_accuracy(y_true, proba, estimator.classes_, k=self.k,
-                              sample_weight=sample_weight)
-
-    def __repr__(self):
-        return f"make_top_k_scorer(k={self.k})"
-
-
-def top_k_accuracy(y_true, y_proba, classes, *, k=5, sample_weight=None):
-    """Share of samples whose true class is among the ``k`` highest scores.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-        True labels; labels not in ``classes`` count as misses.
-    y_proba : array-like of shape (n_samples, n_classes)
-        Class scores, columns in the order of ``classes``.
-    classes : array-like of shape (n_classes,)
-        The class labels.
-    k : int, default=5
-        Number of highest scores that count as a hit.
-    sample_weight : array-like of shape (n_samples,), default=None
-        Weights of the samples in the average.
-
-    Returns
-    -------
-    score : float
-        Weighted share of hits.
-    """
-    if not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}.")
-    y_true = column_or_1d(y_true)
-    classes = np.asarray(classes)
-    proba = np.asarray(y_proba)
-    k = min(int(k), len(classes))
-    top = np.argpartition(-proba, k - 1, axis=1)[:, :k]
-    hits = (classes[top] == y_true[:, None]).any(axis=1)
-    return float(np.average(hits, weights=sample_weight))
-
-
-def make_top_k_scorer(k=5):
-    """Make a top-k accuracy scorer for searches and cross-validation.
-
-    Parameters
-    ----------
-    k : int, default=5
-        Number of most probable classes that count as a hit.
-
-    Returns
-    -------
-    scorer : TopKAccuracyScorer
-        A callable ``scorer(estimator, X, y) -> float``.
-
-    Examples
-    --------
-    >>> from sklearn.datasets import load_digits
-    >>> from sklearn.model_selection import cross_val_score
-    >>> from skimgcls import CNNClassifier, make_top_k_scorer
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = CNNClassifier(max_epochs=1, module__width=4, random_state=0)
-    >>> scores = cross_val_score(clf, X[:200] / 16, y[:200], cv=2,
-    ...                          scoring=make_top_k_scorer(k=3))
-    >>> scores.shape
-    (2,)
-    """
-    if not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}.")
-    return TopKAccuracyScorer(k=int(k))

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from ._docstring import Substitution
 from .backbones import backbone_builder, suggest_backbones
 
 __all__ = [
@@ -247,6 +248,7 @@ def _conv_bn(c_in, c_out, stride=1):
     ]
 
 
+@Substitution("network_inputs")
 class CompactCNN(nn.Module):
     """A small BatchNorm CNN with global pooling; the default network.
 
@@ -258,12 +260,7 @@ class CompactCNN(nn.Module):
 
     Parameters
     ----------
-    in_channels : int
-        Number of input channels.
-    n_classes : int
-        Number of output logits.
-    image_size : tuple of int
-        ``(H, W)`` of the input images.
+    {network_inputs}
     width : int, default=16
         Channels of the first stage (``bench/accuracy.py`` measures the
         default on MNIST); 32 costs about four times the arithmetic.
@@ -302,6 +299,7 @@ class CompactCNN(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
+@Substitution("network_inputs")
 class SimpleCNN(nn.Module):
     """The classic MNIST CNN of the Keras and PyTorch examples.
 
@@ -318,12 +316,7 @@ class SimpleCNN(nn.Module):
 
     Parameters
     ----------
-    in_channels : int
-        Number of input channels.
-    n_classes : int
-        Number of output logits.
-    image_size : tuple of int
-        ``(H, W)`` of the input images.
+    {network_inputs}
     hidden : int, default=128
         Units of the dense layer.
     dropout : float or tuple of two floats, default=(0.25, 0.5)
@@ -397,9 +390,3 @@ def compact_cnn(*, in_channels, n_classes, image_size, **kwargs):
 def simple_cnn(*, in_channels, n_classes, image_size, **kwargs):
     """Build :class:`SimpleCNN`, the classic Keras/PyTorch MNIST network."""
     return SimpleCNN(in_channels, n_classes, image_size, **kwargs)
-
-
-def count_parameters(module):
-    """Return the number of trainable parameters of a torch module."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-

@@ -46,18 +46,24 @@ import numpy as np
 import torch
 from skorch.history import History
 
-from ._build import build_net, net_params
 from ._checkpoint import atomic_write
 from ._device import resolve_precision
 from ._onnx import export_onnx
 from ._version import __version__
-from .classifier import CNNClassifier
+from .classifier import CNNClassifier, rebuild_net
 from .exceptions import UnsafeModelFileError
+from .networks import SimpleCNN
 
 __all__ = ["save", "load", "export_onnx"]
 
 FORMAT = "skimgcls"
-FORMAT_VERSION = 1
+#: 2: ``simple_cnn``'s dense layer reads its inputs in (height, width,
+#: channel) order (``FlattenChannelsLast``); format 1 files hold ``simple_cnn``
+#: weights for the channel-first order, which load refuses (other networks
+#: did not change and load from both).
+FORMAT_VERSION = 2
+#: The formats load reads.
+READABLE_FORMATS = (1, 2)
 
 #: Module prefixes whose classes may be instantiated as estimators on load.
 ESTIMATOR_MODULES = ("sklearn", "skimgcls", "skorch.callbacks")
@@ -302,10 +308,11 @@ def _check_metadata(metadata, path):
     if metadata.get("format") != FORMAT:
         raise UnsafeModelFileError(f"{path} is not a skimgcls model file (a "
                                    "safetensors file without skimgcls metadata).")
-    if metadata.get("format_version") != str(FORMAT_VERSION):
+    if metadata.get("format_version") not in {str(v) for v in READABLE_FORMATS}:
         raise UnsafeModelFileError(
             f"{path} uses model file format {metadata.get('format_version')!r}; this "
-            f"skimgcls ({__version__}) reads format {FORMAT_VERSION}. Upgrade skimgcls."
+            f"skimgcls ({__version__}) reads formats {READABLE_FORMATS[0]} to "
+            f"{READABLE_FORMATS[-1]}. Upgrade skimgcls."
         )
     saved = metadata.get("skimgcls_version")
     if not _compatible(saved, __version__):
@@ -318,8 +325,9 @@ def _check_metadata(metadata, path):
 
 
 class _Decoder:
-    def __init__(self, tensors, trusted, map_location):
+    def __init__(self, tensors, trusted, map_location, format_version=FORMAT_VERSION):
         self.tensors = tensors
+        self.format_version = format_version
         self.trusted = set(trusted)
         self.map_location = map_location
         self.used = set()
@@ -419,15 +427,19 @@ class _Decoder:
         if not isinstance(est, CNNClassifier):
             raise UnsafeModelFileError(
                 f"{type(est).__name__} cannot rebuild its network from a file.")
+        if self.format_version < 2 and _is_simple_cnn(est.module):
+            raise UnsafeModelFileError(
+                "This file (model file format 1) holds a 'simple_cnn' network saved "
+                "before its dense layer changed the order in which it reads its "
+                "inputs (format 2): its weights would predict wrongly with this skimgcls. "
+                "Retrain the model and save it again."
+            )
         saved = est.device_
         est.device_ = _target_device(saved, self.map_location)
         if torch.device(est.device_).type != torch.device(saved).type:
             est.precision_ = resolve_precision(est.precision, est.device_)
         with torch.random.fork_rng(devices=[]):  # random init, then overwritten
-            net = build_net(net_params(est), image_shape=est.image_shape_,
-                            n_classes=len(est.classes_), device=est.device_,
-                            precision=est.precision_,
-                            multilabel=getattr(est, "multilabel_", False))
+            net = rebuild_net(est)
         state = {k: self.tensor(v) for k, v in spec["module"].items()}
         try:
             net.module_.load_state_dict(state)
@@ -437,6 +449,11 @@ class _Decoder:
             ) from None
         net.history = History(spec["history"])
         return net
+
+
+def _is_simple_cnn(module):
+    return ((isinstance(module, str) and module == "simple_cnn")
+            or module is SimpleCNN or isinstance(module, SimpleCNN))
 
 
 def _safe_dtype(dtype, kinds):
@@ -519,5 +536,6 @@ def load(path, *, sha256=None, map_location=None, trusted=()):
             f"{path} does not match its hash: it was corrupted or modified after it "
             "was saved. Do not use it; get the file again from its author."
         )
-    decoder = _Decoder(tensors, trusted, map_location)
+    decoder = _Decoder(tensors, trusted, map_location,
+                       format_version=int(metadata["format_version"]))
     return decoder.decode(json.loads(metadata["spec"]))

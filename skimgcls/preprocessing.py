@@ -67,7 +67,7 @@ _IMAGE_SHAPE_CONSTRAINT = [tuple, list, None]
 _SIZE_CONSTRAINT = [Interval(Integral, 1, None, closed="left"), tuple, list]
 
 
-@Substitution("image_shape")
+@Substitution("image_shape", "n_features_in_")
 class Resize(ImageTransformer):
     """Resize images to one size, optionally keeping their aspect ratio.
 
@@ -91,8 +91,7 @@ class Resize(ImageTransformer):
 
     Attributes
     ----------
-    n_features_in_ : int
-        Values per image seen in :meth:`fit`.
+    {n_features_in_}
 
     See Also
     --------
@@ -155,7 +154,7 @@ class Resize(ImageTransformer):
         return apply_nhwc(self.as_torch_module(), X)
 
 
-@Substitution("image_shape")
+@Substitution("image_shape", "n_features_in_")
 class CenterCrop(ImageTransformer):
     """Cut the center ``size`` of each image (pad images that are smaller).
 
@@ -170,8 +169,7 @@ class CenterCrop(ImageTransformer):
 
     Attributes
     ----------
-    n_features_in_ : int
-        Values per image seen in :meth:`fit`.
+    {n_features_in_}
 
     See Also
     --------
@@ -239,7 +237,7 @@ def _imagenet_stats(n_channels):
     return mean, std
 
 
-@Substitution("image_shape")
+@Substitution("image_shape", "n_features_in_")
 class Normalize(ImageTransformer):
     """Scale images to [0, 1] and standardize each channel.
 
@@ -264,8 +262,7 @@ class Normalize(ImageTransformer):
         The mean subtracted from each channel (on the [0, 1] scale).
     std_ : ndarray of shape (n_channels,)
         The standard deviation each channel is divided by.
-    n_features_in_ : int
-        Values per image seen in :meth:`fit`.
+    {n_features_in_}
 
     See Also
     --------
@@ -354,7 +351,7 @@ class Normalize(ImageTransformer):
         return out
 
 
-@Substitution("image_shape")
+@Substitution("image_shape", "n_features_in_")
 class ToFloat(ImageTransformer):
     """Scale integer images to float32 in [0, 1].
 
@@ -367,8 +364,7 @@ class ToFloat(ImageTransformer):
 
     Attributes
     ----------
-    n_features_in_ : int
-        Values per image seen in :meth:`fit`.
+    {n_features_in_}
 
     Examples
     --------
@@ -377,11 +373,6 @@ class ToFloat(ImageTransformer):
     >>> ToFloat().fit_transform(np.array([[[0, 255]]], dtype=np.uint8)).ravel()
     array([0., 1.], dtype=float32)
     """
-
-    _parameter_constraints = {"image_shape": _IMAGE_SHAPE_CONSTRAINT}
-
-    def __init__(self, *, image_shape=None):
-        self.image_shape = image_shape
 
     def as_torch_module(self):
         """Return ``nn.Identity()``: float input is already scaled.
@@ -396,7 +387,7 @@ class ToFloat(ImageTransformer):
         return np.ascontiguousarray(scaled_float(X))
 
 
-@Substitution("image_shape")
+@Substitution("image_shape", "n_features_in_")
 class ToRGB(ImageTransformer):
     """Give every image 3 channels: repeat gray, drop alpha.
 
@@ -406,8 +397,7 @@ class ToRGB(ImageTransformer):
 
     Attributes
     ----------
-    n_features_in_ : int
-        Values per image seen in :meth:`fit`.
+    {n_features_in_}
 
     See Also
     --------
@@ -420,11 +410,6 @@ class ToRGB(ImageTransformer):
     >>> ToRGB().fit_transform(np.zeros((2, 5, 5), dtype=np.uint8)).shape
     (2, 5, 5, 3)
     """
-
-    _parameter_constraints = {"image_shape": _IMAGE_SHAPE_CONSTRAINT}
-
-    def __init__(self, *, image_shape=None):
-        self.image_shape = image_shape
 
     def as_torch_module(self):
         """Return the conversion as an ``nn.Module`` on float NCHW batches.
@@ -443,7 +428,7 @@ class ToRGB(ImageTransformer):
         return np.ascontiguousarray(X[..., :3])
 
 
-@Substitution("image_shape")
+@Substitution("image_shape", "n_features_in_")
 class ToGrayscale(ImageTransformer):
     """Convert images to gray with ITU-R 601-2 luma (as PIL and torchvision).
 
@@ -458,8 +443,7 @@ class ToGrayscale(ImageTransformer):
 
     Attributes
     ----------
-    n_features_in_ : int
-        Values per image seen in :meth:`fit`.
+    {n_features_in_}
 
     Examples
     --------

@@ -30,14 +30,21 @@ sigmoid probability depends on nothing else).
 
 import contextlib
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .classifier import CNNClassifier
-from ._plotting import for_imshow, image_grid, label_set, pyplot, tile_for
-from .preprocessing import ImageReader
+from ._docstring import Substitution
+from .classifier import (
+    CNNClassifier,
+    decision_rule,
+    final_estimator,
+    input_spec,
+    is_multilabel,
+)
+from ._plotting import display_names, for_imshow, image_grid, label_set, pyplot, tile_for
 from .utils.validation import check_images, check_labels, is_path_array, read_images
 
 __all__ = ["SaliencyDisplay", "saliency_maps"]
@@ -60,29 +67,16 @@ def _captum_attr():
 # -- the estimator and its input ----------------------------------------------
 def _classifier_and_input(estimator, X):
     """The fitted CNNClassifier inside ``estimator``, and ``X`` as it receives it."""
-    seen = estimator
-    for _ in range(10):
-        if isinstance(estimator, CNNClassifier):
-            check_is_fitted(estimator)
-            return estimator, X
-        if hasattr(estimator, "best_estimator_"):
-            estimator = estimator.best_estimator_
-        elif hasattr(estimator, "steps"):
-            if len(estimator.steps) > 1:
-                X = estimator[:-1].transform(X)
-            estimator = estimator.steps[-1][1]
-        else:
-            break
+    clf, Xt = final_estimator(estimator, X)
+    if isinstance(clf, CNNClassifier):
+        check_is_fitted(clf)
+        return clf, Xt
     raise TypeError(
         "Saliency maps need a fitted CNNClassifier, a Pipeline ending with one, or "
         f"a fitted search whose best_estimator_ is one of those; got "
-        f"{type(seen).__name__}. Other classifiers have no network to take "
+        f"{type(estimator).__name__}. Other classifiers have no network to take "
         "gradients of."
     )
-
-
-def _multilabel(clf):
-    return bool(getattr(clf, "multilabel_", False))
 
 
 def _target_indices(clf, target, n):
@@ -97,7 +91,7 @@ def _target_indices(clf, target, n):
                          "the predicted classes.")
     index = {label: i for i, label in enumerate(clf.classes_.tolist())}
     unknown = sorted({repr(label) for label in labels if label not in index})
-    if unknown and _multilabel(clf):
+    if unknown and is_multilabel(clf):
         raise ValueError(
             f"target labels {', '.join(unknown[:5])} are not labels of the "
             f"multi-label estimator: pass label (column) indices from 0 to "
@@ -117,7 +111,7 @@ def _target_indices(clf, target, n):
 def _per_label(clf, target):
     """Whether ``target`` asks for a map per (image, label): 'predicted' or an
     indicator matrix, for a multi-label classifier."""
-    if not _multilabel(clf):
+    if not is_multilabel(clf):
         return False
     if isinstance(target, str) and target == "predicted":
         return True
@@ -131,7 +125,7 @@ def _panels(clf, target, proba):
     in image then column order; an image with none gets its most probable label.
     """
     if isinstance(target, str) and target == "predicted":
-        on = proba > clf._threshold()
+        on = decision_rule(clf).indicators(proba).astype(bool)
     else:
         try:
             on = check_labels(target, n_samples=len(proba), classes=clf.classes_,
@@ -253,6 +247,23 @@ def _seeded(random_state, device):
             np.random.set_state(numpy_state)
 
 
+class SaliencyResult(NamedTuple):
+    """What :func:`_saliency` computed.
+
+    ``clf``: the fitted CNNClassifier; ``maps``: one map a row of ``rows``
+    (the image of each map) and ``targets`` (the class or label index it
+    explains); ``proba``: the probabilities of each image; ``inputs``: the
+    images as the network took them (with ``keep_images``, else None).
+    """
+
+    clf: object
+    maps: np.ndarray
+    rows: np.ndarray
+    targets: np.ndarray
+    proba: np.ndarray
+    inputs: object
+
+
 def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
               random_state, keep_images=False, per_label=False):
     """Maps, image rows, target indices, probabilities (and network inputs).
@@ -268,14 +279,14 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
     _captum_attr()  # fail before any work when Captum is missing
     clf, Xt = _classifier_and_input(estimator, X)
-    reader = ImageReader() if clf.reader is None else clf.reader
-    Xt = check_images(Xt, image_shape=clf.image_shape_, fitted_shape=clf.image_shape_,
-                      allow_paths=True, reader=reader)
+    spec = input_spec(clf)
+    Xt = check_images(Xt, image_shape=spec.image_shape, fitted_shape=spec.image_shape,
+                      allow_paths=True, reader=spec.reader)
     if Xt.ndim == 1:  # file paths: decode them (maps are for a few images)
-        Xt = read_images(reader, Xt, fitted_shape=clf.image_shape_)
+        Xt = read_images(spec.reader, Xt, fitted_shape=spec.image_shape)
     net = clf.net_
     module = net.module_.eval()
-    multilabel = _multilabel(clf)
+    multilabel = is_multilabel(clf)
     if _per_label(clf, target) and not per_label:
         raise ValueError(
             "saliency_maps returns one map per image, so target must be one label "
@@ -307,7 +318,7 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
             and target == "predicted" and target not in clf.classes_.tolist()):
         target = None  # a single-label classifier predicts one class an image
     maps, probas, done, cam_layer = [], [], 0, None
-    with _seeded(random_state, torch.device(clf.device_)), torch.enable_grad():
+    with _seeded(random_state, torch.device(spec.device)), torch.enable_grad():
         with torch.no_grad():
             for _, inputs in batches(np.arange(len(Xt))):
                 probas.append(activation(forward(inputs)).cpu().numpy())
@@ -327,8 +338,9 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
                 cam_layer, method_params or {})
             maps.append(batch_maps.detach().float().cpu().numpy())
             done += len(chunk)
-    return (clf, np.concatenate(maps), rows, indices, proba,
-            Xt if keep_images else None)
+    return SaliencyResult(clf=clf, maps=np.concatenate(maps), rows=rows,
+                          targets=indices, proba=proba,
+                          inputs=Xt if keep_images else None)
 
 
 def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
@@ -419,7 +431,7 @@ def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
     """
     return _saliency(estimator, X, target, method, layer=layer,
                      method_params=method_params, batch_size=batch_size,
-                     random_state=random_state)[1]
+                     random_state=random_state).maps
 
 
 def _shown_images(X, network_inputs, size):
@@ -435,6 +447,7 @@ def _shown_images(X, network_inputs, size):
     return network_inputs
 
 
+@Substitution("display_labels_columns", "figure_")
 class SaliencyDisplay:
     """Saliency maps drawn over their images, in a grid.
 
@@ -473,14 +486,11 @@ default=None
     indices : ndarray of shape (n_maps,) or None, default=None
         Position in ``X`` of each map's image (an image appears once per
         explained label with ``target='predicted'``).
-    display_labels : ndarray of shape (n_labels,) or None, default=None
-        Multi-label only: the names of the label columns; None shows the
-        column indices.
+    {display_labels_columns}
 
     Attributes
     ----------
-    figure_ : matplotlib.figure.Figure
-        The figure.
+    {figure_}
     axes_ : ndarray of matplotlib.axes.Axes of shape (n_rows, n_cols)
         One axes per map (unused cells are hidden).
     overlays_ : list of matplotlib.image.AxesImage
@@ -522,6 +532,7 @@ default=None
         self.display_labels = display_labels
 
     @classmethod
+    @Substitution("heat_map_grid")
     def from_estimator(cls, estimator, X, y=None, *, target=None,
                        method="integrated_gradients", layer=None, method_params=None,
                        batch_size=32, random_state=None, display_labels=None,
@@ -568,16 +579,7 @@ default=None
             multi-label estimator, the names of its label columns (e.g. the
             ``classes_`` of a ``MultiLabelBinarizer``). None shows the labels
             themselves (the column indices, for multi-label).
-        n_cols : int or None, default=None
-            Columns of the grid; about a square grid when None.
-        cmap : str, default='jet'
-            Colormap of the heat maps.
-        alpha : float, default=0.5
-            Opacity of the heat maps.
-        image_cmap : str, default='gray'
-            Colormap of one-channel images.
-        ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into (at least one per map); None creates a figure.
+        {heat_map_grid}
 
         Returns
         -------
@@ -607,22 +609,19 @@ default=None
         >>> import matplotlib.pyplot as plt
         >>> plt.close(display.figure_)
         """
-        clf, maps, rows, targets, proba, inputs = _saliency(
+        result = _saliency(
             estimator, X, target, method, layer=layer, method_params=method_params,
             batch_size=batch_size, random_state=random_state, keep_images=True,
             per_label=True)
+        clf, rows, targets, proba = result.clf, result.rows, result.targets, result.proba
         n_images, classes = len(proba), clf.classes_
         names = None
         if display_labels is not None:
-            names = np.asarray(display_labels, dtype=object)
-            if names.shape != classes.shape:
-                what = "label columns" if _multilabel(clf) else "classes"
-                raise ValueError(
-                    f"display_labels has {names.size} names for the {classes.size} "
-                    f"{what} of the estimator; pass one name per entry of "
-                    "classes_, in its order."
-                )
-        if y is not None and _multilabel(clf):
+            what = "label columns" if is_multilabel(clf) else "classes"
+            names = display_names(display_labels, classes.size, f"{what} of the "
+                                  "estimator", "pass one name per entry of classes_, "
+                                  "in its order.")
+        if y is not None and is_multilabel(clf):
             y = check_labels(y, n_samples=n_images, classes=classes, estimator=clf,
                              multilabel=True)[rows]
         elif y is not None:
@@ -633,11 +632,12 @@ default=None
             if names is not None:
                 lookup = dict(zip(classes.tolist(), names.tolist()))
                 y = np.array([lookup.get(v, v) for v in y.tolist()], dtype=object)
-        images = _shown_images(X, inputs, maps.shape[1:])[rows]
-        if _multilabel(clf):
+        maps = result.maps
+        images = _shown_images(X, result.inputs, maps.shape[1:])[rows]
+        if is_multilabel(clf):
             display = cls(
                 images=images, maps=maps, targets=classes[targets],
-                y_pred=(proba > clf._threshold()).astype(np.int64)[rows],
+                y_pred=decision_rule(clf).indicators(proba)[rows],
                 confidence=proba[rows, targets], y_true=y, method=method,
                 indices=rows, display_labels=names)
         else:
@@ -670,22 +670,14 @@ default=None
             lines.append(f"map of: {self.targets[i]}")
         return "\n".join(lines)
 
+    @Substitution("heat_map_grid")
     def plot(self, *, n_cols=None, cmap="jet", alpha=0.5, image_cmap="gray",
              ax=None):
         """Draw each image with its heat map on top.
 
         Parameters
         ----------
-        n_cols : int or None, default=None
-            Columns of the grid; about a square grid when None.
-        cmap : str, default='jet'
-            Colormap of the heat maps.
-        alpha : float, default=0.5
-            Opacity of the heat maps.
-        image_cmap : str, default='gray'
-            Colormap of one-channel images.
-        ax : array of matplotlib.axes.Axes or None, default=None
-            Axes to draw into (at least one per map); None creates a figure.
+        {heat_map_grid}
 
         Returns
         -------

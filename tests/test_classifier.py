@@ -47,6 +47,7 @@ def test_fitted_attributes(fitted, small_digits):
     assert score > 0.5
 
 
+@pytest.mark.slow
 def test_learns_digits(digits):
     X, y = digits
     clf = tiny_classifier(module__width=8, max_epochs=8).fit(X[:1200], y[:1200])
@@ -70,6 +71,7 @@ def test_validation_split_impossible_has_clear_error():
 
 
 # -- inputs ------------------------------------------------------------------
+@pytest.mark.slow
 def test_all_input_layouts_give_the_same_model(small_digits):
     X, y = small_digits
     reference = tiny_classifier(max_epochs=1).fit(X, y).predict_proba(X)
@@ -87,6 +89,7 @@ def test_all_input_layouts_give_the_same_model(small_digits):
                                    atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_image_shape_reads_flat_rgb_rows():
     rng = np.random.RandomState(0)
     X = rng.rand(40, 6, 10, 3).astype(np.float32)
@@ -100,6 +103,7 @@ def test_image_shape_reads_flat_rgb_rows():
     assert clf.predict(X).shape == (40,)
 
 
+@pytest.mark.slow
 def test_uint8_images_are_scaled_like_floats(small_digits):
     X, y = small_digits
     X8 = np.round(X * 255).astype(np.uint8)
@@ -209,6 +213,7 @@ def test_routed_params_roundtrip_and_typos():
         CNNClassifier(modul__width=3).fit(np.zeros((4, 8, 8)), [0, 1, 0, 1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop", torch.optim.SGD])
 def test_optimizers(small_digits, optimizer):
     X, y = small_digits
@@ -311,6 +316,7 @@ def test_sample_weight_matters(small_digits):
             > plain.predict_proba(X)[:, 3].mean())
 
 
+@pytest.mark.slow
 def test_random_state_repeats_bit_for_bit(small_digits):
     X, y = small_digits
     a = tiny_classifier(max_epochs=2, random_state=3).fit(X, y)
@@ -322,6 +328,7 @@ def test_random_state_repeats_bit_for_bit(small_digits):
         assert torch.equal(p, q)
 
 
+@pytest.mark.slow
 def test_fit_does_not_touch_global_torch_rng(small_digits):
     X, y = small_digits
     torch.manual_seed(123)
@@ -331,6 +338,7 @@ def test_fit_does_not_touch_global_torch_rng(small_digits):
     torch.testing.assert_close(torch.rand(3), expected)
 
 
+@pytest.mark.slow
 def test_device_auto_and_bf16_precision(small_digits):
     X, y = small_digits
     clf = tiny_classifier(device="auto", precision="bf16", max_epochs=1).fit(X, y)
@@ -365,6 +373,28 @@ def test_skorch_callbacks_pass_through(small_digits):
     X, y = small_digits
     clf = tiny_classifier(max_epochs=2, callbacks=[("recorder", _Recorder())]).fit(X, y)
     assert dict(clf.net_.callbacks_)["recorder"].epochs_ == 2
+
+
+class _GradientNorms(Callback):
+    """Record the gradient norm of every training step (skorch's on_grad_computed)."""
+
+    def initialize(self):
+        self.norms_ = []
+        return self
+
+    def on_grad_computed(self, net, named_parameters, **kwargs):
+        self.norms_.append(float(torch.norm(torch.stack(
+            [p.grad.norm() for _, p in named_parameters if p.grad is not None]))))
+
+
+def test_on_grad_computed_reaches_the_callbacks_that_listen(small_digits):
+    X, y = small_digits
+    clf = tiny_classifier(max_epochs=2, validation_fraction=None,
+                          callbacks=[("norms", _GradientNorms())]).fit(X, y)
+    norms = dict(clf.net_.callbacks_)["norms"].norms_
+    steps = sum(row["train_batch_count"] for row in clf.history_)
+    assert len(norms) == steps == 2 * int(np.ceil(len(X) / 32))
+    assert all(np.isfinite(norms)) and min(norms) > 0
 
 
 def test_warm_start_continues_training(small_digits):

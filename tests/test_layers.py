@@ -4,8 +4,12 @@ Each module belongs to a layer (docs/user_guide/architecture.rst explains
 them); a module imports only from its own layer or lower ones, there are no
 import cycles (imports inside functions count: they hide cycles, they do not
 remove them), nothing imports the package ``__init__``, and no private name
-(``_name``) is imported from another module of the package: a name shared
-between modules is public in the (private) module that owns it.
+(``_name``) is imported from another module of the package, by a relative or
+an absolute import: a name shared between modules is public in the (private)
+module that owns it. Nor does a module call another module's private
+function or method (``clf._threshold()``): a call ``obj._name(...)`` is
+allowed only where ``_name`` is defined in the calling module, or on
+``self``, ``cls`` and ``super()`` (a class's own and inherited methods).
 """
 
 import ast
@@ -40,7 +44,8 @@ LAYERS = [
     # 6. estimators
     {"classifier", "features"},
     # 7. around the estimators
-    {"persistence", "_onnx", "inspection", "_plotting", "saliency", "cli", "_demo", "__main__"},
+    {"persistence", "_onnx", "inspection", "metrics", "_plotting", "saliency", "cli",
+     "_demo", "__main__"},
 ]
 
 #: (importer, imported) edges allowed against the layers, with the reason.
@@ -75,11 +80,20 @@ def package_imports(path):
                     yield sub, None, node.lineno
                 else:
                     yield target, alias.name, node.lineno
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = ([node.module] if isinstance(node, ast.ImportFrom)
-                     else [a.name for a in node.names])
-            for full in names:
-                if full and (full == "skimgcls" or full.startswith("skimgcls.")):
+        elif isinstance(node, ast.ImportFrom):
+            full = node.module or ""
+            if full == "skimgcls" or full.startswith("skimgcls."):
+                target = full.removeprefix("skimgcls").removeprefix(".")
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}" if target else alias.name
+                    if sub in layer_of():  # "from skimgcls import module"
+                        yield sub, None, node.lineno
+                    else:
+                        yield target, alias.name, node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                full = alias.name
+                if full == "skimgcls" or full.startswith("skimgcls."):
                     target = full.removeprefix("skimgcls").removeprefix(".")
                     yield target, None, node.lineno
 
@@ -138,6 +152,85 @@ def cycles(graph, exceptions=()):
         if node not in state:
             visit(node, [node])
     return found
+
+
+#: Receivers whose private methods a module may call: its own objects.
+OWN = {"self", "cls", "super()"}
+
+
+def private_calls(path):
+    """``(line, call)`` of each call of a private name defined elsewhere.
+
+    A call ``obj._name(...)`` whose ``_name`` no ``def`` or ``class`` of this
+    module defines, on a receiver other than ``self``, ``cls`` or ``super()``.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    defined = {node.name for node in ast.walk(tree)
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name = node.func.attr
+        if not name.startswith("_") or name.startswith("__") or name in defined:
+            continue
+        receiver = ast.unparse(node.func.value)
+        if receiver not in OWN:
+            yield node.lineno, f"{receiver}.{name}()"
+
+
+def private_call_violations(package):
+    def name(path):
+        return ".".join(path.relative_to(package).with_suffix("").parts)
+
+    return [f"{name(path)}:{line} calls {call}, a private method of another "
+            "module; give its owner a package-internal function (see the door at "
+            "the end of classifier.py)"
+            for path in sorted(package.rglob("*.py"))
+            for line, call in private_calls(path)]
+
+
+def test_no_module_calls_another_modules_private_methods():
+    problems = private_call_violations(PACKAGE)
+    assert not problems, "\n".join(problems)
+
+
+def copy_of_package(tmp_path):
+    copy = tmp_path / "skimgcls"
+    for path in PACKAGE.rglob("*.py"):
+        target = copy / path.relative_to(PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    return copy
+
+
+@pytest.mark.parametrize("breach, expected", [
+    ("def _f(clf):\n    return clf._threshold()\n",
+     "saliency:{line} calls clf._threshold()"),
+    ("def _f(est):\n    return est.net_._initialize_accelerator()\n",
+     "saliency:{line} calls est.net_._initialize_accelerator()"),
+])
+def test_the_private_call_check_catches_a_breach(tmp_path, breach, expected):
+    copy = copy_of_package(tmp_path)
+    assert not private_call_violations(copy)
+    saliency = copy / "saliency.py"
+    source = saliency.read_text()
+    saliency.write_text(source + "\n\n" + breach)
+    line = len((source + "\n\n").splitlines()) + 2
+    problems = private_call_violations(copy)
+    assert [p for p in problems if expected.format(line=line) in p], problems
+
+
+def test_the_layers_catch_a_private_name_imported_by_absolute_path(tmp_path,
+                                                                  monkeypatch):
+    copy = copy_of_package(tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", copy)
+    assert not violations(import_graph(), layer_of(), EXCEPTIONS)
+    saliency = copy / "saliency.py"
+    saliency.write_text("from skimgcls.classifier import _check_routed\n"
+                        + saliency.read_text())
+    problems = violations(import_graph(), layer_of(), EXCEPTIONS)
+    assert any("saliency:1 imports the private name classifier._check_routed" in p
+               for p in problems), problems
 
 
 def test_the_package_keeps_its_layers():

@@ -17,6 +17,7 @@ from sklearn.preprocessing import MinMaxScaler
 
 from skimgcls import CNNClassifier, persistence
 from skimgcls.exceptions import UnsafeModelFileError
+from skimgcls.networks import SimpleCNN
 from skimgcls.persistence import export_onnx, load, save
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -169,6 +170,49 @@ def test_incompatible_version_is_refused(clf, tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(UnsafeModelFileError, match="saved by skimgcls 0.9.0"):
         load(tmp_path / "future.safetensors")
+
+
+def as_format(path, version):
+    """Rewrite a saved file's format version (its hash made valid again)."""
+    tensors = safetensors_torch.load_file(path)
+    with safetensors_torch.safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    metadata.pop("sha256")
+    metadata["format_version"] = str(version)
+    metadata["sha256"] = persistence._digest(metadata, tensors)
+    path.write_bytes(safetensors_torch.save(tensors, metadata=metadata))
+    return path
+
+
+def test_files_say_their_format(saved):
+    with safetensors_torch.safe_open(saved[0], "pt") as f:
+        assert f.metadata()["format_version"] == str(persistence.FORMAT_VERSION) == "2"
+
+
+@pytest.mark.parametrize("module", ["simple_cnn", SimpleCNN])
+def test_format_1_simple_cnn_files_are_refused_with_retrain(data, tmp_path, module):
+    X, y = data
+    clf = CNNClassifier(module=module, max_epochs=1, batch_size=32, precision="fp32",
+                        random_state=0, validation_fraction=None).fit(X, y)
+    path = tmp_path / "old.safetensors"
+    save(clf, path)
+    np.testing.assert_allclose(load(path).predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(UnsafeModelFileError, match=r"format 1.*'simple_cnn'.*"
+                       r"predict wrongly.*Retrain the model"):
+        load(as_format(path, 1))
+
+
+def test_format_1_files_of_other_networks_still_load(clf, saved, data):
+    X, _ = data
+    loaded = load(as_format(saved[0], 1))
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_later_formats_are_refused(saved):
+    with pytest.raises(UnsafeModelFileError, match=r"uses model file format '3'.*"
+                       r"reads formats 1 to 2\. Upgrade skimgcls"):
+        load(as_format(saved[0], 3))
 
 
 def write_spec(path, spec, tensors=None):

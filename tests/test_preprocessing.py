@@ -20,6 +20,7 @@ from skimgcls import (
     ToRGB,
 )
 from skimgcls.datasets import ImageReadError
+from skimgcls.exceptions import MixedImageShapesError
 
 
 def rng_images(n=4, h=6, w=10, c=3, dtype=np.uint8, seed=0):
@@ -211,8 +212,15 @@ def test_image_reader_reads_paths(mixed_size_files):
 
 
 def test_image_reader_mixed_sizes_suggest_a_size(mixed_size_files):
-    with pytest.raises(ValueError, match=r"2 different shapes.*size=\(224, 224\)"):
+    with pytest.raises(MixedImageShapesError, match=r"2 different shapes.*size=\(224, 224\)"):
         ImageReader().fit_transform(mixed_size_files)
+
+
+def test_pil_images_of_two_sizes_name_both_shapes():
+    images = [Image.new("L", (4, 4)), Image.new("L", (5, 4))]
+    with pytest.raises(MixedImageShapesError, match=r"2 different shapes \(image 0 is "
+                       r"4x4 with 1 channel\(s\); image 1 is 4x5 .*Resize them first"):
+        ToFloat().fit_transform(images)
 
 
 def test_image_reader_names_a_bad_file(tmp_path, mixed_size_files):

@@ -41,6 +41,8 @@ from sklearn.utils import assert_all_finite
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, column_or_1d, validate_data
 
+from .._io import stack_images
+
 __all__ = ["as_path_array", "check_images", "check_image_shape", "is_path_array"]
 
 CHANNEL_COUNTS = (1, 3, 4)
@@ -148,23 +150,18 @@ def _is_pil_list(X):
 
 
 def _stack_pil(images):
-    sizes = {im.size for im in images}
-    if len(sizes) > 1:
-        raise ValueError(
-            f"All images must have the same size; got {len(sizes)} different sizes "
-            f"(e.g. {sorted(sizes)[:3]} as (W, H)). Resize them first, e.g. with "
-            "skimgcls.Resize(size=(H, W)) (which takes such a list) or "
-            "[im.resize((W, H)) for im in images]; for files, read them at one "
-            "size with ImageReader(size=(H, W)) or "
-            "CNNClassifier(reader=ImageReader(size=(H, W)))."
-        )
     modes = {im.mode for im in images}
     if len(modes) > 1:
         raise ValueError(
             f"All images must have the same mode; got {sorted(modes)}. Convert them, "
             "e.g. [im.convert('RGB') for im in images]."
         )
-    return np.stack([np.asarray(im) for im in images])
+    return stack_images([np.asarray(im) for im in images],
+                        fix="Resize them first, e.g. with skimgcls.Resize(size=(H, W)) "
+                        "(which takes such a list) or [im.resize((W, H)) for im in "
+                        "images]; for files, read them at one size with "
+                        "ImageReader(size=(H, W)) or "
+                        "CNNClassifier(reader=ImageReader(size=(H, W))).")
 
 
 def _from_tensor(X):
