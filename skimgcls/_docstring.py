@@ -12,6 +12,26 @@ import re
 __all__ = ["Substitution", "SHARED_PARAMETERS"]
 
 SHARED_PARAMETERS = {
+    "read_table": (
+        "mode : {'RGB', 'L', 'RGBA'} or None, default='RGB'\n"
+        "Color mode (see :func:`read_image`).\n"
+        "size : int or tuple of int or None, default=None\n"
+        "``(H, W)`` to resize every image to while decoding.\n"
+        "interpolation : {'nearest', 'bilinear', 'bicubic', 'area'}, default='bilinear'\n"
+        "Resampling filter for ``size``.\n"
+        "keep_aspect_ratio : {None, 'pad', 'crop'}, default=None\n"
+        "How ``size`` treats other aspect ratios: stretch, pad or center-crop.\n"
+        "lazy : bool, default=False\n"
+        "Return the (absolute) paths instead of decoded images.\n"
+        "on_error : {'raise', 'skip'}, default='raise'\n"
+        "Raise an :class:`ImageReadError` that lists the bad files, or drop\n"
+        "them from ``X`` and ``y`` with a warning (see\n"
+        ":func:`load_image_folder`).\n"
+        "n_jobs : int or None, default=None\n"
+        "Threads that decode files in parallel (``lazy=False``).\n"
+        "verbose : int, default=0\n"
+        "1 or more shows a progress bar while files are read."
+    ),
     "image_shape": (
         "image_shape : tuple of int or None, default=None\n"
         "``(H, W)`` or ``(H, W, C)`` to read 2-D input of shape\n"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._docstring import Substitution
 from ._io import (
     ASPECT,
     IMAGE_EXTENSIONS,
@@ -205,6 +206,7 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
                  n_jobs=n_jobs, verbose=verbose)
 
 
+@Substitution("read_table")
 def load_image_csv(source, *, path_column="path", label_column="label", root=None,
                    mode="RGB", size=None, interpolation="bilinear",
                    keep_aspect_ratio=None, lazy=False, on_error="raise", n_jobs=None,
@@ -225,24 +227,7 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
     root : str or path-like or None, default=None
         Folder that relative paths are relative to. None: the CSV file's
         folder for a CSV file, the working directory for a table.
-    mode : {'RGB', 'L', 'RGBA'} or None, default='RGB'
-        Color mode (see :func:`read_image`).
-    size : int or tuple of int or None, default=None
-        ``(H, W)`` to resize every image to while decoding.
-    interpolation : {'nearest', 'bilinear', 'bicubic', 'area'}, default='bilinear'
-        Resampling filter for ``size``.
-    keep_aspect_ratio : {None, 'pad', 'crop'}, default=None
-        How ``size`` treats other aspect ratios: stretch, pad or center-crop.
-    lazy : bool, default=False
-        Return the (absolute) paths instead of decoded images.
-    on_error : {'raise', 'skip'}, default='raise'
-        Raise an :class:`ImageReadError` that lists the bad files, or drop
-        them from ``X`` and ``y`` with a warning (see
-        :func:`load_image_folder`).
-    n_jobs : int or None, default=None
-        Threads that decode files in parallel (``lazy=False``).
-    verbose : int, default=0
-        1 or more shows a progress bar while files are read.
+    {read_table}
     label_sep : str or None, default=None
         Multi-label data in one column: split each cell of ``label_column``
         on this separator (e.g. ``'|'`` for ``beach|people``; blanks around
@@ -317,6 +302,7 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
     return X, (y if label_column is not None else None)
 
 
+@Substitution("read_table")
 def load_image_dataframe(frame, *, path_column="path", label_column="label", root=None,
                          mode="RGB", size=None, interpolation="bilinear",
                          keep_aspect_ratio=None, lazy=False, on_error="raise",
@@ -338,24 +324,7 @@ def load_image_dataframe(frame, *, path_column="path", label_column="label", roo
     root : str or path-like or None, default=None
         Folder that relative paths are relative to; None: the working
         directory.
-    mode : {'RGB', 'L', 'RGBA'} or None, default='RGB'
-        Color mode (see :func:`read_image`).
-    size : int or tuple of int or None, default=None
-        ``(H, W)`` to resize every image to while decoding.
-    interpolation : {'nearest', 'bilinear', 'bicubic', 'area'}, default='bilinear'
-        Resampling filter for ``size``.
-    keep_aspect_ratio : {None, 'pad', 'crop'}, default=None
-        How ``size`` treats other aspect ratios: stretch, pad or center-crop.
-    lazy : bool, default=False
-        Return the (absolute) paths instead of decoded images.
-    on_error : {'raise', 'skip'}, default='raise'
-        Raise an :class:`ImageReadError` that lists the bad files, or drop
-        them from ``X`` and ``y`` with a warning (see
-        :func:`load_image_folder`).
-    n_jobs : int or None, default=None
-        Threads that decode files in parallel (``lazy=False``).
-    verbose : int, default=0
-        1 or more shows a progress bar while files are read.
+    {read_table}
     label_sep : str or None, default=None
         Split each cell of ``label_column`` on this separator for multi-label
         data (see :func:`load_image_csv`).
