@@ -1,5 +1,6 @@
 """CNNClassifier: a scikit-learn classifier that trains a CNN through skorch."""
 
+import math
 import os
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -24,14 +25,17 @@ from ._build import (
     auto_max_epochs,
     net_params,
     build_callbacks,
+    build_module,
     build_net,
     default_workers,
     is_main_process,
+    resolve_auto,
 )
 from ._checkpoint import Checkpointer, fit_fingerprint
 from ._data import ImageTensorDataset, collate_batch
 from ._device import resolve_device, resolve_precision, torch_threads
 from ._docstring import Substitution
+from ._selection import candidate_recipes, install_linear_head, select_recipe
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset
 from .preprocessing import ImageReader
@@ -383,7 +387,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        module="compact_cnn",
+        module="auto",
         *,
         optimizer="adamw",
         lr=5e-3,
@@ -410,7 +414,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         warm_start=False,
         callbacks=None,
         checkpoint=None,
-        pretrained=False,
+        pretrained="auto",
         freeze="none",
         unfreeze_at_epoch=None,
         backbone_lr_mult=1.0,
@@ -609,15 +613,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             random_state = int(np.random.SeedSequence(
                 [random_state, len(self.net_.history)]).generate_state(1)[0])
         with seeded(random_state) as rng, torch_threads(self.n_threads):
+            selection = None
+            if not warm:
+                if accelerator is None:
+                    self.device_ = resolve_device(self.device)
+                    self.precision_ = resolve_precision(self.precision, self.device_)
+                selection = self._choose_recipe(X, y_enc, weights, rng, partial=partial)
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self._resolve_budget(len(train), valid is not None, warm=warm)
             if epochs is None:
                 epochs = self.max_epochs_
             if not warm:
-                if accelerator is None:
-                    self.device_ = resolve_device(self.device)
-                    self.precision_ = resolve_precision(self.precision, self.device_)
                 self.net_ = self._build_net(accelerator, paths=X.ndim == 1)
+            if selection is not None and selection.recipe.linear_head:
+                # Frozen features + linear head: no optimizer steps to take.
+                install_linear_head(self.net_.module_, selection, X, y_enc, weights,
+                                    device=self.device_, precision=self.precision_)
+                self.max_epochs_ = 0
+                return self
             self.net_.train_split = None if valid is None else predefined_split(valid)
             if self._multilabel:
                 self.net_.threshold = self.threshold
@@ -641,6 +654,46 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"{len(self.net_.history)} complete epoch(s) and can predict."
             )
         return self
+
+    def _choose_recipe(self, X, y_enc, weights, rng, *, partial):
+        """Resolve ``module='auto'`` / ``pretrained='auto'``, by selection when it runs.
+
+        Sets ``recipe_``, ``best_params_``, ``selection_results_``,
+        ``selection_steps_`` and ``selection_seconds_``; returns the
+        :class:`~skimgcls._selection.Selection` or None.
+        """
+        self.best_params_ = resolve_auto(self.module, self.pretrained)
+        self.recipe_ = self.selection_results_ = None
+        self.selection_steps_, self.selection_seconds_ = 0, 0.0
+        recipes = (candidate_recipes(self.image_shape_)
+                   if self._selects(X, y_enc, partial=partial) else [])
+        if len(recipes) < 2:
+            return None
+        selection = select_recipe(
+            self, X, y_enc, weights, recipes, rng=rng, device=self.device_,
+            precision=self.precision_, verbose=self.verbose,
+            build_module=lambda params: build_module(
+                {**net_params(self), **params}, image_shape=self.image_shape_,
+                n_classes=len(self.classes_)))
+        recipe = selection.recipe
+        self.recipe_ = recipe.name
+        self.best_params_ = dict(recipe.params)
+        if recipe.steps is not None:  # the recipe's own budget, for all the data
+            batch_size = auto_batch_size(len(X))
+            self.best_params_["max_epochs"] = max(
+                1, math.ceil(recipe.steps / math.ceil(len(X) / batch_size)))
+        self.selection_results_ = selection.results
+        self.selection_steps_ = selection.steps
+        self.selection_seconds_ = selection.seconds
+        return selection
+
+    def _selects(self, X, y_enc, *, partial):
+        """Whether ``fit`` chooses the recipe: nothing that fixes it was set, and
+        the data can afford a held-out part (two images in every class)."""
+        auto = all(isinstance(value, str) and value == "auto"
+                   for value in (self.module, self.pretrained, self.max_epochs))
+        return (auto and not partial and not self._multilabel and X.ndim == 4
+                and self.accelerator is None and np.bincount(y_enc).min() >= 2)
 
     def _checkpointer(self, X, y_enc, weights, epochs, *, resume):
         """The checkpointer of this fit and the number of epochs left to train."""
@@ -766,8 +819,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if not warm or not hasattr(self, "batch_size_"):
             self.batch_size_ = (auto_batch_size(n_train) if self.batch_size == "auto"
                                 else self.batch_size)
+        max_epochs = getattr(self, "best_params_", {}).get("max_epochs", self.max_epochs)
         self.max_epochs_ = (auto_max_epochs(n_train, self.batch_size_)
-                            if self.max_epochs == "auto" else self.max_epochs)
+                            if max_epochs == "auto" else max_epochs)
         # 'auto' stops early on the split that 'auto' validation held out; an
         # explicit validation_fraction keeps training its full budget, as before.
         self.early_stopping_ = (
