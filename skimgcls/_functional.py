@@ -124,9 +124,11 @@ def scaled_float(X):
 
 
 def pair(size):
-    """``(H, W)`` from an int or a pair of ints."""
+    """``(H, W)`` from an int, a pair of ints or a 1-element sequence."""
     if isinstance(size, Integral):
         return int(size), int(size)
+    if len(size) == 1:  # torchvision transforms hold sizes as [224]
+        return int(size[0]), int(size[0])
     h, w = size
     return int(h), int(w)
 
@@ -174,7 +176,11 @@ class ResizeModule(nn.Module):
         if new != (h, w):
             kwargs = {}
             if self.mode in ("bilinear", "bicubic"):
-                kwargs = dict(align_corners=False, antialias=self.antialias)
+                # Bilinear antialiasing changes nothing when enlarging (within
+                # 2e-6) but takes a slower kernel: use it only to shrink.
+                shrink = new[0] < h or new[1] < w
+                antialias = self.antialias and (shrink or self.mode == "bicubic")
+                kwargs = dict(align_corners=False, antialias=antialias)
             x = F.interpolate(x, size=new, mode=self.mode, **kwargs)
         if self.keep_aspect_ratio is not None:
             x = crop_or_pad(x, height, width, self.fill)
@@ -194,14 +200,20 @@ class CropModule(nn.Module):
 
 
 class AffineChannels(nn.Module):
-    """``x -> (x - mean) / std`` per channel, on float NCHW."""
+    """``x -> (x - mean) / std`` per channel, on float NCHW.
 
-    def __init__(self, mean, std):
+    One-channel input and three-channel statistics broadcast to three channels
+    (gray repeated to RGB, without a copy first). ``persistent=False`` keeps
+    the statistics out of the state dict (for a module inside a network whose
+    state dict should hold learned weights only).
+    """
+
+    def __init__(self, mean, std, persistent=True):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32)
-                             .reshape(1, -1, 1, 1))
+                             .reshape(1, -1, 1, 1), persistent=persistent)
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32)
-                             .reshape(1, -1, 1, 1))
+                             .reshape(1, -1, 1, 1), persistent=persistent)
 
     def forward(self, x):
         return (x - self.mean) / self.std

@@ -249,7 +249,7 @@ def test_pretrained_true_reads_torch_cache_offline(offline, resnet_file):
 
 def test_pretrained_needs_a_backbone(digits):
     clf = CNNClassifier("compact_cnn", pretrained={"x": torch.zeros(1)}, **FAST)
-    with pytest.raises(ValueError, match="pretrained applies to torchvision and timm backbones"):
+    with pytest.raises(ValueError, match="pretrained applies to backbones"):
         clf.fit(*digits)
     with pytest.raises(ValueError, match="backbone_lr_mult applies"):
         CNNClassifier("compact_cnn", backbone_lr_mult=0.1, **FAST).fit(*digits)

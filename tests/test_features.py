@@ -14,11 +14,11 @@ from sklearn.pipeline import make_pipeline
 
 import skimgcls.features
 from skimgcls import BackboneFeatures, CNNClassifier
-from skimgcls._weights import read_state_dict
 from skimgcls.backbones import (
     PretrainedWeightsError,
     build_backbone,
     expected_weights_path,
+    read_state_dict,
 )
 
 #: Random ResNet-18 weights: its features have a useful scale (a random

@@ -29,11 +29,14 @@ LAYERS = [
     # 3. validation of every input
     {"utils.validation", "utils"},
     # 4. data and operations: transformers, augmentation, datasets, networks
-    {"_base", "preprocessing", "augmentation", "datasets", "networks", "backbones",
-     "_weights", "_tta", "_timm"},
+    {"_base", "preprocessing", "augmentation", "datasets", "networks", "_tta",
+     # backbones: one module per source behind one protocol
+     "backbones", "backbones._spec", "backbones._weights", "backbones._source",
+     "backbones._torchvision", "backbones._timm", "backbones._pip", "backbones._user",
+     "backbones._registry", "backbones._net"},
     # 5. training, on the skorch side
     {"_device", "_data", "_checkpoint", "_skorch", "_accelerate", "_callbacks",
-     "_build"},
+     "callbacks", "_build"},
     # 6. estimators
     {"classifier", "features", "_selection"},
     # 7. around the estimators
@@ -41,11 +44,7 @@ LAYERS = [
 ]
 
 #: (importer, imported) edges allowed against the layers, with the reason.
-EXCEPTIONS = {
-    # A lazy alias (module __getattr__) that keeps the documented name
-    # skimgcls.backbones.UnfreezeBackbone; the callback lives in _callbacks.
-    ("backbones", "_callbacks"),
-}
+EXCEPTIONS = set()
 
 
 def layer_of():

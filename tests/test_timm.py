@@ -62,7 +62,8 @@ def test_list_backbones_lists_both_sources():
     assert not any(n.startswith("timm/") for n in torchvision_names)
     assert {"timm/test_resnet", "timm/resnet18", "timm/convnext_atto"} <= set(timm_names)
     assert len(timm_names) == len(timm.list_models())
-    assert list_backbones() == torchvision_names + timm_names
+    assert list_backbones() == (list_backbones("user") + list_backbones("pip")
+                                + torchvision_names + timm_names)
     tagged = list_backbones("timm", pretrained=True)
     assert "timm/resnet18.a1_in1k" in tagged and "timm/resnet18" not in tagged
     assert list_backbones(pattern="timm/resnet1*t") == ["timm/resnet10t",
@@ -87,14 +88,15 @@ def test_unknown_timm_names_suggest_close_ones():
         clf.fit(np.zeros((4, 8, 8), np.float32), [0, 1, 0, 1])
 
 
-def test_missing_timm_is_an_import_error_naming_the_extra(monkeypatch, digits):
+def test_missing_timm_is_an_import_error_naming_the_package(monkeypatch, digits):
     monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` fails
     clf = CNNClassifier("timm/test_resnet", **FAST)
-    with pytest.raises(ImportError, match=r"pip install 'skimgcls\[timm\]'"):
+    with pytest.raises(ImportError, match=r"pip install timm"):
         clf.fit(*digits)
-    with pytest.raises(ImportError, match=r"skimgcls\[timm\]"):
+    with pytest.raises(ImportError, match=r"pip install timm"):
         list_backbones("timm")
-    assert list_backbones() == list_backbones("torchvision")  # 'all' degrades
+    # 'all' degrades to the sources that do not need timm to list names
+    assert list_backbones() == list_backbones("pip") + list_backbones("torchvision")
 
 
 # -- building and the pretrained config ------------------------------------------

@@ -1,10 +1,10 @@
-"""timm models as skimgcls backbones: names, pretrained configs, bodies, blocks, weights.
+"""timm's models as a backbone source: names, pretrained configs, bodies, blocks, weights.
 
-Private helpers of :mod:`skimgcls.backbones`, which builds a
-:class:`~skimgcls.backbones.BackboneNet` around a timm model when the name is
-``'timm/<model name>'``.  timm is an optional dependency (the ``timm`` extra):
-it is imported only when such a name is used, and a clear ImportError says how
-to install it.
+Backbone names ``'timm/<model name>'`` (optionally with a pretrained tag,
+``'timm/resnet18.a1_in1k'``).  timm is imported only when such a name is used.
+Pretrained weights come from the Hugging Face cache, downloaded there when
+missing.  :class:`TimmSource` is also the architecture side of sources that
+build a timm model and bring its weights from elsewhere (the pip source).
 """
 
 import difflib
@@ -14,32 +14,16 @@ import os
 import sys
 from functools import lru_cache
 
+from ._source import BackboneSource, Body, WeightsInfo
+from ._spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from ._weights import PretrainedWeightsError
 
-__all__ = [
-    "PREFIX",
-    "adapt_state",
-    "block_groups",
-    "check_timm_name",
-    "create_body",
-    "embedding_dim",
-    "import_timm",
-    "input_spec",
-    "is_timm_name",
-    "pretrained_state",
-    "suggest_timm",
-    "timm_available",
-    "timm_names",
-]
+__all__ = ["PREFIX", "TimmSource", "import_timm", "timm_available"]
 
 #: Backbone names ``'timm/<model name>'`` are timm models. The same string is
 #: the Hugging Face Hub repository of timm's pretrained weights when the model
 #: name carries a pretrained tag (``'timm/resnet18.a1_in1k'``).
 PREFIX = "timm/"
-
-#: Mean and std when timm has no pretrained config for an architecture.
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: ``timm.create_model`` arguments that skimgcls sets itself, and why.
 _RESERVED = {
@@ -76,8 +60,8 @@ def import_timm(what="timm backbones"):
         import timm
     except ImportError as exc:
         raise ImportError(
-            f"{what} need the optional timm package, which is not installed. "
-            "Install it with: pip install 'skimgcls[timm]' (or pip install timm)."
+            f"{what} need the timm package, a dependency of skimgcls, which is not "
+            "installed (or cannot be imported). Install it with: pip install timm."
         ) from exc
     return timm
 
@@ -154,7 +138,7 @@ def input_spec(model_name):
     """
     cfg = _pretrained_cfg(model_name)
     if cfg is None:
-        return (224, 224), (256, 256), _IMAGENET_MEAN, _IMAGENET_STD
+        return (224, 224), (256, 256), IMAGENET_MEAN, IMAGENET_STD
     channels, height, width = cfg.input_size
     if channels != 3:  # pragma: no cover - none in timm 1.0
         raise ValueError(
@@ -318,3 +302,78 @@ def pretrained_state(model_name, create_kwargs):
             "pretrained=False trains from random weights."
         ) from exc
     return model.state_dict()
+
+
+def _cached_weights(cfg):
+    """Path of timm's weights file in the Hugging Face cache, or None."""
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of timm
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, filename, cache_dir=_hf_cache_dir())
+        if isinstance(found, str):
+            return found
+    return None
+
+
+class TimmSource(BackboneSource):
+    """timm's models, named ``'timm/<model>'``, with timm's pretrained weights."""
+
+    name = "timm"
+
+    def owns(self, name):
+        return is_timm_name(name)
+
+    def names(self, pretrained=False):
+        return list(timm_names(pretrained))
+
+    def check(self, name):
+        check_timm_name(name)
+
+    def suggest(self, name, n=3):
+        return suggest_timm(name, n=n)
+
+    def input_spec(self, name):
+        return self.model_input_spec(check_timm_name(name))
+
+    def build(self, name, input_size, kwargs):
+        return self.build_model(check_timm_name(name), input_size, kwargs)
+
+    def block_groups(self, body):
+        groups = block_groups(body)
+        return super().block_groups(body) if groups is None else groups
+
+    def weights_info(self, name):
+        model_name = check_timm_name(name)
+        cfg = _pretrained_cfg(model_name)
+        hub_id = getattr(cfg, "hf_hub_id", None) or None
+        path = _cached_weights(cfg) if cfg is not None else None
+        return WeightsInfo(name=name, source=self.name, available_offline=path is not None,
+                           location=path, provider=hub_id or getattr(cfg, "url", None))
+
+    def pretrained_state(self, name, body, *, progress=True):
+        return pretrained_state(check_timm_name(name), body.build_kwargs)
+
+    def adapt_state(self, name, body, state):
+        return adapt_state(body.module, state)
+
+    def describe(self, name):
+        model = name.removeprefix(PREFIX)
+        return f"timm's {model} (timm.create_model({model!r}).state_dict())"
+
+    # -- the architecture side, by timm model name (no prefix) ---------------
+    def model_input_spec(self, model_name):
+        """The :class:`InputSpec` of timm's pretrained config for ``model_name``."""
+        size, resize_size, mean, std = input_spec(model_name)
+        return InputSpec(size=size, resize_size=resize_size, mean=mean, std=std)
+
+    def build_model(self, model_name, input_size, kwargs):
+        """The :class:`Body` of timm's ``model_name`` (random weights)."""
+        module, create_kwargs = create_body(model_name, input_size, kwargs)
+        return Body(module=module, embedding_dim=embedding_dim(module),
+                    head_path=(classifier_names(module) or ("",))[0],
+                    build_kwargs=create_kwargs)
