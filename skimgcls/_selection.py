@@ -128,11 +128,19 @@ def pretrained_available(name=PRETRAINED_BACKBONE):
         return False
 
 
-def candidate_recipes(image_shape):
-    """The recipes that apply to images of ``image_shape`` here, scratch first."""
+def candidate_recipes(image_shape, device="cpu"):
+    """The recipes that apply to images of ``image_shape`` on ``device``, scratch first.
+
+    Fine-tuning is a candidate on accelerators only: on a 2-core CPU one of
+    its steps at 96 px cost 3.4 steps of ``compact_cnn`` at 48 px in the same
+    process (``bench/_explore_defaults.py``), so its first rung alone (100
+    steps) overruns the budget of a default fit of a few hundred images.
+    """
     recipes = [scratch_recipe()]
     if min(image_shape[:2]) >= MIN_PRETRAINED_SIDE and pretrained_available():
-        recipes += [frozen_recipe(image_shape), fine_tune_recipe(image_shape)]
+        recipes.append(frozen_recipe(image_shape))
+        if torch.device(device).type != "cpu":
+            recipes.append(fine_tune_recipe(image_shape))
     return recipes
 
 

@@ -69,8 +69,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    module : str, torch.nn.Module subclass or instance, default='compact_cnn'
-        The network. A registered name (see
+    module : 'auto', str, torch.nn.Module subclass or instance, default='auto'
+        The network. ``'auto'``: ``fit`` chooses the recipe on the training
+        data (see *Recipe selection* in the Notes) when ``pretrained`` and
+        ``max_epochs`` are ``'auto'`` too; otherwise ``'auto'`` is
+        ``'compact_cnn'``, or ``'efficientnet_lite0'`` when ``pretrained``
+        asks for weights. ``recipe_`` and ``best_params_`` say what was used.
+        A registered name (see
         :func:`skimgcls.networks.list_networks`): ``'compact_cnn'``, a small
         BatchNorm CNN with global pooling that works for any image size, or
         ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. Or the name
@@ -232,8 +237,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         CPU, ends with the same model as an uninterrupted fit. A checkpoint of
         a different fit is refused with a ``ValueError``. Used by ``fit`` only
         (not by ``partial_fit`` or a ``warm_start`` continuation).
-    pretrained : bool, str, path-like or dict, default=False
-        Initial weights of a torchvision backbone ``module``. False: random
+    pretrained : 'auto', bool, str, path-like or dict, default='auto'
+        Initial weights of a backbone ``module``. ``'auto'``: chosen with the
+        recipe when ``module='auto'`` selects; False (random initialization)
+        for an explicit ``module``. False: random
         initialization. True: torchvision's default weights (e.g. ImageNet),
         downloaded once into torch's cache (``$TORCH_HOME/hub/checkpoints``)
         and read from there afterwards; offline without the cached file, a
@@ -310,6 +317,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         training used every image.
     early_stopping_ : bool
         Whether the last ``fit`` stopped early on the monitored loss.
+    recipe_ : {'compact_cnn', 'frozen_features', 'fine_tune'} or None
+        The recipe that the selection of ``module='auto'`` chose; None when
+        no selection ran (a parameter that fixes the recipe was set, or the
+        data could not afford it: see the Notes).
+    best_params_ : dict
+        The parameters that replaced ``'auto'`` ones in the last ``fit``: the
+        winning recipe's (``CNNClassifier(**best_params_)`` trains it without
+        selection), or ``{'module': 'compact_cnn', 'pretrained': False}`` &co.
+        when nothing was selected.
+    selection_results_ : dict of lists or None
+        One entry per candidate fit of the selection, as ``cv_results_``:
+        ``'recipe'``, ``'rung'`` (of successive halving), ``'steps'``
+        (optimizer steps; 0 for the frozen features), ``'valid_score'``
+        (accuracy on the held-out part of the training data) and ``'fit_s'``
+        (seconds). None when no selection ran.
+    selection_steps_ : int
+        Optimizer steps the selection spent (0 without selection).
+    selection_seconds_ : float
+        Wall-clock seconds of the selection, refit excluded.
 
     See Also
     --------
@@ -327,14 +353,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     far from [0, 1]. Values beyond +-1e5 (in any dtype but uint8/uint16), NaN
     and infinity are refused with a ``ValueError``.
 
+    **Recipe selection.** With ``module``, ``pretrained`` and ``max_epochs``
+    at ``'auto'``, ``fit`` compares candidate recipes on a stratified
+    held-out fifth of the training data (at most 2,000 images looked at) and
+    refits the winner on all of it, as ``LogisticRegressionCV`` does:
+    ``'compact_cnn'`` trained from scratch; ``'frozen_features'``, the
+    pretrained EfficientNet-Lite0 body (ImageNet weights installed with pip,
+    no download) frozen, with a linear head fitted by logistic regression on
+    its features, computed once; ``'fine_tune'``, the same network trained
+    whole at a reduced resolution. Trained recipes meet in successive halving
+    starting at 100 optimizer steps each. No selection runs (and
+    ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
+    multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
+    with a side under 8 pixels, or when the pretrained weights are not
+    installed. ``verbose`` prints each candidate's score. ``bench/accuracy.py``
+    measures the result against baselines.
+
     The defaults adapt to the data: the training budget is counted in
     optimizer steps (``batch_size`` and ``max_epochs`` ``'auto'``), a
     validation split is held out only when there is plenty of data, BatchNorm
     statistics are recomputed at the end of ``fit`` (``update_bn``), and the
-    default network brings large images to a working resolution of 32 to 64
-    pixels with strided convolutions, so a fit on a few dozen images, on tens
-    of thousands, on 8x8 or on 256x256 images needs no tuning to be
-    reasonable (``bench/accuracy.py`` measures it).
+    default network's stem halves large images with strided convolutions
+    until they are at most 48 pixels (a 50 px image becomes 25 px), so a fit
+    on a few dozen images, on tens of thousands, on 8x8 or on 256x256 images
+    needs no tuning to be reasonable (``bench/accuracy.py`` measures it).
 
     Examples
     --------
@@ -346,6 +388,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     (3,)
     >>> clf.image_shape_
     (8, 8, 1)
+
+    What the selection of the defaults chose, and why (``max_epochs`` is left
+    at ``'auto'`` here, so the recipe is selected):
+
+    >>> clf = CNNClassifier(random_state=0).fit(X[:300] / 16, y[:300])  # doctest: +SKIP
+    >>> clf.recipe_  # doctest: +SKIP
+    'compact_cnn'
+    >>> clf.selection_results_['recipe']  # doctest: +SKIP
+    ['compact_cnn', 'frozen_features', 'fine_tune']
+    >>> clf.selection_results_['valid_score']  # doctest: +SKIP
+    [0.93, 0.85, 0.7]
     """
 
     _parameter_constraints = {
@@ -665,7 +718,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.best_params_ = resolve_auto(self.module, self.pretrained)
         self.recipe_ = self.selection_results_ = None
         self.selection_steps_, self.selection_seconds_ = 0, 0.0
-        recipes = (candidate_recipes(self.image_shape_)
+        recipes = (candidate_recipes(self.image_shape_, self.device_)
                    if self._selects(X, y_enc, partial=partial) else [])
         if len(recipes) < 2:
             return None

@@ -55,7 +55,7 @@ def recipes(monkeypatch):
 
     def use(*candidates):
         monkeypatch.setattr(classifier_module, "candidate_recipes",
-                            lambda image_shape: list(candidates))
+                            lambda image_shape, device: list(candidates))
     return use
 
 
@@ -160,6 +160,8 @@ def test_candidates_depend_on_the_images(monkeypatch):
     monkeypatch.setattr(selection, "pretrained_available", lambda name=None: True)
     assert [r.name for r in candidate_recipes((1, 64, 1))] == ["compact_cnn"]
     names = [r.name for r in candidate_recipes((48, 48, 3))]
+    assert names == ["compact_cnn", "frozen_features"]  # fine-tuning: too slow on a CPU
+    names = [r.name for r in candidate_recipes((48, 48, 3), "cuda")]
     assert names == ["compact_cnn", "frozen_features", "fine_tune"]
     monkeypatch.setattr(selection, "pretrained_available", lambda name=None: False)
     assert [r.name for r in candidate_recipes((48, 48, 3))] == ["compact_cnn"]
