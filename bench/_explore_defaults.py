@@ -1,131 +1,233 @@
-"""Exploration for issue #11 (may be deleted): candidate 'auto' training rules,
-BatchNorm recalibration, and class_weight on the 10:1 imbalanced MNIST.
+"""Rules of the defaults, chosen on validation folds of *training* parts only.
 
-Every rule is expressed through public parameters of ``CNNClassifier``; each
-fit is scored twice: as is, and after recomputing the BatchNorm running
-statistics over the training images with the final weights
-(``torch.optim.swa_utils.update_bn``). One JSON line per fit goes to ``--out``.
+Every score here is a stratified k-fold cross-validation score on the
+training part of a ``bench/accuracy.py`` condition: the test parts that the
+suite reports are never loaded (``training_part`` keeps the first two items
+of a split and drops the rest). One JSON line per measurement goes to
+``--out``; ``--report`` turns the lines into ``bench/results/explore_defaults.md``.
 
-    python bench/_explore_defaults.py --threads 1 --out /tmp/explore.jsonl
+Experiments (``--experiments``, comma-separated):
+
+* ``frozen``: the frozen-features recipe of ``module='auto'``: input resolution
+  of the features (the rule ``3 x shorter side in [96, 224]`` against fixed
+  sizes) and whether logistic regression's ``C`` chosen by inner CV beats
+  ``C=1``. Informs ``skimgcls._selection.frozen_input_size`` and ``HEAD_CS``.
+  Conditions: the photo conditions (30 and 5 per class, 48 px RGB and 128 px
+  gray) and digits 20 / MNIST 500 (where the pretrained features must lose).
+* ``cost``: seconds per optimizer step of ``compact_cnn`` (48 px RGB) against
+  fine-tuning EfficientNet-Lite0 at 96 px, same process, same batch size.
+  Informs the rule that fine-tuning is a candidate on accelerators only.
+* ``budget``: the ``'auto'`` step budget (250 / 500 / 1,000 steps at batch
+  ``n/8`` in [8, 32]) of ``compact_cnn``, by CV on the training parts of
+  digits 5 / 20 and MNIST 50 / 500. Informs ``AUTO_STEPS`` and the batch rule.
+  (Expensive: about 4 x 3 x 3 fits per condition.)
+
+    python bench/_explore_defaults.py --experiments frozen,cost --out /tmp/explore.jsonl
+    python bench/_explore_defaults.py --report /tmp/explore.jsonl
 """
 
 import argparse
 import importlib.util
 import json
 import math
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from torch.optim.swa_utils import update_bn
+from sklearn.model_selection import StratifiedKFold
 
 from skimgcls import CNNClassifier
+from skimgcls._build import auto_batch_size
+from skimgcls._selection import embed, fit_linear_head, frozen_input_size
+from skimgcls.backbones import build_backbone
 
 _spec = importlib.util.spec_from_file_location("skimgcls_bench_accuracy",
                                                Path(__file__).parent / "accuracy.py")
 acc = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(acc)
 
-DATA = {
-    "digits_5": lambda: acc.digits_split(5),
-    "digits_20": lambda: acc.digits_split(20),
-    "mnist_50": lambda: acc.mnist_split(50),
-    "mnist_500": lambda: acc.mnist_split(500),
-    "mnist_imbalanced": lambda: acc.imbalanced_split(300),
+RESULTS = Path(__file__).parent / "results"
+
+
+def training_part(split):
+    """Only ``(X_train, y_train)`` of a suite split: its test part is never touched."""
+    def load():
+        X_train, y_train, *_ = split()
+        return X_train, y_train
+    return load
+
+
+CONDITIONS = {
+    "photos_rgb48_30": training_part(lambda: acc.photos_split(30, 48, False)),
+    "photos_rgb48_5": training_part(lambda: acc.photos_split(5, 48, False)),
+    "photos_gray128_30": training_part(lambda: acc.photos_split(30, 128, True)),
+    "photos_gray128_5": training_part(lambda: acc.photos_split(5, 128, True)),
+    "digits_5": training_part(lambda: acc.digits_split(5)),
+    "digits_20": training_part(lambda: acc.digits_split(20)),
+    "mnist_50": training_part(lambda: acc.mnist_split(50)),
+    "mnist_500": training_part(lambda: acc.mnist_split(500)),
 }
 
-
-def batch_rule(n, low=8, high=32, div=8):
-    """min(high, max(low, n // div)) rounded down to a power of two."""
-    b = min(high, max(low, n // div))
-    return 2 ** int(math.log2(b))
+FROZEN_CONDITIONS = ("photos_rgb48_30", "photos_rgb48_5", "photos_gray128_30",
+                     "photos_gray128_5", "digits_20", "mnist_500")
+BUDGET_CONDITIONS = ("digits_5", "digits_20", "mnist_50", "mnist_500")
 
 
-def steps_rule(n, steps, batch, min_epochs=8):
-    """Epochs for about ``steps`` optimizer steps, at least ``min_epochs``."""
-    per_epoch = math.ceil(n / batch)
-    return max(min_epochs, math.ceil(steps / per_epoch))
+def folds(y, k=5, seed=0):
+    k = min(k, int(np.bincount(y).min()))
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y))
 
 
-def rules(n):
-    """name -> CNNClassifier params, resolved for n training images."""
-    out = {"current": {}, "noval": {"validation_fraction": None}}
-    b8 = batch_rule(n)
-    for steps in (250, 500, 1000):
-        out[f"S{steps}_b{b8}"] = {"validation_fraction": None, "batch_size": b8,
-                                 "max_epochs": steps_rule(n, steps, b8)}
-    out[f"S1000_b{b8}_lrsqrt"] = {**out[f"S1000_b{b8}"],
-                                  "lr": 5e-3 * math.sqrt(b8 / 32)}
-    out["S1000_b32"] = {"validation_fraction": None, "batch_size": 32,
-                        "max_epochs": steps_rule(n, 1000, 32)}
-    return out
+def nhwc(X):
+    return X if X.ndim == 4 else X[..., None]
 
 
-def recalibrate(clf, X):
-    """Recompute BatchNorm running statistics over X with the final weights."""
-    X = X if X.ndim == 4 else X[..., None]
-    loader = [clf.net_.to_model_input(torch.from_numpy(X[i:i + 256]))
-              for i in range(0, len(X), 256)]
-    bf16 = clf.precision_ == "bf16"
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        update_bn(loader, clf.module_)
-    clf.module_.eval()
+def frozen(name, X, y, emit):
+    """CV accuracy of frozen EfficientNet-Lite0 features + a linear head."""
+    X = nhwc(X)
+    rule = frozen_input_size(X.shape[1:])
+    for size in sorted({96, 128, 160, 224, rule}):
+        torch.manual_seed(0)
+        net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
+                             input_size=size, pretrained=True)
+        start = time.perf_counter()
+        features = embed(net, X, device="cpu", precision="bf16")
+        feature_s = time.perf_counter() - start
+        for how in ("C by inner CV", "C=1"):
+            scores = []
+            for tr, va in folds(y):
+                if how == "C=1":
+                    head = fit_linear_head_fixed(features[tr], y[tr])
+                else:
+                    head = fit_linear_head(features[tr], y[tr], np.ones(len(tr)))
+                scores.append(float(np.mean(head.predict(features[va]) == y[va])))
+            emit({"experiment": "frozen", "condition": name, "size": size,
+                  "rule_size": size == rule, "head": how, "cv_scores": scores,
+                  "feature_s": feature_s, "n": len(X)})
 
 
-def one(name, params, data, seed, metric, extra):
-    X_train, y_train, X_test, y_test = data
-    clf = CNNClassifier(**params, **extra, random_state=seed)
-    row = {"rule": name, "seed": seed, "params": params, **{f"x_{k}": v for k, v in
-                                                            extra.items()}}
-    start = time.perf_counter()
+def fit_linear_head_fixed(features, y):
+    """The same head with C=1 (no inner CV)."""
+    import skimgcls._selection as selection
+
+    saved = selection.HEAD_CS
+    selection.HEAD_CS = (1.0,)
     try:
-        clf.fit(X_train, y_train)
-    except ValueError as exc:
-        return {**row, "error": str(exc)[:120]}
-    row["fit_s"] = time.perf_counter() - start
-    batches = [b for e in clf.history_ for b in e["batches"] if "train_batch_size" in b]
-    row["epochs"], row["steps"] = len(clf.history_), len(batches)
-    row["score"] = float(metric(y_test, clf.predict(X_test)))
-    recalibrate(clf, X_train)
-    row["score_bn"] = float(metric(y_test, clf.predict(X_test)))
-    return row
+        return fit_linear_head(features, y, np.ones(len(y)))
+    finally:
+        selection.HEAD_CS = saved
+
+
+def cost(emit, steps=20, batch=8):
+    """Seconds per optimizer step: compact_cnn at 48 px against fine-tuning at 96 px."""
+    X, y = CONDITIONS["photos_rgb48_30"]()
+    recipes = {"compact_cnn": {"module": "compact_cnn", "pretrained": False},
+               "fine_tune_96": {"module": "efficientnet_lite0", "pretrained": True,
+                                "backbone_lr_mult": 0.1, "lr": 2e-3,
+                                "module__input_size": 96}}
+    epochs = math.ceil(steps / math.ceil(len(X) / batch))
+    for round_ in range(2):  # round-robin, twice: a noisy machine slows both alike
+        for name, params in recipes.items():
+            clf = CNNClassifier(**params, max_epochs=epochs, batch_size=batch,
+                                validation_fraction=None, random_state=0)
+            start = time.perf_counter()
+            clf.fit(X, y)
+            seconds = time.perf_counter() - start
+            emit({"experiment": "cost", "recipe": name, "round": round_,
+                  "steps": epochs * math.ceil(len(X) / batch),
+                  "s_per_step": seconds / (epochs * math.ceil(len(X) / batch)),
+                  "load": os.getloadavg()[0]})
+
+
+def budget(name, X, y, emit, seeds=(0,)):
+    """CV accuracy of compact_cnn under step budgets of 250, 500 and 1,000."""
+    for steps in (250, 500, 1000):
+        scores = []
+        for seed in seeds:
+            for tr, va in folds(y, k=3, seed=seed):
+                b = auto_batch_size(len(tr))
+                epochs = max(8, math.ceil(steps / math.ceil(len(tr) / b)))
+                clf = CNNClassifier("compact_cnn", pretrained=False, max_epochs=epochs,
+                                    batch_size=b, random_state=seed)
+                clf.fit(X[tr], y[tr])
+                scores.append(float(clf.score(X[va], y[va])))
+        emit({"experiment": "budget", "condition": name, "steps": steps,
+              "cv_scores": scores})
+
+
+def report(path):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    lines = ["# Rules of the defaults, chosen by cross-validation on training parts only",
+             "", "Produced by `bench/_explore_defaults.py`; no test part of "
+             "`bench/accuracy.py` is loaded. CV: stratified 5 folds (3 for budgets) of "
+             "the training part, mean accuracy [min, max] over folds.", ""]
+    frozen_rows = [r for r in rows if r["experiment"] == "frozen"]
+    if frozen_rows:
+        lines += ["## Frozen EfficientNet-Lite0 features + linear head "
+                  "(informs `frozen_input_size`, `HEAD_CS`)", "",
+                  "| condition | n | input size | rule size? | head | CV accuracy | "
+                  "feature s |", "|---|---|---|---|---|---|---|"]
+        for r in frozen_rows:
+            s = r["cv_scores"]
+            lines.append(f"| {r['condition']} | {r['n']} | {r['size']} | "
+                         f"{'yes' if r['rule_size'] else ''} | {r['head']} | "
+                         f"{100 * statistics.fmean(s):.1f} [{100 * min(s):.1f}, "
+                         f"{100 * max(s):.1f}] | {r['feature_s']:.1f} |")
+    cost_rows = [r for r in rows if r["experiment"] == "cost"]
+    if cost_rows:
+        lines += ["", "## Cost per optimizer step (informs: fine-tuning only on "
+                  "accelerators)", ""]
+        for r in cost_rows:
+            lines.append(f"- round {r['round']}: {r['recipe']}: {r['s_per_step']:.3f} s "
+                         f"per step ({r['steps']} steps, load {r['load']:.1f})")
+    budget_rows = [r for r in rows if r["experiment"] == "budget"]
+    if budget_rows:
+        lines += ["", "## Step budget of compact_cnn (informs `AUTO_STEPS`)", ""]
+        for r in budget_rows:
+            s = r["cv_scores"]
+            lines.append(f"- {r['condition']}: {r['steps']} steps: "
+                         f"{100 * statistics.fmean(s):.1f} [{100 * min(s):.1f}, "
+                         f"{100 * max(s):.1f}]")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser()
-    p.add_argument("--conditions", default="digits_5,digits_20,mnist_50,mnist_500")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rules", default="all")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--experiments", default="frozen,cost")
+    p.add_argument("--conditions", default=None, help="comma-separated (default: "
+                   "each experiment's own)")
+    p.add_argument("--out", default="/tmp/explore_defaults.jsonl")
+    p.add_argument("--report", default=None, help="a JSONL file to turn into the report")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default="/tmp/explore.jsonl")
     args = p.parse_args(argv)
+    if args.report:
+        text = report(args.report)
+        (RESULTS / "explore_defaults.md").write_text(text)
+        print(text)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    with open(args.out, "a") as out:
-        for cond in args.conditions.split(","):
-            data = DATA[cond]()
-            n = len(data[0])
-            if cond == "mnist_imbalanced":
-                metric = balanced_accuracy_score
-                todo = [(name, params, extra) for name, params in
-                        [("current", {})] + [(k, v) for k, v in rules(n).items()
-                                             if k in args.rules.split(",")
-                                             or args.rules == "all" and k == "S1000_b32"]
-                        for extra in ({}, {"class_weight": "balanced"})]
-            else:
-                metric = accuracy_score
-                todo = [(k, v, {}) for k, v in rules(n).items()
-                        if args.rules == "all" or k in args.rules.split(",")]
-            for name, params, extra in todo:
-                for seed in seeds:
-                    row = {"condition": cond, "n": n,
-                           **one(name, params, data, seed, metric, extra)}
-                    print(json.dumps(row), flush=True)
-                    out.write(json.dumps(row) + "\n")
-                    out.flush()
+
+    def emit(row):
+        print(json.dumps(row), flush=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    chosen = args.conditions.split(",") if args.conditions else None
+    for experiment in args.experiments.split(","):
+        if experiment == "cost":
+            cost(emit)
+            continue
+        names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS}[
+            experiment]
+        for name in names:
+            X, y = CONDITIONS[name]()
+            {"frozen": frozen, "budget": budget}[experiment](name, X, y, emit)
+    return 0
 
 
 if __name__ == "__main__":

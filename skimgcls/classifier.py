@@ -1,5 +1,6 @@
 """CNNClassifier: a scikit-learn classifier that trains a CNN through skorch."""
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,14 +27,17 @@ from ._build import (
     auto_max_epochs,
     net_params,
     build_callbacks,
+    build_module,
     build_net,
     default_workers,
     is_main_process,
+    resolve_auto,
 )
 from ._checkpoint import Checkpointer, fit_fingerprint
 from ._data import ImageTensorDataset, collate_batch
 from ._device import resolve_device, resolve_precision, torch_threads
 from ._docstring import Substitution
+from ._selection import candidate_recipes, install_linear_head, select_recipe
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset, decode_for_fit
 from .preprocessing import ImageReader
@@ -70,8 +74,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    module : str, torch.nn.Module subclass or instance, default='compact_cnn'
-        The network. A registered name (see
+    module : 'auto', str, torch.nn.Module subclass or instance, default='auto'
+        The network. ``'auto'``: ``fit`` chooses the recipe on the training
+        data (see *Recipe selection* in the Notes) when ``pretrained`` and
+        ``max_epochs`` are ``'auto'`` too; otherwise ``'auto'`` is
+        ``'compact_cnn'``, or ``'efficientnet_lite0'`` when ``pretrained``
+        asks for weights. ``recipe_`` and ``best_params_`` say what was used.
+        A registered name (see
         :func:`skimgcls.networks.list_networks`): ``'compact_cnn'``, a small
         BatchNorm CNN with global pooling that works for any image size, or
         ``'simple_cnn'``, the classic Keras/PyTorch MNIST network. Or the name
@@ -233,8 +242,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         CPU, ends with the same model as an uninterrupted fit. A checkpoint of
         a different fit is refused with a ``ValueError``. Used by ``fit`` only
         (not by ``partial_fit`` or a ``warm_start`` continuation).
-    pretrained : bool, str, path-like or dict, default=False
-        Initial weights of a torchvision backbone ``module``. False: random
+    pretrained : 'auto', bool, str, path-like or dict, default='auto'
+        Initial weights of a backbone ``module``. ``'auto'``: chosen with the
+        recipe when ``module='auto'`` selects; False (random initialization)
+        for an explicit ``module``. False: random
         initialization. True: torchvision's default weights (e.g. ImageNet),
         downloaded once into torch's cache (``$TORCH_HOME/hub/checkpoints``)
         and read from there afterwards; offline without the cached file, a
@@ -311,6 +322,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         training used every image.
     early_stopping_ : bool
         Whether the last ``fit`` stopped early on the monitored loss.
+    recipe_ : {'compact_cnn', 'frozen_features', 'fine_tune'} or None
+        The recipe that the selection of ``module='auto'`` chose; None when
+        no selection ran (a parameter that fixes the recipe was set, or the
+        data could not afford it: see the Notes).
+    best_params_ : dict
+        The parameters that replaced ``'auto'`` ones in the last ``fit``: the
+        winning recipe's (``CNNClassifier(**best_params_)`` trains it without
+        selection), or ``{'module': 'compact_cnn', 'pretrained': False}`` &co.
+        when nothing was selected.
+    selection_results_ : dict of lists or None
+        One entry per candidate fit of the selection, as ``cv_results_``:
+        ``'recipe'``, ``'rung'`` (of successive halving), ``'steps'``
+        (optimizer steps; 0 for the frozen features), ``'valid_score'``
+        (accuracy on the held-out part of the training data) and ``'fit_s'``
+        (seconds). None when no selection ran.
+    selection_steps_ : int
+        Optimizer steps the selection spent (0 without selection).
+    selection_seconds_ : float
+        Wall-clock seconds of the selection, refit excluded.
 
     See Also
     --------
@@ -328,14 +358,30 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     far from [0, 1]. Values beyond +-1e5 (in any dtype but uint8/uint16), NaN
     and infinity are refused with a ``ValueError``.
 
+    **Recipe selection.** With ``module``, ``pretrained`` and ``max_epochs``
+    at ``'auto'``, ``fit`` compares candidate recipes on a stratified
+    held-out fifth of the training data (at most 2,000 images looked at) and
+    refits the winner on all of it, as ``LogisticRegressionCV`` does:
+    ``'compact_cnn'`` trained from scratch; ``'frozen_features'``, the
+    pretrained EfficientNet-Lite0 body (ImageNet weights installed with pip,
+    no download) frozen, with a linear head fitted by logistic regression on
+    its features, computed once; ``'fine_tune'``, the same network trained
+    whole at a reduced resolution. Trained recipes meet in successive halving
+    starting at 100 optimizer steps each. No selection runs (and
+    ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
+    multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
+    with a side under 8 pixels, or when the pretrained weights are not
+    installed. ``verbose`` prints each candidate's score. ``bench/accuracy.py``
+    measures the result against baselines.
+
     The defaults adapt to the data: the training budget is counted in
     optimizer steps (``batch_size`` and ``max_epochs`` ``'auto'``), a
     validation split is held out only when there is plenty of data, BatchNorm
     statistics are recomputed at the end of ``fit`` (``update_bn``), and the
-    default network brings large images to a working resolution of 32 to 64
-    pixels with strided convolutions, so a fit on a few dozen images, on tens
-    of thousands, on 8x8 or on 256x256 images needs no tuning to be
-    reasonable (``bench/accuracy.py`` measures it).
+    default network's stem halves large images with strided convolutions
+    until they are at most 48 pixels (a 50 px image becomes 25 px), so a fit
+    on a few dozen images, on tens of thousands, on 8x8 or on 256x256 images
+    needs no tuning to be reasonable (``bench/accuracy.py`` measures it).
 
     Examples
     --------
@@ -347,6 +393,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     (3,)
     >>> clf.image_shape_
     (8, 8, 1)
+
+    What the selection of the defaults chose, and why (``max_epochs`` is left
+    at ``'auto'`` here, so the recipe is selected):
+
+    >>> clf = CNNClassifier(random_state=0).fit(X[:300] / 16, y[:300])  # doctest: +SKIP
+    >>> clf.recipe_  # doctest: +SKIP
+    'compact_cnn'
+    >>> clf.selection_results_['recipe']  # doctest: +SKIP
+    ['compact_cnn', 'frozen_features', 'fine_tune']
+    >>> clf.selection_results_['valid_score']  # doctest: +SKIP
+    [0.93, 0.85, 0.7]
     """
 
     _parameter_constraints = {
@@ -388,7 +445,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        module="compact_cnn",
+        module="auto",
         *,
         optimizer="adamw",
         lr=5e-3,
@@ -415,7 +472,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         warm_start=False,
         callbacks=None,
         checkpoint=None,
-        pretrained=False,
+        pretrained="auto",
         freeze="none",
         unfreeze_at_epoch=None,
         backbone_lr_mult=1.0,
@@ -616,15 +673,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             random_state = int(np.random.SeedSequence(
                 [random_state, len(self.net_.history)]).generate_state(1)[0])
         with seeded(random_state) as rng, torch_threads(self.n_threads):
+            selection = None
+            if not warm:
+                if accelerator is None:
+                    self.device_ = resolve_device(self.device)
+                    self.precision_ = resolve_precision(self.precision, self.device_)
+                selection = self._choose_recipe(X, y_enc, weights, rng, partial=partial)
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self._resolve_budget(len(train), valid is not None, warm=warm)
             if epochs is None:
                 epochs = self.max_epochs_
             if not warm:
-                if accelerator is None:
-                    self.device_ = resolve_device(self.device)
-                    self.precision_ = resolve_precision(self.precision, self.device_)
                 self.net_ = self._build_net(accelerator, paths=X.ndim == 1)
+            if selection is not None and selection.recipe.linear_head:
+                # Frozen features + linear head: no optimizer steps to take.
+                install_linear_head(self.net_.module_, selection, X, y_enc, weights,
+                                    device=self.device_, precision=self.precision_)
+                self.max_epochs_ = 0
+                return self
             self.net_.train_split = None if valid is None else predefined_split(valid)
             if self._multilabel:
                 self.net_.threshold = self.threshold
@@ -645,6 +711,46 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"{len(self.net_.history)} complete epoch(s) and can predict."
             )
         return self
+
+    def _choose_recipe(self, X, y_enc, weights, rng, *, partial):
+        """Resolve ``module='auto'`` / ``pretrained='auto'``, by selection when it runs.
+
+        Sets ``recipe_``, ``best_params_``, ``selection_results_``,
+        ``selection_steps_`` and ``selection_seconds_``; returns the
+        :class:`~skimgcls._selection.Selection` or None.
+        """
+        self.best_params_ = resolve_auto(self.module, self.pretrained)
+        self.recipe_ = self.selection_results_ = None
+        self.selection_steps_, self.selection_seconds_ = 0, 0.0
+        recipes = (candidate_recipes(self.image_shape_, self.device_)
+                   if self._selects(X, y_enc, partial=partial) else [])
+        if len(recipes) < 2:
+            return None
+        selection = select_recipe(
+            self, X, y_enc, weights, recipes, rng=rng, device=self.device_,
+            precision=self.precision_, verbose=self.verbose,
+            build_module=lambda params: build_module(
+                {**net_params(self), **params}, image_shape=self.image_shape_,
+                n_classes=len(self.classes_)))
+        recipe = selection.recipe
+        self.recipe_ = recipe.name
+        self.best_params_ = dict(recipe.params)
+        if recipe.steps is not None:  # the recipe's own budget, for all the data
+            batch_size = auto_batch_size(len(X))
+            self.best_params_["max_epochs"] = max(
+                1, math.ceil(recipe.steps / math.ceil(len(X) / batch_size)))
+        self.selection_results_ = selection.results
+        self.selection_steps_ = selection.steps
+        self.selection_seconds_ = selection.seconds
+        return selection
+
+    def _selects(self, X, y_enc, *, partial):
+        """Whether ``fit`` chooses the recipe: nothing that fixes it was set, and
+        the data can afford a held-out part (two images in every class)."""
+        auto = all(isinstance(value, str) and value == "auto"
+                   for value in (self.module, self.pretrained, self.max_epochs))
+        return (auto and not partial and not self._multilabel and X.ndim == 4
+                and self.accelerator is None and np.bincount(y_enc).min() >= 2)
 
     def _checkpointer(self, X, y_enc, weights, epochs, *, resume):
         """The checkpointer of this fit and the number of epochs left to train."""
@@ -769,8 +875,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if not warm or not hasattr(self, "batch_size_"):
             self.batch_size_ = (auto_batch_size(n_train) if self.batch_size == "auto"
                                 else self.batch_size)
+        max_epochs = getattr(self, "best_params_", {}).get("max_epochs", self.max_epochs)
         self.max_epochs_ = (auto_max_epochs(n_train, self.batch_size_)
-                            if self.max_epochs == "auto" else self.max_epochs)
+                            if max_epochs == "auto" else max_epochs)
         # 'auto' stops early on the split that 'auto' validation held out; an
         # explicit validation_fraction keeps training its full budget, as before.
         self.early_stopping_ = (

@@ -42,7 +42,7 @@ LAYERS = [
     {"_device", "_data", "_checkpoint", "_skorch", "_accelerate", "_callbacks",
      "callbacks", "_build"},
     # 6. estimators
-    {"classifier", "features"},
+    {"classifier", "features", "_selection"},
     # 7. around the estimators
     {"persistence", "_onnx", "inspection", "metrics", "_plotting", "saliency", "cli",
      "_demo", "__main__"},

@@ -1,0 +1,365 @@
+"""Recipe selection of ``CNNClassifier(module='auto')`` on the training data.
+
+What ``fit`` does by default is decided on the data it is given, as
+``LogisticRegressionCV`` or ``HistGradientBoostingClassifier(early_stopping=
+'auto')`` decide: candidate recipes are compared on a stratified held-out part
+of the *training* data, and ``fit`` then refits the winner on everything.
+
+Recipes (each a set of ``CNNClassifier`` parameters, so a user can ask for one
+directly):
+
+* ``'compact_cnn'``: the from-scratch network, ``'auto'`` step budget;
+* ``'frozen_features'``: a pretrained backbone whose body does not train and a
+  linear head fitted on its features (computed once, in one forward pass over
+  the images) by logistic regression, the regularization chosen by
+  cross-validation on the training part;
+* ``'fine_tune'``: the pretrained backbone trained whole at a reduced input
+  resolution (cost), a lower learning rate for the body.
+
+The cheap part: the features are computed once for every image and serve
+both the selection and the refit; trained recipes meet in successive halving
+(each rung trains the surviving recipes for ``ETA`` times the steps of the
+previous one and keeps the best ``1/ETA``); the selection looks at most at
+``SELECT_MAX_SAMPLES`` images. A recipe that does not apply (no pretrained
+weights installed, images smaller than ``MIN_PRETRAINED_SIDE``) is not a
+candidate; with one candidate, or classes too small to hold out one image each,
+nothing is selected.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from . import backbones
+from ._build import PRETRAINED_BACKBONE, auto_batch_size
+from ._functional import to_float_nchw
+
+__all__ = [
+    "ETA",
+    "SELECT_STEPS",
+    "Recipe",
+    "Selection",
+    "candidate_recipes",
+    "install_linear_head",
+    "select_recipe",
+]
+
+#: Images whose shorter side is below this are not photos a pretrained
+#: network has seen (the estimator checks' 1 x n rows, say): scratch only.
+MIN_PRETRAINED_SIDE = 8
+#: Fraction of the training data held out to compare the recipes (at least
+#: one image per class).
+SELECT_VALID_FRACTION = 0.2
+#: The selection looks at most at this many images (stratified subsample);
+#: the winner is refit on all of them.
+SELECT_MAX_SAMPLES = 2000
+#: Optimizer steps of a trained recipe on the first rung of successive halving.
+SELECT_STEPS = 100
+#: Successive halving: each rung trains ETA times longer and keeps 1/ETA.
+ETA = 3
+#: Regularization grid of the linear head (inverse strength ``C`` of
+#: ``LogisticRegression`` on standardized features), chosen by inner 3-fold CV.
+#: On the CV folds of the photo training parts it gained nothing over C=1
+#: (``bench/_explore_defaults.py``); kept, as the suite's runs measured it.
+HEAD_CS = (0.01, 0.1, 1.0)
+#: Optimizer steps of the fine-tuning recipe's refit (its 'auto' budget).
+FINE_TUNE_STEPS = 300
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A candidate: a name, the ``CNNClassifier`` parameters it sets, how it trains.
+
+    ``linear_head`` recipes are fitted on cached features (no optimizer
+    steps); the others train with the estimator's loop, ``steps`` optimizer
+    steps when refit (None: the ``'auto'`` budget).
+    """
+
+    name: str
+    params: dict
+    linear_head: bool = False
+    steps: int = None
+
+
+def _round32(size):
+    return int(32 * round(size / 32))
+
+
+def frozen_input_size(image_shape):
+    """Input resolution of the frozen features: 3x the shorter side, in [96, 224].
+
+    On the CV folds of the 48 px photo training part, 128 px (the rule's)
+    scores as 160 and 224 px (99.0 %) at 45 % of the feature time of 224 px;
+    96 px scores 98.1-98.6 % (``bench/_explore_defaults.py``).
+    """
+    return int(min(224, max(96, _round32(3 * min(image_shape[:2])))))
+
+
+def fine_tune_input_size(image_shape):
+    """Input resolution of fine-tuning, chosen for cost: 2x the side, in [64, 128]."""
+    return int(min(128, max(64, _round32(2 * min(image_shape[:2])))))
+
+
+def scratch_recipe():
+    return Recipe("compact_cnn", {"module": "compact_cnn", "pretrained": False})
+
+
+def frozen_recipe(image_shape, backbone=PRETRAINED_BACKBONE):
+    return Recipe("frozen_features", {
+        "module": backbone, "pretrained": True, "freeze": "backbone",
+        "module__input_size": frozen_input_size(image_shape)}, linear_head=True)
+
+
+def fine_tune_recipe(image_shape, backbone=PRETRAINED_BACKBONE):
+    return Recipe("fine_tune", {
+        "module": backbone, "pretrained": True, "freeze": "none",
+        "backbone_lr_mult": 0.1, "lr": 2e-3,
+        "module__input_size": fine_tune_input_size(image_shape)},
+        steps=FINE_TUNE_STEPS)
+
+
+def pretrained_available(name=PRETRAINED_BACKBONE):
+    """Whether the pretrained weights of ``name`` are installed (no network)."""
+    check = getattr(backbones, "available_offline", None)
+    if check is None:
+        return False
+    try:
+        return bool(check(name))
+    except (KeyError, ValueError):
+        return False
+
+
+def candidate_recipes(image_shape, device="cpu"):
+    """The recipes that apply to images of ``image_shape`` on ``device``, scratch first.
+
+    Fine-tuning is a candidate on accelerators only: on a 2-core CPU one of
+    its steps at 96 px cost 3.4 steps of ``compact_cnn`` at 48 px in the same
+    process (``bench/_explore_defaults.py``), so its first rung alone (100
+    steps) overruns the budget of a default fit of a few hundred images.
+    """
+    recipes = [scratch_recipe()]
+    if min(image_shape[:2]) >= MIN_PRETRAINED_SIDE and pretrained_available():
+        recipes.append(frozen_recipe(image_shape))
+        if torch.device(device).type != "cpu":
+            recipes.append(fine_tune_recipe(image_shape))
+    return recipes
+
+
+@dataclass
+class Selection:
+    """What the selection found: the winner, every candidate's scores, the cost."""
+
+    recipe: Recipe
+    results: dict
+    steps: int
+    seconds: float
+    n_train: int
+    n_valid: int
+    rows: np.ndarray = field(default=None, repr=False)  # the images it looked at
+    features: object = field(default=None, repr=False)  # for a linear-head winner
+    body_state: dict = field(default=None, repr=False)
+
+
+def _log(verbose, text):
+    if verbose:
+        print(f"[recipe selection] {text}", flush=True)
+
+
+def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precision,
+                  build_module, verbose=0):
+    """Compare ``recipes`` on a held-out part of ``X``; return a :class:`Selection`.
+
+    Parameters
+    ----------
+    estimator : CNNClassifier
+        The estimator being fitted: trained recipes are its clones with the
+        recipe's parameters.
+    X : ndarray of shape (n, H, W, C)
+        Validated in-memory images.
+    y_enc : ndarray of shape (n,)
+        Class indices.
+    weights : ndarray of shape (n,)
+        Sample weights (class weights included).
+    recipes : list of Recipe
+        At least two.
+    rng : numpy.random.RandomState
+        Draws the split and the seeds of the trained candidates.
+    device, precision : str
+        Where and how the features are computed.
+    build_module : callable
+        ``build_module(params) -> torch.nn.Module``: the network of a recipe's
+        parameters, built as ``fit`` builds it (pretrained weights, freezing).
+    """
+    start = time.perf_counter()
+    rows = np.arange(len(X))
+    if len(X) > SELECT_MAX_SAMPLES:
+        rows, _ = train_test_split(rows, train_size=SELECT_MAX_SAMPLES, stratify=y_enc,
+                                   random_state=rng)
+        rows.sort()
+    X, y_enc, weights = X[rows], y_enc[rows], weights[rows]
+    n_classes = int(y_enc.max()) + 1
+    n_valid = max(n_classes, int(round(SELECT_VALID_FRACTION * len(X))))
+    train_idx, valid_idx = train_test_split(np.arange(len(X)), test_size=n_valid,
+                                            stratify=y_enc, random_state=rng)
+    results = {"recipe": [], "rung": [], "steps": [], "valid_score": [], "fit_s": []}
+    scores, cache = {}, {}
+    alive, steps, rung, spent = list(recipes), SELECT_STEPS, 0, 0
+    while True:
+        for recipe in alive:
+            if recipe.linear_head and recipe.name in scores:
+                continue  # features and head do not depend on the rung's steps
+            t0 = time.perf_counter()
+            if recipe.linear_head:
+                score, used = _score_linear_head(
+                    recipe, X, y_enc, weights, train_idx, valid_idx, cache,
+                    device=device, precision=precision, build_module=build_module), 0
+            else:
+                score, used = _score_trained(estimator, recipe, X, y_enc, weights,
+                                             train_idx, valid_idx, steps, rng)
+            spent += used
+            scores[recipe.name] = score
+            for key, value in (("recipe", recipe.name), ("rung", rung), ("steps", used),
+                               ("valid_score", score),
+                               ("fit_s", time.perf_counter() - t0)):
+                results[key].append(value)
+            _log(verbose, f"rung {rung}: {recipe.name:<16} valid accuracy {score:.3f} "
+                          f"({used} steps, {time.perf_counter() - t0:.1f} s)")
+        # Ties go to the earlier (cheaper) recipe: sorted() is stable.
+        keep = max(1, math.ceil(len(alive) / ETA))
+        alive = sorted(alive, key=lambda r: -scores[r.name])[:keep]
+        if len(alive) == 1 or all(r.linear_head for r in alive):
+            break
+        steps, rung = steps * ETA, rung + 1
+    best = alive[0]
+    _log(verbose, f"chose {best.name} (valid accuracy {scores[best.name]:.3f}) in "
+                  f"{time.perf_counter() - start:.1f} s")
+    entry = cache.get(best.name, {})
+    return Selection(best, results, spent, time.perf_counter() - start,
+                     len(train_idx), len(valid_idx), rows, entry.get("features"),
+                     entry.get("body_state"))
+
+
+def _accuracy(y_true, y_pred, weights):
+    return float(np.average(y_true == y_pred, weights=weights))
+
+
+def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, steps,
+                   rng):
+    """Train a clone with the recipe for ``steps`` steps on the train part; score it."""
+    n_train = len(train_idx)
+    batch_size = auto_batch_size(n_train)
+    epochs = max(1, math.ceil(steps / math.ceil(n_train / batch_size)))
+    clf = clone(estimator).set_params(
+        **recipe.params, max_epochs=epochs, batch_size=batch_size,
+        validation_fraction=None, early_stopping=False, verbose=0, checkpoint=None,
+        random_state=int(rng.randint(2**31 - 1)))
+    clf.fit(X[train_idx], y_enc[train_idx], sample_weight=weights[train_idx])
+    pred = clf.predict(X[valid_idx])
+    used = epochs * math.ceil(n_train / batch_size)
+    return _accuracy(y_enc[valid_idx], pred, weights[valid_idx]), used
+
+
+def embed(module, X, *, device, precision, batch_size=128):
+    """Features ``module.embed(x)`` of every image, float32, in eval mode."""
+    module.eval()
+    kind = torch.device(device).type
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(X), batch_size):
+            images = to_float_nchw(X[i:i + batch_size], device)
+            with torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out.append(module.embed(images).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def _score_linear_head(recipe, X, y_enc, weights, train_idx, valid_idx, cache, *,
+                       device, precision, build_module):
+    """Features of every image once; a linear head on the train part, scored."""
+    module = build_module(recipe.params).to(device)
+    features = embed(module, X, device=device, precision=precision)
+    cache[recipe.name] = {"features": features, "body_state": module.state_dict()}
+    head = fit_linear_head(features[train_idx], y_enc[train_idx], weights[train_idx])
+    pred = head.predict(features[valid_idx])
+    return _accuracy(y_enc[valid_idx], pred, weights[valid_idx])
+
+
+@dataclass
+class LinearHead:
+    """``logits = features @ coef.T + intercept``, one row per class."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    C: float
+
+    def predict(self, features):
+        return (features @ self.coef.T + self.intercept).argmax(1)
+
+
+def fit_linear_head(features, y, weights, *, n_classes=None):
+    """Logistic regression on standardized features, ``C`` from ``HEAD_CS`` by CV.
+
+    The scaling is folded into the returned weights, so the head applies to
+    the raw features. Returns a :class:`LinearHead` with one row per class.
+    """
+    n_classes = n_classes or int(y.max()) + 1
+    mean = features.mean(0)
+    scale = features.std(0) + 1e-6
+    Z = (features - mean) / scale
+    C = _choose_C(Z, y, weights)
+    model = LogisticRegression(C=C, max_iter=1000)
+    model.fit(Z, y, sample_weight=weights)
+    coef = np.zeros((n_classes, features.shape[1]))
+    intercept = np.zeros(n_classes)
+    if len(model.classes_) == 2 and model.coef_.shape[0] == 1:
+        coef[model.classes_[1]], intercept[model.classes_[1]] = model.coef_[0], \
+            model.intercept_[0]
+    else:
+        coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
+    coef = coef / scale
+    intercept = intercept - coef @ mean
+    return LinearHead(coef.astype(np.float32), intercept.astype(np.float32), C)
+
+
+def _choose_C(Z, y, weights):
+    """The ``C`` of ``HEAD_CS`` with the best stratified 3-fold accuracy."""
+    folds = min(3, int(np.bincount(y).min()))
+    if folds < 2 or len(HEAD_CS) == 1:
+        return HEAD_CS[0] if len(HEAD_CS) == 1 else 1.0
+    best, best_score = 1.0, -1.0
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(Z, y))
+    for C in HEAD_CS:
+        score = 0.0
+        for tr, va in splits:
+            model = LogisticRegression(C=C, max_iter=1000)
+            model.fit(Z[tr], y[tr], sample_weight=weights[tr])
+            score += _accuracy(y[va], model.predict(Z[va]), weights[va])
+        if score > best_score:
+            best, best_score = C, score
+    return best
+
+
+def install_linear_head(module, selection, X, y_enc, weights, *, device, precision):
+    """Refit the linear head on every image's features and write it into ``module``.
+
+    ``module`` is a freshly built network of the winning recipe (frozen body,
+    head ending with a ``torch.nn.Linear``); its body gets the exact weights
+    the features were computed with. The features of the selection are
+    reused when it looked at every image.
+    """
+    module.load_state_dict(selection.body_state)
+    features = selection.features
+    if len(selection.rows) != len(X):
+        features = embed(module, X, device=device, precision=precision)
+    head = fit_linear_head(features, y_enc, weights,
+                           n_classes=module.head[-1].out_features)
+    linear = module.head[-1]
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(head.coef))
+        linear.bias.copy_(torch.from_numpy(head.intercept))
+    return head

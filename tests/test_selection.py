@@ -1,0 +1,183 @@
+"""``CNNClassifier(module='auto')`` chooses its recipe on the training data.
+
+The real candidates need the pretrained EfficientNet-Lite0 weights; these
+tests swap in small recipes (a compact CNN, a ResNet-18 with weights from a
+file) so the machinery is tested fast and without them.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import skimgcls._build as build_module
+import skimgcls._selection as selection_module
+import skimgcls.classifier as classifier_module
+from skimgcls import CNNClassifier, load, save
+from skimgcls._build import net_params, resolve_auto
+from skimgcls._selection import (
+    Recipe,
+    candidate_recipes,
+    embed,
+    fine_tune_input_size,
+    fit_linear_head,
+    frozen_input_size,
+)
+from skimgcls.backbones import BackboneNet, build_backbone
+
+from .conftest import digits_sample
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """A ResNet-18 state dict on disk: 'pretrained' weights with no download."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
+    torch.save(build_backbone("resnet18", n_classes=10).state_dict(), path)
+    return path
+
+
+def scratch(**params):
+    """A small compact CNN with a short budget (30 steps when refit)."""
+    return Recipe("compact_cnn", {"module": "compact_cnn", "pretrained": False,
+                                  "module__width": 8, **params}, steps=30)
+
+
+def frozen(path):
+    return Recipe("frozen_features", {"module": "resnet18", "pretrained": str(path),
+                                      "freeze": "backbone", "module__input_size": 32},
+                  linear_head=True)
+
+
+@pytest.fixture
+def recipes(monkeypatch):
+    """Replace the candidates of ``fit`` by the given list; 20 selection steps."""
+    monkeypatch.setattr(selection_module, "SELECT_STEPS", 20)
+
+    def use(*candidates):
+        monkeypatch.setattr(classifier_module, "candidate_recipes",
+                            lambda image_shape, device: list(candidates))
+    return use
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = digits_sample(200, seed=0)
+    return X[:100, ..., None], y[:100], X[100:, ..., None], y[100:]
+
+
+def test_selection_reports_every_candidate_and_the_winner(recipes, weights_file, data):
+    X, y, X_test, y_test = data
+    recipes(scratch(), frozen(weights_file))
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
+    results = clf.selection_results_
+    assert results["recipe"] == ["compact_cnn", "frozen_features"]
+    assert all(0 <= s <= 1 for s in results["valid_score"])
+    best = results["recipe"][int(np.argmax(results["valid_score"]))]
+    assert clf.recipe_ == best
+    assert clf.selection_steps_ == results["steps"][0] >= 20  # frozen: no steps
+    assert clf.selection_seconds_ > 0
+    assert clf.best_params_["module"] == {"compact_cnn": "compact_cnn",
+                                          "frozen_features": "resnet18"}[best]
+    assert clf.score(X_test, y_test) > 0.5
+
+
+def test_frozen_features_winner_is_a_frozen_backbone_with_the_fitted_head(
+        recipes, weights_file, data, tmp_path):
+    X, y, X_test, y_test = data
+    # A scratch recipe that cannot learn (lr ~ 0) makes the frozen one win.
+    recipes(scratch(lr=1e-9), frozen(weights_file))
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
+    assert clf.recipe_ == "frozen_features"
+    assert clf.max_epochs_ == 0 and len(clf.history_) == 0
+    module = clf.module_
+    assert isinstance(module, BackboneNet)
+    assert not any(p.requires_grad for p in module.body.parameters())
+    # The network predicts what the linear head fitted on its features does.
+    features = embed(module, X, device="cpu", precision="fp32")
+    head = fit_linear_head(features, y, np.ones(len(y)))
+    expected = head.predict(embed(module, X_test, device="cpu", precision="fp32"))
+    assert np.mean(clf.predict(X_test) == expected) > 0.95
+    assert clf.score(X_test, y_test) > 0.5
+    # Saved and loaded, it predicts the same.
+    save(clf, tmp_path / "model")
+    assert np.array_equal(load(tmp_path / "model").predict(X_test), clf.predict(X_test))
+
+
+def test_same_random_state_same_selection_and_model(recipes, weights_file, data):
+    X, y, X_test, _ = data
+    X, y = X[:60], y[:60]
+    recipes(scratch(), frozen(weights_file))
+    a = CNNClassifier(random_state=3, precision="fp32").fit(X, y)
+    b = CNNClassifier(random_state=3, precision="fp32").fit(X, y)
+    assert a.selection_results_["valid_score"] == b.selection_results_["valid_score"]
+    assert a.recipe_ == b.recipe_
+    assert np.allclose(a.predict_proba(X_test), b.predict_proba(X_test))
+
+
+FEW_STEPS = {"batch_size": 100, "module__width": 4}  # 'auto' epochs of one step
+
+
+@pytest.fixture
+def few_auto_steps(monkeypatch):
+    """The 'auto' budget at its floor (8 epochs): explicit-parameter fits stay fast."""
+    monkeypatch.setattr(build_module, "AUTO_STEPS", 1)
+
+
+@pytest.mark.parametrize("params", [{"module": "compact_cnn", **FEW_STEPS},
+                                    {"max_epochs": 2}, {"pretrained": False, **FEW_STEPS}])
+def test_explicit_parameters_win_no_selection(recipes, weights_file, data, params,
+                                              few_auto_steps):
+    X, y, _, _ = data
+    recipes(scratch(), frozen(weights_file))
+    clf = CNNClassifier(random_state=0, precision="fp32", **params)
+    clf.fit(X, y)
+    assert clf.recipe_ is None and clf.selection_results_ is None
+    assert clf.selection_steps_ == 0
+    assert clf.module_.__class__.__name__ == "CompactCNN"
+
+
+def test_no_selection_when_a_class_cannot_be_held_out(recipes, weights_file, data,
+                                                     few_auto_steps):
+    X, y, _, _ = data
+    recipes(scratch(), frozen(weights_file))
+    keep = np.concatenate([np.flatnonzero(y != 0), np.flatnonzero(y == 0)[:1]])
+    clf = CNNClassifier(random_state=0, precision="fp32", **FEW_STEPS)
+    clf.fit(X[keep], y[keep])
+    assert clf.recipe_ is None and clf.best_params_["module"] == "compact_cnn"
+
+
+def test_verbose_shows_the_selection(recipes, weights_file, data, capsys):
+    X, y, _, _ = data
+    recipes(scratch(), frozen(weights_file))
+    CNNClassifier(random_state=0, precision="fp32", verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert "[recipe selection] rung 0: compact_cnn" in out
+    assert "frozen_features" in out and "chose" in out
+
+
+def test_candidates_depend_on_the_images(monkeypatch):
+    selection = selection_module
+    monkeypatch.setattr(selection, "pretrained_available", lambda name=None: True)
+    assert [r.name for r in candidate_recipes((1, 64, 1))] == ["compact_cnn"]
+    names = [r.name for r in candidate_recipes((48, 48, 3))]
+    assert names == ["compact_cnn", "frozen_features"]  # fine-tuning: too slow on a CPU
+    names = [r.name for r in candidate_recipes((48, 48, 3), "cuda")]
+    assert names == ["compact_cnn", "frozen_features", "fine_tune"]
+    monkeypatch.setattr(selection, "pretrained_available", lambda name=None: False)
+    assert [r.name for r in candidate_recipes((48, 48, 3))] == ["compact_cnn"]
+
+
+@pytest.mark.parametrize("side, frozen_size, tune_size", [
+    (8, 96, 64), (28, 96, 64), (48, 128, 96), (64, 192, 128), (128, 224, 128)])
+def test_input_sizes_grow_with_the_images_within_bounds(side, frozen_size, tune_size):
+    assert frozen_input_size((side, side, 1)) == frozen_size
+    assert fine_tune_input_size((side, side, 3)) == tune_size
+
+
+def test_auto_resolves_without_selection():
+    assert resolve_auto("auto", "auto") == {"module": "compact_cnn", "pretrained": False}
+    assert resolve_auto("auto", True) == {"module": "efficientnet_lite0"}
+    assert resolve_auto("resnet18", "auto") == {"pretrained": False}
+    assert resolve_auto("compact_cnn", False) == {}
+    params = net_params(CNNClassifier())
+    assert params["module"] == "compact_cnn" and params["pretrained"] is False
