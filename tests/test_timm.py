@@ -96,7 +96,8 @@ def test_missing_timm_is_an_import_error_naming_the_package(monkeypatch, digits)
     with pytest.raises(ImportError, match=r"pip install timm"):
         list_backbones("timm")
     # 'all' degrades to the sources that do not need timm to list names
-    assert list_backbones() == list_backbones("pip") + list_backbones("torchvision")
+    assert list_backbones() == (list_backbones("user") + list_backbones("pip")
+                                + list_backbones("torchvision"))
 
 
 # -- building and the pretrained config ------------------------------------------

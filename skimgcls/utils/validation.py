@@ -657,6 +657,8 @@ def _is_one_image(shape, fitted):
     if shape is None:
         return False
     shape, (h, w, c) = tuple(shape), tuple(fitted)
+    if len(shape) == 2 and shape[1] == h * w * c:
+        return False  # also rows of flattened images (1 x W gray: one row)
     # (1, H, W) is also a batch of one gray image: not flagged.
     one = {(h, w, c)} | ({(h, w)} if c == 1 else {(c, h, w)})
     return shape in one
