@@ -746,9 +746,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _selects(self, X, y_enc, *, partial):
         """Whether ``fit`` chooses the recipe: nothing that fixes it was set, and
-        the data can afford a held-out part (two images in every class)."""
+        the data can afford a held-out part (two images in every class).
+
+        ``module__*`` parameters fix it too: they configure one network (the
+        one ``module='auto'`` resolves to without a selection), and no
+        candidate built from another would take them."""
         auto = all(isinstance(value, str) and value == "auto"
                    for value in (self.module, self.pretrained, self.max_epochs))
+        auto = auto and not self._routed_params("module__")
         return (auto and not partial and not self._multilabel and X.ndim == 4
                 and self.accelerator is None and np.bincount(y_enc).min() >= 2)
 

@@ -38,8 +38,8 @@ def test_quick_run_writes_json_and_markdown(bench, tmp_path, capsys):
     table = (tmp_path / "smoke.md").read_text()
     digits = saved["datasets"]["digits"]
     assert set(digits["fit_predict"]["variants"]) == {
-        "hand_fp32", "hand_bf16", "skorch", "cnn_default", "cnn_tuned",
-        "cnn_tuned_no_dropout"}
+        "hand_fp32", "hand_bf16", "hand_same_bf16", "skorch", "cnn_default",
+        "cnn_tuned", "cnn_tuned_no_dropout"}
     assert digits["fit_predict"]["variants"]["hand_bf16"]["precision"] == "bf16"
     for stats in digits["fit_predict"]["variants"].values():
         for key in ("fit_images_per_s", "predict1_images_per_s",
@@ -84,7 +84,7 @@ def test_accuracy_smoke_run_writes_tables_and_targets(accuracy, tmp_path, capsys
     assert any("class_weight='balanced'" in text for text in texts)
     table = (tmp_path / "smoke.md").read_text()
     assert "| mnist_4000_rotated |" in table and "load average" in table
-    assert "Targets (issue #11):" in table
+    assert "Targets (issues #11 and #19):" in table
     assert ".. csv-table::" in (tmp_path / "smoke.rst").read_text()
     assert "| digits_5 |" in capsys.readouterr().out
 

@@ -124,7 +124,8 @@ def few_auto_steps(monkeypatch):
 
 
 @pytest.mark.parametrize("params", [{"module": "compact_cnn", **FEW_STEPS},
-                                    {"max_epochs": 2}, {"pretrained": False, **FEW_STEPS}])
+                                    {"max_epochs": 2}, {"pretrained": False, **FEW_STEPS},
+                                    {"module__width": 8, **FEW_STEPS}])
 def test_explicit_parameters_win_no_selection(recipes, weights_file, data, params,
                                               few_auto_steps):
     X, y, _, _ = data
