@@ -7,7 +7,6 @@ source protocol only.
 
 from numbers import Integral
 
-import torch
 from torch import nn
 
 from .._functional import AffineChannels, ResizeModule, ToRGBModule
@@ -345,13 +344,13 @@ class BackboneNet(nn.Module):
         ValueError
             The state dict does not fit this backbone.
         """
-        source = self._source()
+        source, body = self._source(), self._body()
         if pretrained is True:
-            state = source.pretrained_state(self.name, self._body(), progress=progress)
+            state = source.pretrained_state(self.name, body, progress=progress)
         else:
             state = read_state_dict(pretrained, None)
         body_state, head_state = split_state(state)
-        body_state = source.adapt_state(self.name, self._body(), body_state)
+        body_state = source.adapt_state(self.name, body, body_state)
         result = self.body.load_state_dict(body_state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(
