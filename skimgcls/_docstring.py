@@ -1,15 +1,16 @@
-"""Parameter documentation written once and shared by several classes.
+"""Parameter documentation and example code written once and shared.
 
 The pattern of imbalanced-learn's ``utils/_docstring.py``: a class or
 method docstring holds a placeholder such as ``{image_shape}`` on its own
 line, and the :class:`Substitution` decorator replaces it with the shared
 text, at the placeholder's indentation, so every estimator that takes
-``image_shape`` documents it the same way.
+``image_shape`` documents it the same way. Examples sections that start from
+the same data share those doctest lines the same way.
 """
 
 import re
 
-__all__ = ["Substitution", "SHARED_PARAMETERS"]
+__all__ = ["SHARED_EXAMPLES", "SHARED_PARAMETERS", "Substitution"]
 
 SHARED_PARAMETERS = {
     "read_table": (
@@ -101,6 +102,10 @@ SHARED_PARAMETERS = {
         "y : None\n"
         "Ignored."
     ),
+    "backbone_name": (
+        "name : str\n"
+        "A name of :func:`list_backbones`."
+    ),
     "network_inputs": (
         "in_channels : int\n"
         "Number of input channels.\n"
@@ -115,9 +120,40 @@ SHARED_PARAMETERS["worst_errors"] = (
     "n_images : int, default=16\nShow at most this many errors.\n"
     + SHARED_PARAMETERS["image_grid"])
 
+#: Doctest lines that several Examples sections start from, inserted as they are.
+SHARED_EXAMPLES = {
+    "image_folder": (
+        ">>> import os, tempfile\n"
+        ">>> import numpy as np\n"
+        ">>> from PIL import Image\n"
+        ">>> root = tempfile.mkdtemp()  # cat/0.png, cat/1.png, dog/0.png, dog/1.png\n"
+        ">>> for label in ['cat', 'dog']:\n"
+        "...     os.makedirs(os.path.join(root, label))\n"
+        "...     for i in range(2):\n"
+        "...         img = np.full((5, 5, 3), 40 * i, dtype=np.uint8)\n"
+        "...         Image.fromarray(img).save(os.path.join(root, label, f'{i}.png'))"
+    ),
+    "digits_classifier": (
+        ">>> from sklearn.datasets import load_digits\n"
+        ">>> from skimgcls import CNNClassifier\n"
+        ">>> X, y = load_digits(return_X_y=True)\n"
+        ">>> X = X.reshape(-1, 8, 8) / 16\n"
+        ">>> clf = CNNClassifier(max_epochs=1, module__width=4, random_state=0)\n"
+        ">>> clf = clf.fit(X[:100], y[:100])"
+    ),
+}
+
 #: Lines of a shared text that start a new entry (``name : type``); the
 #: others are its description, indented one level more.
 _ENTRY = re.compile(r"^\w+ : ")
+
+
+def _indented(name, indent):
+    """The shared text ``name``, indented to stand at a placeholder's place."""
+    if name in SHARED_EXAMPLES:
+        return "\n".join(indent + line for line in SHARED_EXAMPLES[name].split("\n"))
+    return "\n".join(indent + ("" if _ENTRY.match(line) else "    ") + line
+                     for line in SHARED_PARAMETERS[name].split("\n"))
 
 
 class Substitution:
@@ -126,9 +162,9 @@ class Substitution:
     Parameters
     ----------
     *names : str
-        Keys of :data:`SHARED_PARAMETERS` the docstring uses; each must
-        appear, as ``{name}`` on a line of its own (indented as the entries
-        around it).
+        Keys of :data:`SHARED_PARAMETERS` or :data:`SHARED_EXAMPLES` the
+        docstring uses; each must appear, as ``{name}`` on a line of its own
+        (indented as the entries or doctest lines around it).
     """
 
     def __init__(self, *names):
@@ -141,9 +177,7 @@ class Substitution:
             if placeholder is None:
                 raise ValueError(f"{obj.__name__}'s docstring lacks {{{name}}} on a "
                                  "line of its own.")
-            indent = placeholder[1]
-            text = "\n".join(indent + ("" if _ENTRY.match(line) else "    ") + line
-                             for line in SHARED_PARAMETERS[name].split("\n"))
+            text = _indented(name, indent=placeholder[1])
             doc = doc[:placeholder.start()] + text + doc[placeholder.end():]
         obj.__doc__ = doc
         return obj

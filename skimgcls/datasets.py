@@ -90,6 +90,7 @@ def _load(paths, labels, *, mode, size, interpolation, keep_aspect_ratio, lazy,
     return stack_images(images, paths[kept]), labels[kept]
 
 
+@Substitution("image_folder")
 def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
                       keep_aspect_ratio=None, lazy=False, extensions=IMAGE_EXTENSIONS,
                       on_error="raise", n_jobs=None, verbose=0):
@@ -166,15 +167,8 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
 
     Examples
     --------
-    >>> import numpy as np, tempfile, os
-    >>> from PIL import Image
+    {image_folder}
     >>> from skimgcls.datasets import load_image_folder
-    >>> root = tempfile.mkdtemp()
-    >>> for label in ["cat", "dog"]:
-    ...     os.makedirs(os.path.join(root, label))
-    ...     for i in range(2):
-    ...         img = np.full((5, 5, 3), 40 * i, dtype=np.uint8)
-    ...         Image.fromarray(img).save(os.path.join(root, label, f"{i}.png"))
     >>> X, y = load_image_folder(root)
     >>> X.shape, y.tolist()
     ((4, 5, 5, 3), ['cat', 'cat', 'dog', 'dog'])
@@ -206,7 +200,7 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
                  n_jobs=n_jobs, verbose=verbose)
 
 
-@Substitution("read_table")
+@Substitution("read_table", "image_folder")
 def load_image_csv(source, *, path_column="path", label_column="label", root=None,
                    mode="RGB", size=None, interpolation="bilinear",
                    keep_aspect_ratio=None, lazy=False, on_error="raise", n_jobs=None,
@@ -248,16 +242,12 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
 
     Examples
     --------
-    >>> import numpy as np, tempfile, os
-    >>> from PIL import Image
+    {image_folder}
     >>> from skimgcls.datasets import load_image_csv
-    >>> root = tempfile.mkdtemp()
-    >>> for name in ["a.png", "b.png"]:
-    ...     Image.fromarray(np.zeros((3, 3), np.uint8)).save(os.path.join(root, name))
-    >>> X, y = load_image_csv({"path": ["a.png", "b.png"], "label": [0, 1]},
+    >>> X, y = load_image_csv({"path": ["cat/0.png", "dog/1.png"], "label": [0, 1]},
     ...                       root=root, mode="L")
     >>> X.shape, y.tolist()
-    ((2, 3, 3, 1), [0, 1])
+    ((2, 5, 5, 1), [0, 1])
     """
     if isinstance(source, (str, os.PathLike)):
         csv_path = Path(source)
@@ -302,7 +292,7 @@ def load_image_csv(source, *, path_column="path", label_column="label", root=Non
     return X, (y if label_column is not None else None)
 
 
-@Substitution("read_table")
+@Substitution("read_table", "image_folder")
 def load_image_dataframe(frame, *, path_column="path", label_column="label", root=None,
                          mode="RGB", size=None, interpolation="bilinear",
                          keep_aspect_ratio=None, lazy=False, on_error="raise",
@@ -349,18 +339,15 @@ def load_image_dataframe(frame, *, path_column="path", label_column="label", roo
 
     Examples
     --------
-    >>> import numpy as np, os, tempfile
+    {image_folder}
     >>> import pandas as pd
-    >>> from PIL import Image
     >>> from skimgcls import load_image_dataframe
-    >>> root = tempfile.mkdtemp()
-    >>> for name in ["a.png", "b.png"]:
-    ...     Image.fromarray(np.zeros((3, 3), np.uint8)).save(os.path.join(root, name))
-    >>> df = pd.DataFrame({"file": ["a.png", "b.png"], "species": ["cat", "dog"]})
+    >>> df = pd.DataFrame({"file": ["cat/0.png", "dog/1.png"],
+    ...                    "species": ["cat", "dog"]})
     >>> X, y = load_image_dataframe(df, path_column="file", label_column="species",
     ...                             root=root, mode="L")
     >>> X.shape, y.tolist()
-    ((2, 3, 3, 1), ['cat', 'dog'])
+    ((2, 5, 5, 1), ['cat', 'dog'])
     """
     if not hasattr(frame, "columns") or not hasattr(frame, "iloc"):
         raise TypeError(

@@ -343,6 +343,7 @@ def _saliency(estimator, X, target, method, *, layer, method_params, batch_size,
                           inputs=Xt if keep_images else None)
 
 
+@Substitution("digits_classifier")
 def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
                   layer=None, method_params=None, batch_size=32, random_state=None):
     """Compute a saliency map per image: where the network looks for a class.
@@ -410,12 +411,8 @@ def saliency_maps(estimator, X, target=None, method="integrated_gradients", *,
     --------
     >>> import pytest; _ = pytest.importorskip("captum")
     >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from skimgcls import CNNClassifier, saliency_maps
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X.reshape(-1, 8, 8) / 16
-    >>> clf = CNNClassifier(max_epochs=1, module__width=4, random_state=0)
-    >>> clf = clf.fit(X[:100], y[:100])
+    >>> from skimgcls import saliency_maps
+    {digits_classifier}
     >>> saliency_maps(clf, X[:5], method="gradcam").shape
     (5, 8, 8)
 
@@ -447,7 +444,7 @@ def _shown_images(X, network_inputs, size):
     return network_inputs
 
 
-@Substitution("display_labels_columns", "figure_")
+@Substitution("display_labels_columns", "figure_", "digits_classifier")
 class SaliencyDisplay:
     """Saliency maps drawn over their images, in a grid.
 
@@ -505,12 +502,8 @@ default=None
     >>> import pytest; _ = pytest.importorskip("captum")
     >>> import matplotlib
     >>> matplotlib.use("Agg")
-    >>> from sklearn.datasets import load_digits
-    >>> from skimgcls import CNNClassifier, SaliencyDisplay
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X.reshape(-1, 8, 8) / 16
-    >>> clf = CNNClassifier(max_epochs=1, module__width=4, random_state=0)
-    >>> clf = clf.fit(X[:100], y[:100])
+    >>> from skimgcls import SaliencyDisplay
+    {digits_classifier}
     >>> display = SaliencyDisplay.from_estimator(clf, X[300:306], y[300:306],
     ...                                          method="saliency")
     >>> display.maps.shape

@@ -9,6 +9,7 @@ from numbers import Integral
 
 from torch import nn
 
+from .._docstring import Substitution
 from .._functional import AffineChannels, ResizeModule, ToRGBModule
 from ._registry import check_backbone, get_source, source_for
 from ._source import Body
@@ -368,6 +369,7 @@ class BackboneNet(nn.Module):
         return self
 
 
+@Substitution("backbone_name")
 def build_backbone(name, *, in_channels=3, n_classes, image_size=None,
                    pretrained=False, **kwargs):
     """Build a :class:`BackboneNet`, optionally with pretrained weights.
@@ -377,8 +379,7 @@ def build_backbone(name, *, in_channels=3, n_classes, image_size=None,
 
     Parameters
     ----------
-    name : str
-        A name of :func:`list_backbones`.
+    {backbone_name}
     in_channels : int, default=3
         Channels of the images (1, 3 or 4).
     n_classes : int or None

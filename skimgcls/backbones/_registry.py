@@ -2,6 +2,7 @@
 
 import fnmatch
 
+from .._docstring import Substitution
 from ._pip import PipSource
 from ._spec import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from ._timm import TimmSource
@@ -142,6 +143,7 @@ def list_backbones(source="all", *, pretrained=False, pattern=None, offline=Fals
     return names
 
 
+@Substitution("backbone_name")
 def backbone_input_spec(name):
     """Return the input size and normalization backbone ``name`` expects.
 
@@ -150,8 +152,7 @@ def backbone_input_spec(name):
 
     Parameters
     ----------
-    name : str
-        A name of :func:`list_backbones`.
+    {backbone_name}
 
     Returns
     -------
@@ -170,13 +171,13 @@ def backbone_input_spec(name):
     return check_backbone(name).input_spec(name)
 
 
+@Substitution("backbone_name")
 def weights_info(name):
     """Return where ``name``'s pretrained weights come from and whether they are here.
 
     Parameters
     ----------
-    name : str
-        A name of :func:`list_backbones`.
+    {backbone_name}
 
     Returns
     -------
