@@ -11,12 +11,18 @@ Experiments (``--experiments``, comma-separated):
 * ``frozen``: the frozen-features recipe of ``module='auto'``: input resolution
   of the features (the rule ``3 x shorter side in [96, 224]`` against fixed
   sizes) and whether logistic regression's ``C`` chosen by inner CV beats
-  ``C=1``. Informs ``skimgcls._selection.frozen_input_size`` and ``HEAD_CS``.
+  ``C=1``. Informs ``skimgcls._selection.frozen_input_size`` and ``skimgcls._probe.HEAD_CS``.
   Conditions: the photo conditions (30 and 5 per class, 48 px RGB and 128 px
   gray) and digits 20 / MNIST 500 (where the pretrained features must lose).
 * ``cost``: seconds per optimizer step of ``compact_cnn`` (48 px RGB) against
   fine-tuning EfficientNet-Lite0 at 96 px, same process, same batch size.
   Informs the rule that fine-tuning is a candidate on accelerators only.
+* ``fine_tune``: the LP-FT fine-tuning recipe of ``module='auto'``
+  (``skimgcls._selection.fine_tune_recipe``): its input resolution (96 and
+  128 px) and peak learning rate (1e-4 against 3e-4), beside the frozen
+  features + linear head, by 3-fold CV on the photo training parts; with the
+  seconds of each fit. Informs ``fine_tune_input_size``, ``FINE_TUNE_LR`` and
+  whether fine-tuning is a candidate on a CPU.
 * ``budget``: the ``'auto'`` step budget (250 / 500 / 1,000 steps at batch
   ``n/8`` in [8, 32]) of ``compact_cnn``, by CV on the training parts of
   digits 5 / 20 and MNIST 50 / 500. Informs ``AUTO_STEPS`` and the batch rule.
@@ -42,7 +48,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from skimgcls import CNNClassifier
 from skimgcls._build import auto_batch_size
-from skimgcls._selection import embed, fit_linear_head, frozen_input_size
+from skimgcls._probe import embed, fit_linear_head
+from skimgcls._selection import (FINE_TUNE_LR, FINE_TUNE_STEPS, fine_tune_recipe,
+                                 frozen_input_size)
 from skimgcls.backbones import build_backbone
 
 _spec = importlib.util.spec_from_file_location("skimgcls_bench_accuracy",
@@ -74,6 +82,8 @@ CONDITIONS = {
 
 FROZEN_CONDITIONS = ("photos_rgb48_30", "photos_rgb48_5", "photos_gray128_30",
                      "photos_gray128_5", "digits_20", "mnist_500")
+FINE_TUNE_CONDITIONS = ("photos_rgb48_5", "photos_gray128_5", "photos_rgb48_30",
+                        "photos_gray128_30")
 BUDGET_CONDITIONS = ("digits_5", "digits_20", "mnist_50", "mnist_500")
 
 
@@ -112,14 +122,14 @@ def frozen(name, X, y, emit):
 
 def fit_linear_head_fixed(features, y):
     """The same head with C=1 (no inner CV)."""
-    import skimgcls._selection as selection
+    import skimgcls._probe as probe
 
-    saved = selection.HEAD_CS
-    selection.HEAD_CS = (1.0,)
+    saved = probe.HEAD_CS
+    probe.HEAD_CS = (1.0,)
     try:
         return fit_linear_head(features, y, np.ones(len(y)))
     finally:
-        selection.HEAD_CS = saved
+        probe.HEAD_CS = saved
 
 
 def cost(emit, steps=20, batch=8):
@@ -141,6 +151,36 @@ def cost(emit, steps=20, batch=8):
                   "steps": epochs * math.ceil(len(X) / batch),
                   "s_per_step": seconds / (epochs * math.ceil(len(X) / batch)),
                   "load": os.getloadavg()[0]})
+
+
+def fine_tune(name, X, y, emit):
+    """3-fold CV accuracy and fit seconds of LP-FT by resolution and learning rate."""
+    X = nhwc(X)
+    recipe = fine_tune_recipe(X.shape[1:])
+    configs = [(96, FINE_TUNE_LR), (128, FINE_TUNE_LR), (recipe.params[
+        "module__input_size"], 3 * FINE_TUNE_LR)]
+    for size, lr in configs:
+        scores, seconds = [], []
+        for tr, va in folds(y, k=3):
+            b = auto_batch_size(len(tr))
+            epochs = max(1, math.ceil(FINE_TUNE_STEPS / math.ceil(len(tr) / b)))
+            clf = CNNClassifier(**{**recipe.params, "module__input_size": size, "lr": lr},
+                                max_epochs=epochs, batch_size=b, random_state=0)
+            start = time.perf_counter()
+            clf.fit(X[tr], y[tr])
+            seconds.append(time.perf_counter() - start)
+            scores.append(float(clf.score(X[va], y[va])))
+        emit({"experiment": "fine_tune", "condition": name, "size": size, "lr": lr,
+              "rule_size": size == recipe.params["module__input_size"],
+              "cv_scores": scores, "fit_s": seconds, "load": os.getloadavg()[0]})
+    net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
+                         input_size=frozen_input_size(X.shape[1:]), pretrained=True)
+    features = embed(net, X, device="cpu", precision="bf16")
+    scores = [float(np.mean(fit_linear_head(features[tr], y[tr], np.ones(len(tr)))
+                            .predict(features[va]) == y[va])) for tr, va in folds(y, k=3)]
+    emit({"experiment": "fine_tune", "condition": name, "size": frozen_input_size(
+        X.shape[1:]), "lr": None, "rule_size": True, "cv_scores": scores, "fit_s": [],
+        "load": os.getloadavg()[0]})
 
 
 def budget(name, X, y, emit, seeds=(0,)):
@@ -184,6 +224,20 @@ def report(path):
         for r in cost_rows:
             lines.append(f"- round {r['round']}: {r['recipe']}: {r['s_per_step']:.3f} s "
                          f"per step ({r['steps']} steps, load {r['load']:.1f})")
+    ft_rows = [r for r in rows if r["experiment"] == "fine_tune"]
+    if ft_rows:
+        lines += ["", "## Fine-tuning (LP-FT) by resolution and learning rate (informs "
+                  "`fine_tune_input_size`, `FINE_TUNE_LR`, fine-tuning on a CPU)", "",
+                  "3-fold CV on the training part, 100 optimizer steps per fit; lr "
+                  "'-' is the frozen features + linear head at `frozen_input_size`.", "",
+                  "| condition | input size | lr | CV accuracy | fit s (mean) | load |",
+                  "|---|---|---|---|---|---|"]
+        for r in ft_rows:
+            s = r["cv_scores"]
+            fit_s = f"{statistics.fmean(r['fit_s']):.1f}" if r["fit_s"] else "-"
+            lines.append(f"| {r['condition']} | {r['size']} | {r['lr'] or '-'} | "
+                         f"{100 * statistics.fmean(s):.1f} [{100 * min(s):.1f}, "
+                         f"{100 * max(s):.1f}] | {fit_s} | {r['load']:.1f} |")
     budget_rows = [r for r in rows if r["experiment"] == "budget"]
     if budget_rows:
         lines += ["", "## Step budget of compact_cnn (informs `AUTO_STEPS`)", ""]
@@ -222,11 +276,12 @@ def main(argv=None):
         if experiment == "cost":
             cost(emit)
             continue
-        names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS}[
-            experiment]
+        names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
+                           "fine_tune": FINE_TUNE_CONDITIONS}[experiment]
         for name in names:
             X, y = CONDITIONS[name]()
-            {"frozen": frozen, "budget": budget}[experiment](name, X, y, emit)
+            {"frozen": frozen, "budget": budget, "fine_tune": fine_tune}[experiment](
+                name, X, y, emit)
     return 0
 
 

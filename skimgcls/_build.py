@@ -18,8 +18,9 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
 from ._accelerate import AcceleratedImageNet
-from ._callbacks import EpochProgressBar, UnfreezeBackbone, UpdateBatchNorm
+from ._callbacks import EpochProgressBar, ProbeHead, UnfreezeBackbone, UpdateBatchNorm
 from ._data import collate_batch, image_batches
+from ._probe import last_linear
 from ._skorch import ImageNet
 from .backbones import backbone_param_groups, prepare_module
 from .networks import build_network
@@ -227,6 +228,8 @@ def build_module(params, *, image_shape, n_classes):
                            **routed(params, "module__"))
     module = prepare_module(module, pretrained=params["pretrained"],
                             freeze=params["freeze"], progress=bool(params["verbose"]))
+    if params["head_init"] == "probe":
+        last_linear(module)  # a clear error now, not at the first epoch
     return module.to(memory_format=torch.channels_last)
 
 
@@ -311,7 +314,8 @@ def build_callbacks(params, net, *, train, partial):
     """The callbacks of one ``fit`` (or ``partial_fit``) call, in order.
 
     ``train`` is the training dataset: its size sets the one-cycle schedule,
-    and BatchNorm statistics are recomputed over it at the end (``update_bn``).
+    the linear probe of ``head_init='probe'`` is fitted on it first, and
+    BatchNorm statistics are recomputed over it at the end (``update_bn``).
     """
     n_train = len(train)
     monitor = "valid_loss" if net.train_split is not None else "train_loss"
@@ -320,6 +324,8 @@ def build_callbacks(params, net, *, train, partial):
     # Data-parallel fits print on the main process only.
     say = print if accelerator is None else accelerator.print
     callbacks = []
+    if params["head_init"] == "probe" and not partial:
+        callbacks.append(("probe_head", ProbeHead(train)))
     if params["lr_schedule"] is not None and not partial:
         callbacks.append(("lr_schedule", lr_scheduler(params, net, n_train, monitor)))
     if params["early_stopping"] and not partial:

@@ -6,10 +6,11 @@ import time
 import torch
 from skorch.callbacks import Callback
 
+from ._probe import fit_linear_head, last_linear, set_linear_head
 from .backbones import BackboneNet
 from .utils._progress import progress_bar
 
-__all__ = ["EpochProgressBar", "UnfreezeBackbone", "UpdateBatchNorm"]
+__all__ = ["EpochProgressBar", "ProbeHead", "UnfreezeBackbone", "UpdateBatchNorm"]
 
 #: Seconds between two refreshes of the running loss and accuracy; reading
 #: them synchronizes the GPU, so it is not done on every batch.
@@ -203,3 +204,54 @@ class UpdateBatchNorm(Callback):
                 m.momentum = momentum
                 m.train(mode)
         net.history.record("bn_updated", True)
+
+
+class ProbeHead(Callback):
+    """skorch callback: start training from a linear probe of the pretrained body.
+
+    At the beginning of training, the network's features of the training
+    images (one pass in eval mode, no augmentation) are fitted by logistic
+    regression (standardized features, ``C`` by 3-fold cross-validation) and
+    the result is written into the last linear layer of the head. Fine-tuning
+    then starts from a head that already separates the classes, so the first
+    steps do not push large random-head gradients into the pretrained body:
+    "LP-FT" (Kumar et al., *Fine-Tuning can Distort Pretrained Features and
+    Underperform Out-of-Distribution*, ICLR 2022).
+
+    In data-parallel training each process fits a probe on its shard and the
+    heads are averaged, weighted by the number of images.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        The training images, as ``net.get_iterator`` takes them.
+
+    Notes
+    -----
+    The network must have an ``embed`` method and a head ending with a
+    ``torch.nn.Linear``, as :class:`skimgcls.backbones.BackboneNet` does.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_train_begin(self, net, **kwargs):
+        """Fit the probe and write it into the head."""
+        module = net.module_
+        linear = last_linear(module)
+        features, labels, weights = [], [], []
+        module.eval()
+        with torch.no_grad():
+            for Xb, yb in net.get_iterator(self.dataset, training=False):
+                images = net.to_model_input(Xb)
+                with torch.autocast(torch.device(net.device).type, dtype=torch.bfloat16,
+                                    enabled=net.precision == "bf16"):
+                    features.append(module.embed(images).float().cpu())
+                labels.append(yb.cpu())
+                weights.append(Xb["sample_weight"].cpu())
+        features = torch.cat(features).numpy()
+        head = fit_linear_head(features, torch.cat(labels).numpy(),
+                               torch.cat(weights).double().numpy(),
+                               n_classes=linear.out_features)
+        set_linear_head(module, head)
+        net.mean_across_processes([linear.weight.data, linear.bias.data], len(features))

@@ -254,16 +254,28 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         state dict: loaded into the backbone (the original classifier layer is
         dropped; a matching ``head.*`` is kept). For ``'timm/...'`` modules,
         True reads timm's pretrained weights from the Hugging Face cache.
-    freeze : {'none', 'backbone'} or int, default='none'
-        What of a torchvision backbone does not train: ``'backbone'``
-        everything but the new head (a linear probe trained end to end); an
-        int, that many leading blocks (stem first); ``'none'``: nothing. Frozen
-        blocks keep their weights and BatchNorm statistics unchanged.
+    freeze : {'none', 'backbone', 'bn'} or int, default='none'
+        What of a backbone does not train: ``'backbone'`` everything but the
+        new head (a linear probe trained end to end); an int, that many
+        leading blocks (stem first); ``'bn'``, its BatchNorm layers (weights
+        and statistics; everything else trains), which keeps the small
+        batches of fine-tuning on a few images from overwriting the pretrained
+        statistics; ``'none'``: nothing. Frozen blocks keep their weights and
+        BatchNorm statistics unchanged.
     unfreeze_at_epoch : int or None, default=None
         Epoch (1-based) from which the frozen blocks train too: with
         ``freeze='backbone'``, ``unfreeze_at_epoch=3`` trains the head alone
         for two epochs, then the whole network. No effect when nothing is
         frozen.
+    head_init : {'random', 'probe'}, default='random'
+        How a backbone's new head starts. ``'probe'``: as the logistic
+        regression of the pretrained body's features of the training images
+        (one forward pass before the first epoch; ``C`` by 3-fold
+        cross-validation), so fine-tuning starts from a head that already
+        separates the classes and distorts the pretrained features less
+        ("LP-FT", Kumar et al., ICLR 2022). Backbone modules only; not with a
+        multi-label ``y`` or ``partial_fit``. ``'random'``: PyTorch's
+        initialization.
     backbone_lr_mult : float, default=1.0
         Learning rate of a torchvision backbone's body relative to ``lr``
         (discriminative fine-tuning, e.g. 0.1): the body and the head are two
@@ -435,7 +447,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "callbacks": [list, None],
         "checkpoint": [str, os.PathLike, None],
         "pretrained": ["boolean", str, os.PathLike, Mapping],
-        "freeze": [StrOptions({"none", "backbone"}),
+        "head_init": [StrOptions({"random", "probe"})],
+        "freeze": [StrOptions({"none", "backbone", "bn"}),
                    Interval(Integral, 0, None, closed="left")],
         "unfreeze_at_epoch": [Interval(Integral, 1, None, closed="left"), None],
         "backbone_lr_mult": [Interval(Real, 0, None, closed="left")],
@@ -475,6 +488,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         pretrained="auto",
         freeze="none",
         unfreeze_at_epoch=None,
+        head_init="random",
         backbone_lr_mult=1.0,
         random_state=None,
         verbose=0,
@@ -509,6 +523,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.pretrained = pretrained
         self.freeze = freeze
         self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.head_init = head_init
         self.backbone_lr_mult = backbone_lr_mult
         self.random_state = random_state
         self.verbose = verbose
@@ -658,6 +673,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if X.ndim == 1:  # paths: every file decoded now, kept in memory if it fits
             X = decode_for_fit(self._reader(), X, shape)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
+        if self.head_init == "probe" and (partial or self._multilabel):
+            raise ValueError(
+                "head_init='probe' fits a multi-class logistic regression at the "
+                "start of fit; it does not apply to "
+                f"{'partial_fit' if partial else 'a multi-label y'}. Use "
+                f"{'fit' if partial else 'a 1-D y'}, or head_init='random'."
+            )
         weights = self._sample_weights(X, y_enc, sample_weight)
         pos_weight = self._pos_weight(y_enc) if self._multilabel else None
         if not warm:
@@ -722,7 +744,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.best_params_ = resolve_auto(self.module, self.pretrained)
         self.recipe_ = self.selection_results_ = None
         self.selection_steps_, self.selection_seconds_ = 0, 0.0
-        recipes = (candidate_recipes(self.image_shape_, self.device_)
+        recipes = (candidate_recipes(self.image_shape_)
                    if self._selects(X, y_enc, partial=partial) else [])
         if len(recipes) < 2:
             return None
@@ -736,7 +758,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.recipe_ = recipe.name
         self.best_params_ = dict(recipe.params)
         if recipe.steps is not None:  # the recipe's own budget, for all the data
-            batch_size = auto_batch_size(len(X))
+            batch_size = recipe.params.get("batch_size") or auto_batch_size(len(X))
             self.best_params_["max_epochs"] = max(
                 1, math.ceil(recipe.steps / math.ceil(len(X) / batch_size)))
         self.selection_results_ = selection.results
@@ -877,10 +899,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Sets ``batch_size_`` (when the network is built), ``max_epochs_`` and
         ``early_stopping_``; see the parameters for the rules.
         """
+        recipe = getattr(self, "best_params_", {})
         if not warm or not hasattr(self, "batch_size_"):
-            self.batch_size_ = (auto_batch_size(n_train) if self.batch_size == "auto"
-                                else self.batch_size)
-        max_epochs = getattr(self, "best_params_", {}).get("max_epochs", self.max_epochs)
+            batch_size = recipe.get("batch_size", self.batch_size)
+            self.batch_size_ = (auto_batch_size(n_train) if batch_size == "auto"
+                                else batch_size)
+        max_epochs = recipe.get("max_epochs", self.max_epochs)
         self.max_epochs_ = (auto_max_epochs(n_train, self.batch_size_)
                             if max_epochs == "auto" else max_epochs)
         # 'auto' stops early on the split that 'auto' validation held out; an

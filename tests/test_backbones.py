@@ -310,6 +310,58 @@ def test_frozen_blocks_stay_in_eval_mode():
     assert net.body.bn1.training and all(p.requires_grad for p in net.parameters())
 
 
+def test_freeze_bn_keeps_batchnorm_and_trains_the_rest(digits, resnet_file):
+    path, state = resnet_file
+    clf = CNNClassifier("resnet18", pretrained=path, freeze="bn", module__input_size=32,
+                        **{**FAST, "max_epochs": 2})
+    start, _ = split(fit_with_snapshot(clf, *digits))
+    body, _ = split(clf.module_.state_dict())
+    norms = [k for k in state if k.startswith(("bn1.", "layer1.0.bn1.", "layer4.1.bn2."))]
+    assert norms and same(state, body, norms)  # weights, biases and statistics
+    assert not same(start, body, ["conv1.weight", "layer4.1.conv2.weight"])
+    assert clf.module_.frozen_blocks == 0
+    net = clf.module_.train()
+    assert not net.body.bn1.training and net.body.layer1.training
+    assert not net.body.bn1.weight.requires_grad and net.body.conv1.weight.requires_grad
+    with pytest.raises(ValueError, match="'none', 'backbone', 'bn'"):
+        BackboneNet("resnet18", 2, input_size=32).freeze("norm")
+
+
+def test_head_init_probe_starts_from_the_logistic_regression(digits, resnet_file):
+    from skimgcls._probe import embed, fit_linear_head
+
+    path, _ = resnet_file
+    X, y = digits
+    # A learning rate of ~0: the head stays where the probe put it.
+    clf = CNNClassifier("resnet18", pretrained=path, freeze="bn", head_init="probe",
+                        module__input_size=32, **{**FAST, "lr": 1e-12})
+    start = fit_with_snapshot(clf, X, y)
+    features = embed(clf.module_, X[..., None], device="cpu", precision="fp32")
+    probe = fit_linear_head(features, y, np.ones(len(y)))
+    # The same logits (weights of near-constant features may differ more: the
+    # probe divides by their standard deviation).
+    logits = features @ start["head.0.weight"].numpy().T + start["head.0.bias"].numpy()
+    expected = features @ probe.coef.T + probe.intercept
+    assert np.abs(logits - expected).max() < 1e-3 * np.abs(expected).max()
+    assert clf.score(X, y) == np.mean(probe.predict(features) == y) > 0.9
+    random = CNNClassifier("resnet18", pretrained=path, freeze="bn",
+                           module__input_size=32, **{**FAST, "lr": 1e-12}).fit(X, y)
+    assert random.score(X, y) < 0.9
+
+
+def test_head_init_probe_errors(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="head_init='probe'.*backbone name"):
+        CNNClassifier("compact_cnn", head_init="probe", **FAST).fit(X, y)
+    clf = CNNClassifier("resnet18", head_init="probe", module__input_size=32, **FAST)
+    with pytest.raises(ValueError, match="does not apply to partial_fit"):
+        clf.partial_fit(X, y, classes=np.unique(y))
+    Y = np.stack([y == 0, y == 1], axis=1).astype(int)
+    with pytest.raises(ValueError, match="does not apply to a multi-label y"):
+        CNNClassifier("resnet18", head_init="probe", module__input_size=32,
+                      **FAST).fit(X, Y)
+
+
 def test_unfreeze_at_epoch(digits):
     params = dict(freeze="backbone", unfreeze_at_epoch=2, module__input_size=32, **FAST)
     one = CNNClassifier("mobilenet_v3_small", **params)

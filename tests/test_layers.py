@@ -34,6 +34,8 @@ LAYERS = [
     {"utils.validation", "utils"},
     # 4. data and operations: transformers, augmentation, datasets, networks
     {"_base", "preprocessing", "augmentation", "datasets", "networks", "_tta",
+     # linear probes on a network's features (frozen recipe, head_init='probe')
+     "_probe",
      # backbones: one module per source behind one protocol
      "backbones", "backbones._spec", "backbones._weights", "backbones._source",
      "backbones._torchvision", "backbones._timm", "backbones._pip", "backbones._user",

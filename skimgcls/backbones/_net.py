@@ -8,6 +8,7 @@ source protocol only.
 from numbers import Integral
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._docstring import Substitution
 from .._functional import AffineChannels, ResizeModule, ToRGBModule
@@ -245,7 +246,8 @@ class BackboneNet(nn.Module):
         return self._source().block_groups(self.body)
 
     def freeze(self, freeze="backbone"):
-        """Freeze the backbone, or its first blocks; the head always trains.
+        """Freeze the backbone, its first blocks or its BatchNorm layers; the head
+        always trains.
 
         Frozen parameters get ``requires_grad=False`` (optimizers skip them, so
         they stay bit for bit unchanged) and frozen modules stay in eval mode
@@ -254,14 +256,21 @@ class BackboneNet(nn.Module):
 
         Parameters
         ----------
-        freeze : 'none', 'backbone' or int, default='backbone'
+        freeze : 'none', 'backbone', 'bn' or int, default='backbone'
             ``'backbone'``: every block of the body; an int: that many leading
-            blocks (see :attr:`blocks`); ``'none'`` or 0: nothing.
+            blocks (see :attr:`blocks`); ``'bn'``: every BatchNorm layer of the
+            body (weights and running statistics, as torchvision's
+            ``FrozenBatchNorm2d`` in its detection backbones) while every other
+            layer trains, which keeps small fine-tuning batches from
+            overwriting the pretrained statistics; ``'none'`` or 0: nothing.
 
         Returns
         -------
         self : BackboneNet
         """
+        if isinstance(freeze, str) and freeze == "bn":
+            return self._freeze_members(
+                [m for m in self.body.modules() if isinstance(m, _BatchNorm)], 0)
         blocks = self.blocks
         if freeze == "none":
             n = 0
@@ -276,15 +285,17 @@ class BackboneNet(nn.Module):
             n = int(freeze)
         else:
             raise ValueError(
-                f"freeze must be 'none', 'backbone' or a number of blocks >= 0; got "
-                f"{freeze!r}."
+                f"freeze must be 'none', 'backbone', 'bn' or a number of blocks >= 0; "
+                f"got {freeze!r}."
             )
+        return self._freeze_members([m for group in blocks[:n] for m in group], n)
+
+    def _freeze_members(self, members, n_blocks):
         self.unfreeze()
-        members = [m for group in blocks[:n] for m in group]
         for member in members:
             for param in member.parameters() if isinstance(member, nn.Module) else [member]:
                 param.requires_grad_(False)
-        self.frozen_blocks = n
+        self.frozen_blocks = n_blocks
         # A plain tuple, not registered submodules: train() runs every batch.
         self._frozen_modules = tuple(m for m in members if isinstance(m, nn.Module))
         return self.train(self.training)
