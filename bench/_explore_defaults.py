@@ -30,6 +30,8 @@ Experiments (``--experiments``, comma-separated):
 
     python bench/_explore_defaults.py --experiments frozen,cost --out /tmp/explore.jsonl
     python bench/_explore_defaults.py --report /tmp/explore.jsonl
+    python bench/_explore_defaults.py --experiments fine_tune --out /tmp/ft.jsonl
+    python bench/_explore_defaults.py --report /tmp/ft.jsonl --report-out explore_fine_tune.md
 """
 
 import argparse
@@ -235,7 +237,7 @@ def report(path):
         for r in ft_rows:
             s = r["cv_scores"]
             fit_s = f"{statistics.fmean(r['fit_s']):.1f}" if r["fit_s"] else "-"
-            lines.append(f"| {r['condition']} | {r['size']} | {r['lr'] or '-'} | "
+            lines.append(f"| {r['condition']} | {r['size']} | {format(r['lr'], 'g') if r['lr'] else '-'} | "
                          f"{100 * statistics.fmean(s):.1f} [{100 * min(s):.1f}, "
                          f"{100 * max(s):.1f}] | {fit_s} | {r['load']:.1f} |")
     budget_rows = [r for r in rows if r["experiment"] == "budget"]
@@ -256,11 +258,13 @@ def main(argv=None):
                    "each experiment's own)")
     p.add_argument("--out", default="/tmp/explore_defaults.jsonl")
     p.add_argument("--report", default=None, help="a JSONL file to turn into the report")
+    p.add_argument("--report-out", default="explore_defaults.md",
+                   help="file name of the report under bench/results/")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.report:
         text = report(args.report)
-        (RESULTS / "explore_defaults.md").write_text(text)
+        (RESULTS / args.report_out).write_text(text)
         print(text)
         return 0
     if args.threads:

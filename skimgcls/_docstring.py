@@ -54,6 +54,10 @@ SHARED_PARAMETERS = {
         "Images with the shape seen in :meth:`fit`, or a 1-D array of\n"
         "image file paths (decoded with ``reader``)."
     ),
+    "sample_weight": (
+        "sample_weight : array-like of shape (n_samples,), default=None\n"
+        "Weight of each image in the loss."
+    ),
     "n_features_in_": (
         "n_features_in_ : int\n"
         "Values per image seen in :meth:`fit`."

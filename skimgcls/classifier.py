@@ -378,8 +378,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     pretrained EfficientNet-Lite0 body (ImageNet weights installed with pip,
     no download) frozen, with a linear head fitted by logistic regression on
     its features, computed once; ``'fine_tune'``, the same network trained
-    whole at a reduced resolution. Trained recipes meet in successive halving
-    starting at 100 optimizer steps each. No selection runs (and
+    whole from that head (``head_init='probe'``) with its BatchNorm layers
+    frozen (``freeze='bn'``), at 128 px, 100 steps of 8 images. Trained
+    recipes meet in successive halving starting at 100 optimizer steps each. No selection runs (and
     ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
     with a side under 8 pixels, or when the pretrained weights are not
@@ -594,6 +595,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fitting -------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
+    @Substitution("sample_weight")
     def fit(self, X, y, sample_weight=None):
         """Train the network on images ``X`` with labels ``y``.
 
@@ -607,8 +609,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             Class labels of any hashable kind (strings, ints...), or a
             multi-label indicator matrix of 0 and 1 (dense or sparse), one
             column per label.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each image in the loss.
+        {sample_weight}
 
         Returns
         -------
@@ -633,6 +634,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "net_")
         return self._fit(X, y, sample_weight, warm=warm, epochs=None)
 
+    @Substitution("sample_weight")
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch on ``X, y``, continuing from the last call.
 
@@ -650,8 +652,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             All class labels; required on the first call if ``y`` lacks some.
             Not needed for an indicator ``y`` (its columns are the labels);
             if given, it must have one entry per column.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each image in the loss.
+        {sample_weight}
 
         Returns
         -------
