@@ -7,9 +7,9 @@ Measures, with every network connection refused (the weights never download):
   images, 5-fold cross-validated accuracy on the *training* crops (how the
   default size is chosen) and the test accuracy (reported, never used to
   choose).
-* **Fine-tuning recipes** beside from-scratch ``compact_cnn`` and frozen
-  features + LR, on 5 and 30 training crops per class: test accuracy and fit
-  seconds, for several seeds.
+* **Fine-tuning** (the LP-FT ``'fine_tune'`` recipe of ``module='auto'``)
+  beside from-scratch ``compact_cnn`` and frozen features + LR, on 5 and 30
+  training crops per class: test accuracy and fit seconds, for several seeds.
 
 The photo crops are ``bench/accuracy.py``'s natural-photo conditions (seven
 photos that install with packages, one class each; training crops from the
@@ -23,6 +23,7 @@ Results go to ``bench/results/pretrained.md`` and ``pretrained.json``.
 
 import argparse
 import json
+import math
 import os
 import platform
 import socket
@@ -38,6 +39,7 @@ from sklearn.pipeline import make_pipeline
 
 import skimgcls
 from skimgcls import BackboneFeatures, CNNClassifier
+from skimgcls._selection import fine_tune_recipe
 
 from accuracy import photos_split  # noqa: E402 - a sibling script of bench/
 
@@ -87,26 +89,20 @@ def features_section(sizes, per_class, seeds):
 
 
 def recipes(quick):
-    """The compared recipes: name -> estimator factory(seed)."""
-    epochs = 2 if quick else None
-
-    def finetune(size, epochs_, lr, unfreeze):
-        def make(seed):
-            return CNNClassifier(
-                "efficientnet_lite0", pretrained=True, freeze="backbone",
-                unfreeze_at_epoch=unfreeze, backbone_lr_mult=0.1, lr=lr,
-                max_epochs=epochs or epochs_, batch_size=16, validation_fraction=None,
-                module__input_size=size, random_state=seed)
-        return make
+    """The compared recipes: name -> estimator factory(seed, n_images)."""
+    def lp_ft(seed, n):
+        # The 'fine_tune' recipe of module='auto', as its refit trains it.
+        recipe = fine_tune_recipe((48, 48, 3))
+        steps = 4 if quick else recipe.steps
+        epochs = max(1, math.ceil(steps / math.ceil(n / recipe.params["batch_size"])))
+        return CNNClassifier(**recipe.params, max_epochs=epochs, random_state=seed)
 
     return {
-        "compact_cnn (defaults)": lambda seed: CNNClassifier(
+        "compact_cnn (from scratch, 'auto' budget)": lambda seed, n: CNNClassifier(
             "compact_cnn", random_state=seed, **({"max_epochs": 2} if quick else {})),
-        "frozen lite0 + LR (128 px)": lambda seed: probe(128, seed),
-        "fine-tune lite0 128 px, head 2 ep then all, 8 ep, lr 1e-3":
-            finetune(128, 8, 1e-3, 3),
-        "fine-tune lite0 96 px, head 2 ep then all, 8 ep, lr 1e-3":
-            finetune(96, 8, 1e-3, 3),
+        "frozen lite0 + LR (128 px)": lambda seed, n: probe(128, seed),
+        "frozen lite0 + LR (224 px)": lambda seed, n: probe(224, seed),
+        "fine-tune lite0 (LP-FT: the 'fine_tune' recipe, 128 px, 100 steps of 8)": lp_ft,
     }
 
 
@@ -118,7 +114,7 @@ def recipes_section(per_class_list, seeds, quick):
             X, y, X_test, y_test = photos_split(per_class, 48, gray=False)
             for seed in seeds:
                 start = time.perf_counter()
-                est = make(seed).fit(X, y)
+                est = make(seed, len(X)).fit(X, y)
                 secs.append(time.perf_counter() - start)
                 accs.append(est.score(X_test, y_test))
             rows.append({"per_class": per_class, "recipe": name, "test": accs,

@@ -35,6 +35,10 @@ class LinearHead:
     def predict(self, features):
         return (features @ self.coef.T + self.intercept).argmax(1)
 
+    def predict_proba(self, features):
+        logits = features @ self.coef.T + self.intercept
+        return torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
+
 
 def embed(module, X, *, device, precision, batch_size=128):
     """Features ``module.embed(x)`` of in-memory images ``X``, float32, in eval mode."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.base import clone
+from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
 from . import backbones
@@ -227,7 +228,8 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     n_valid = max(n_classes, int(round(SELECT_VALID_FRACTION * len(X))))
     train_idx, valid_idx = train_test_split(np.arange(len(X)), test_size=n_valid,
                                             stratify=y_enc, random_state=rng)
-    results = {"recipe": [], "rung": [], "steps": [], "valid_score": [], "fit_s": []}
+    results = {"recipe": [], "rung": [], "steps": [], "valid_score": [],
+               "valid_log_loss": [], "fit_s": []}
     scores, cache = {}, {}
     alive, steps, rung, spent = list(recipes), SELECT_STEPS, 0, 0
     while True:
@@ -236,28 +238,32 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                 continue  # features and head do not depend on the rung's steps
             t0 = time.perf_counter()
             if recipe.linear_head:
-                score, used = _score_linear_head(
+                (score, loss), used = _score_linear_head(
                     recipe, X, y_enc, weights, train_idx, valid_idx, cache,
                     device=device, precision=precision, build_module=build_module), 0
             else:
-                score, used = _score_trained(estimator, recipe, X, y_enc, weights,
-                                             train_idx, valid_idx, steps, rng)
+                (score, loss), used = _score_trained(
+                    estimator, recipe, X, y_enc, weights, train_idx, valid_idx, steps, rng)
             spent += used
-            scores[recipe.name] = score
+            scores[recipe.name] = (score, loss)
             for key, value in (("recipe", recipe.name), ("rung", rung), ("steps", used),
-                               ("valid_score", score),
+                               ("valid_score", score), ("valid_log_loss", loss),
                                ("fit_s", time.perf_counter() - t0)):
                 results[key].append(value)
-            _log(verbose, f"rung {rung}: {recipe.name:<16} valid accuracy {score:.3f} "
-                          f"({used} steps, {time.perf_counter() - t0:.1f} s)")
-        # Ties go to the earlier (cheaper) recipe: sorted() is stable.
+            _log(verbose, f"rung {rung}: {recipe.name:<16} valid accuracy {score:.3f}, "
+                          f"log-loss {loss:.3f} ({used} steps, "
+                          f"{time.perf_counter() - t0:.1f} s)")
+        # Accuracy first; equal accuracies (a small held-out part that every
+        # candidate gets right) are told apart by the log-loss, a proper
+        # scoring rule; exact ties go to the earlier (cheaper) recipe, as
+        # sorted() is stable.
         keep = max(1, math.ceil(len(alive) / ETA))
-        alive = sorted(alive, key=lambda r: -scores[r.name])[:keep]
+        alive = sorted(alive, key=lambda r: (-scores[r.name][0], scores[r.name][1]))[:keep]
         if len(alive) == 1 or all(r.linear_head for r in alive):
             break
         steps, rung = steps * ETA, rung + 1
     best = alive[0]
-    _log(verbose, f"chose {best.name} (valid accuracy {scores[best.name]:.3f}) in "
+    _log(verbose, f"chose {best.name} (valid accuracy {scores[best.name][0]:.3f}) in "
                   f"{time.perf_counter() - start:.1f} s")
     entry = cache.get(best.name, {})
     return Selection(best, results, spent, time.perf_counter() - start,
@@ -265,8 +271,12 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                      entry.get("body_state"))
 
 
-def _accuracy(y_true, y_pred, weights):
-    return float(np.average(y_true == y_pred, weights=weights))
+def _scores(y_true, proba, weights):
+    """Weighted accuracy and log-loss of class probabilities ``proba``."""
+    accuracy = float(np.average(y_true == proba.argmax(1), weights=weights))
+    loss = log_loss(y_true, proba, sample_weight=weights,
+                    labels=np.arange(proba.shape[1]))
+    return accuracy, float(loss)
 
 
 def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, steps,
@@ -275,14 +285,14 @@ def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, s
     n_train = len(train_idx)
     batch_size = recipe.params.get("batch_size") or auto_batch_size(n_train)
     epochs = max(1, math.ceil(steps / math.ceil(n_train / batch_size)))
-    clf = clone(estimator).set_params(
-        **recipe.params, max_epochs=epochs, batch_size=batch_size,
-        validation_fraction=None, early_stopping=False, verbose=0, checkpoint=None,
-        random_state=int(rng.randint(2**31 - 1)))
+    clf = clone(estimator).set_params(**{
+        **recipe.params, "max_epochs": epochs, "batch_size": batch_size,
+        "validation_fraction": None, "early_stopping": False, "verbose": 0,
+        "checkpoint": None, "random_state": int(rng.randint(2**31 - 1))})
     clf.fit(X[train_idx], y_enc[train_idx], sample_weight=weights[train_idx])
-    pred = clf.predict(X[valid_idx])
+    proba = clf.predict_proba(X[valid_idx])
     used = epochs * math.ceil(n_train / batch_size)
-    return _accuracy(y_enc[valid_idx], pred, weights[valid_idx]), used
+    return _scores(y_enc[valid_idx], proba, weights[valid_idx]), used
 
 
 def _score_linear_head(recipe, X, y_enc, weights, train_idx, valid_idx, cache, *,
@@ -292,8 +302,8 @@ def _score_linear_head(recipe, X, y_enc, weights, train_idx, valid_idx, cache, *
     features = embed(module, X, device=device, precision=precision)
     cache[recipe.name] = {"features": features, "body_state": module.state_dict()}
     head = fit_linear_head(features[train_idx], y_enc[train_idx], weights[train_idx])
-    pred = head.predict(features[valid_idx])
-    return _accuracy(y_enc[valid_idx], pred, weights[valid_idx])
+    proba = head.predict_proba(features[valid_idx])
+    return _scores(y_enc[valid_idx], proba, weights[valid_idx])
 
 
 def install_linear_head(module, selection, X, y_enc, weights, *, device, precision):

@@ -347,8 +347,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         One entry per candidate fit of the selection, as ``cv_results_``:
         ``'recipe'``, ``'rung'`` (of successive halving), ``'steps'``
         (optimizer steps; 0 for the frozen features), ``'valid_score'``
-        (accuracy on the held-out part of the training data) and ``'fit_s'``
-        (seconds). None when no selection ran.
+        (accuracy on the held-out part of the training data),
+        ``'valid_log_loss'`` (log-loss there: it decides between equal
+        accuracies) and ``'fit_s'`` (seconds). None when no selection ran.
     selection_steps_ : int
         Optimizer steps the selection spent (0 without selection).
     selection_seconds_ : float

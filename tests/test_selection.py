@@ -71,7 +71,10 @@ def test_selection_reports_every_candidate_and_the_winner(recipes, weights_file,
     results = clf.selection_results_
     assert results["recipe"] == ["compact_cnn", "frozen_features"]
     assert all(0 <= s <= 1 for s in results["valid_score"])
-    best = results["recipe"][int(np.argmax(results["valid_score"]))]
+    assert all(loss > 0 for loss in results["valid_log_loss"])
+    # Accuracy first, then the lower log-loss.
+    best = min(zip(results["recipe"], results["valid_score"], results["valid_log_loss"]),
+               key=lambda r: (-r[1], r[2]))[0]
     assert clf.recipe_ == best
     assert clf.selection_steps_ == results["steps"][0] >= 20  # frozen: no steps
     assert clf.selection_seconds_ > 0
@@ -100,6 +103,19 @@ def test_frozen_features_winner_is_a_frozen_backbone_with_the_fitted_head(
     # Saved and loaded, it predicts the same.
     save(clf, tmp_path / "model")
     assert np.array_equal(load(tmp_path / "model").predict(X_test), clf.predict(X_test))
+
+
+def test_a_recipe_may_fix_its_batch_size(recipes, data):
+    X, y, _, _ = data
+    # The recipe with its own batch size wins (the other cannot learn at lr ~0;
+    # ties go to the first).
+    recipes(scratch(batch_size=10), Recipe("fine_tune", {
+        "module": "compact_cnn", "pretrained": False, "module__width": 8, "lr": 1e-9},
+        steps=30))
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
+    assert clf.selection_results_["steps"][0] == 24  # 3 epochs of 8 batches of 10
+    assert clf.recipe_ == "compact_cnn" and clf.best_params_["batch_size"] == 10
+    assert clf.batch_size_ == 10 and clf.max_epochs_ == 3  # 30 steps, 100 images
 
 
 def test_same_random_state_same_selection_and_model(recipes, weights_file, data):
