@@ -32,15 +32,14 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from sklearn.base import clone
 from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
 from . import backbones
 from ._build import PRETRAINED_BACKBONE, auto_batch_size
-from .augmentation import RandomAugment
 from ._probe import embed, fit_linear_head, last_linear, set_linear_head
+from .augmentation import RandomAugment
 
 __all__ = [
     "ETA",

@@ -25,12 +25,12 @@ from ._build import (
     ROUTED_PREFIXES,
     auto_batch_size,
     auto_max_epochs,
-    net_params,
     build_callbacks,
     build_module,
     build_net,
     default_workers,
     is_main_process,
+    net_params,
     resolve_auto,
 )
 from ._checkpoint import Checkpointer, fit_fingerprint

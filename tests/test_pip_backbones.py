@@ -235,3 +235,37 @@ def test_cli_trains_a_pretrained_lite0_offline(crops, tmp_path, no_network):
                  "--epochs", "1", "--verbose", "0"]) == 0
     clf = load(out / "model.safetensors")
     assert clf.module_.name == "efficientnet_lite0" and clf.module_.frozen_blocks > 0
+
+
+def test_default_selection_can_choose_lp_ft_offline(crops, tmp_path, no_network,
+                                                    monkeypatch):
+    """The 'fine_tune' recipe of module='auto' end to end, made tiny: selected,
+    refit on all the data from a probe head with BatchNorm frozen, saved."""
+    import skimgcls._selection as selection
+    from skimgcls._selection import Recipe, fine_tune_recipe
+
+    monkeypatch.setattr(selection, "SELECT_STEPS", 4)
+    monkeypatch.setattr(selection, "FINE_TUNE_STEPS", 6)
+    monkeypatch.setattr(selection, "FINE_TUNE_SIZE", 32)
+    # A scratch candidate that cannot learn, so that fine-tuning wins.
+    stuck = Recipe("compact_cnn", {"module": "compact_cnn", "pretrained": False,
+                                   "module__width": 4, "lr": 1e-9})
+    monkeypatch.setattr("skimgcls.classifier.candidate_recipes",
+                        lambda shape: [stuck, fine_tune_recipe(shape)])
+    X, y = crops
+    clf = CNNClassifier(random_state=0).fit(X, y)
+    assert clf.recipe_ == "fine_tune"
+    params = clf.best_params_
+    assert params["head_init"] == "probe" and params["freeze"] == "bn"
+    assert clf.batch_size_ == 8 and clf.max_epochs_ == 2  # 6 steps of 8 on 24 images
+    assert clf.module_.adapter.size == (32, 32)
+    pretrained = build_backbone("efficientnet_lite0", n_classes=2, pretrained=True)
+    kept = clf.module_.body.bn1.state_dict()
+    for name, value in pretrained.body.bn1.state_dict().items():
+        assert torch.equal(kept[name], value), name  # BatchNorm: ImageNet's
+    assert not torch.equal(clf.module_.body.conv_stem.weight,
+                           pretrained.body.conv_stem.weight)  # the rest trained
+    assert clf.score(X, y) > 0.8
+    save(clf, tmp_path / "lpft")
+    np.testing.assert_allclose(load(tmp_path / "lpft").predict_proba(X),
+                               clf.predict_proba(X), atol=1e-5)
