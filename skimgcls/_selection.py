@@ -17,10 +17,12 @@ directly):
   linear-probe head, its BatchNorm layers frozen, at a low learning rate,
   with flips and crops, at 128 px (cost).
 
-The cheap part: the features are computed once for every image and serve
-both the selection and the refit; trained recipes meet in successive halving
-(each rung trains the surviving recipes for ``ETA`` times the steps of the
-previous one and keeps the best ``1/ETA``); the selection looks at most at
+Each candidate is trained on the rest as its refit would train it (its own
+budget: the ``'auto'`` one of ``compact_cnn``, 100 steps of fine-tuning), so
+that the candidates are compared as they would be used; a from-scratch network
+scored after a fraction of its budget would lose to one that is done. The
+cheap part: the features are computed once for every image and serve both the
+selection and the refit; the selection looks at most at
 ``SELECT_MAX_SAMPLES`` images. A recipe that does not apply (no pretrained
 weights installed, images smaller than ``MIN_PRETRAINED_SIDE``) is not a
 candidate; with one candidate, or classes too small to hold out one image each,
@@ -42,8 +44,6 @@ from ._probe import embed, fit_linear_head, last_linear, set_linear_head
 from .augmentation import RandomAugment
 
 __all__ = [
-    "ETA",
-    "SELECT_STEPS",
     "Recipe",
     "Selection",
     "candidate_recipes",
@@ -60,13 +60,8 @@ SELECT_VALID_FRACTION = 0.2
 #: The selection looks at most at this many images (stratified subsample);
 #: the winner is refit on all of them.
 SELECT_MAX_SAMPLES = 2000
-#: Optimizer steps of a trained recipe on the first rung of successive halving.
-SELECT_STEPS = 100
-#: Successive halving: each rung trains ETA times longer and keeps 1/ETA.
-ETA = 3
-#: Optimizer steps of the fine-tuning recipe's refit: the steps of the
-#: selection's first rung, where it was validated.
-FINE_TUNE_STEPS = SELECT_STEPS
+#: Optimizer steps of the fine-tuning recipe (in the selection and the refit).
+FINE_TUNE_STEPS = 100
 #: Peak learning rate (AdamW, one-cycle) of the fine-tuning recipe: 50x below
 #: the from-scratch one. 3e-4 tied on the CV folds of the photo training parts.
 FINE_TUNE_LR = 1e-4
@@ -227,42 +222,31 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     n_valid = max(n_classes, int(round(SELECT_VALID_FRACTION * len(X))))
     train_idx, valid_idx = train_test_split(np.arange(len(X)), test_size=n_valid,
                                             stratify=y_enc, random_state=rng)
-    results = {"recipe": [], "rung": [], "steps": [], "valid_score": [],
-               "valid_log_loss": [], "fit_s": []}
-    scores, cache = {}, {}
-    alive, steps, rung, spent = list(recipes), SELECT_STEPS, 0, 0
-    while True:
-        for recipe in alive:
-            if recipe.linear_head and recipe.name in scores:
-                continue  # features and head do not depend on the rung's steps
-            t0 = time.perf_counter()
-            if recipe.linear_head:
-                (score, loss), used = _score_linear_head(
-                    recipe, X, y_enc, weights, train_idx, valid_idx, cache,
-                    device=device, precision=precision, build_module=build_module), 0
-            else:
-                (score, loss), used = _score_trained(
-                    estimator, recipe, X, y_enc, weights, train_idx, valid_idx, steps, rng)
-            spent += used
-            scores[recipe.name] = (score, loss)
-            for key, value in (("recipe", recipe.name), ("rung", rung), ("steps", used),
-                               ("valid_score", score), ("valid_log_loss", loss),
-                               ("fit_s", time.perf_counter() - t0)):
-                results[key].append(value)
-            _log(verbose, f"rung {rung}: {recipe.name:<16} valid accuracy {score:.3f}, "
-                          f"log-loss {loss:.3f} ({used} steps, "
-                          f"{time.perf_counter() - t0:.1f} s)")
-        # Accuracy first; equal accuracies (a small held-out part that every
-        # candidate gets right) are told apart by the log-loss, a proper
-        # scoring rule; exact ties go to the earlier (cheaper) recipe, as
-        # sorted() is stable.
-        keep = max(1, math.ceil(len(alive) / ETA))
-        alive = sorted(alive, key=lambda r: (-scores[r.name][0], scores[r.name][1]))[:keep]
-        if len(alive) == 1 or all(r.linear_head for r in alive):
-            break
-        steps, rung = steps * ETA, rung + 1
-    best = alive[0]
-    _log(verbose, f"chose {best.name} (valid accuracy {scores[best.name][0]:.3f}) in "
+    results = {"recipe": [], "steps": [], "valid_score": [], "valid_log_loss": [],
+               "fit_s": []}
+    scores, cache, spent = [], {}, 0
+    for recipe in recipes:
+        t0 = time.perf_counter()
+        if recipe.linear_head:
+            (score, loss), used = _score_linear_head(
+                recipe, X, y_enc, weights, train_idx, valid_idx, cache,
+                device=device, precision=precision, build_module=build_module), 0
+        else:
+            (score, loss), used = _score_trained(
+                estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng)
+        spent += used
+        scores.append((-score, loss))
+        for key, value in (("recipe", recipe.name), ("steps", used),
+                           ("valid_score", score), ("valid_log_loss", loss),
+                           ("fit_s", time.perf_counter() - t0)):
+            results[key].append(value)
+        _log(verbose, f"{recipe.name:<16} valid accuracy {score:.3f}, log-loss "
+                      f"{loss:.3f} ({used} steps, {time.perf_counter() - t0:.1f} s)")
+    # Accuracy first; equal accuracies (a small held-out part that several
+    # candidates get entirely right) are decided by the log-loss, a proper
+    # scoring rule; exact ties go to the earlier (cheaper) recipe.
+    best = recipes[min(range(len(recipes)), key=scores.__getitem__)]
+    _log(verbose, f"chose {best.name} (valid accuracy {-min(scores)[0]:.3f}) in "
                   f"{time.perf_counter() - start:.1f} s")
     entry = cache.get(best.name, {})
     return Selection(best, results, spent, time.perf_counter() - start,
@@ -278,19 +262,25 @@ def _scores(y_true, proba, weights):
     return accuracy, float(loss)
 
 
-def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, steps,
-                   rng):
-    """Train a clone with the recipe for ``steps`` steps on the train part; score it."""
+def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng):
+    """Train a clone on the train part as the refit would train it; score it.
+
+    The recipe's own budget (``recipe.steps`` optimizer steps, or the
+    ``'auto'`` budget of the train part's size), so that every candidate is
+    compared as it would be used.
+    """
     n_train = len(train_idx)
-    batch_size = recipe.params.get("batch_size") or auto_batch_size(n_train)
-    epochs = max(1, math.ceil(steps / math.ceil(n_train / batch_size)))
-    clf = clone(estimator).set_params(**{
-        **recipe.params, "max_epochs": epochs, "batch_size": batch_size,
-        "validation_fraction": None, "early_stopping": False, "verbose": 0,
-        "checkpoint": None, "random_state": int(rng.randint(2**31 - 1))})
+    params = {**recipe.params, "validation_fraction": None, "early_stopping": False,
+              "verbose": 0, "checkpoint": None,
+              "random_state": int(rng.randint(2**31 - 1))}
+    if recipe.steps is not None:
+        batch_size = recipe.params.get("batch_size") or auto_batch_size(n_train)
+        params.update(batch_size=batch_size, max_epochs=max(
+            1, math.ceil(recipe.steps / math.ceil(n_train / batch_size))))
+    clf = clone(estimator).set_params(**params)
     clf.fit(X[train_idx], y_enc[train_idx], sample_weight=weights[train_idx])
     proba = clf.predict_proba(X[valid_idx])
-    used = epochs * math.ceil(n_train / batch_size)
+    used = clf.max_epochs_ * math.ceil(n_train / clf.batch_size_)
     return _scores(y_enc[valid_idx], proba, weights[valid_idx]), used
 
 

@@ -344,8 +344,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         selection), or ``{'module': 'compact_cnn', 'pretrained': False}`` &co.
         when nothing was selected.
     selection_results_ : dict of lists or None
-        One entry per candidate fit of the selection, as ``cv_results_``:
-        ``'recipe'``, ``'rung'`` (of successive halving), ``'steps'``
+        One entry per candidate of the selection, as ``cv_results_``:
+        ``'recipe'``, ``'steps'``
         (optimizer steps; 0 for the frozen features), ``'valid_score'``
         (accuracy on the held-out part of the training data),
         ``'valid_log_loss'`` (log-loss there: it decides between equal
@@ -380,8 +380,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     no download) frozen, with a linear head fitted by logistic regression on
     its features, computed once; ``'fine_tune'``, the same network trained
     whole from that head (``head_init='probe'``) with its BatchNorm layers
-    frozen (``freeze='bn'``), at 128 px, 100 steps of 8 images. Trained
-    recipes meet in successive halving starting at 100 optimizer steps each. No selection runs (and
+    frozen (``freeze='bn'``), at 128 px, 100 steps of 8 images. Each trained
+    recipe is trained on the rest with the budget of its refit. No selection runs (and
     ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
     with a side under 8 pixels, or when the pretrained weights are not

@@ -244,12 +244,11 @@ def test_default_selection_can_choose_lp_ft_offline(crops, tmp_path, no_network,
     import skimgcls._selection as selection
     from skimgcls._selection import Recipe, fine_tune_recipe
 
-    monkeypatch.setattr(selection, "SELECT_STEPS", 4)
     monkeypatch.setattr(selection, "FINE_TUNE_STEPS", 6)
     monkeypatch.setattr(selection, "FINE_TUNE_SIZE", 32)
     # A scratch candidate that cannot learn, so that fine-tuning wins.
     stuck = Recipe("compact_cnn", {"module": "compact_cnn", "pretrained": False,
-                                   "module__width": 4, "lr": 1e-9})
+                                   "module__width": 4, "lr": 1e-9}, steps=2)
     monkeypatch.setattr("skimgcls.classifier.candidate_recipes",
                         lambda shape: [stuck, fine_tune_recipe(shape)])
     X, y = crops
