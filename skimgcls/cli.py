@@ -233,17 +233,25 @@ def _train(args):
         verbose=args.verbose, pretrained=args.pretrained, freeze=args.freeze,
     )
     clf.fit(X, y)
+    if clf.recipe_ is not None:
+        print(f"Recipe chosen on a held-out part of the training images: {clf.recipe_} "
+              "(" + ", ".join(
+                  f"{name} {score:.3f}" for name, score in zip(
+                      clf.selection_results_["recipe"],
+                      clf.selection_results_["valid_score"])) + ")")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     digest = save(clf, out / MODEL_FILE)
-    history = clf.history_[-1]
+    # A frozen-features recipe takes no epoch: its history is empty.
+    history = clf.history_[-1] if len(clf.history_) else {}
     summary = {
         "data_dir": str(args.data_dir), "n_images": int(len(X)),
         "classes": classes.tolist(), "multilabel": bool(y.ndim == 2),
-        "model": args.model, "epochs": len(clf.history_),
+        "model": str(clf.best_params_.get("module", args.model)),
+        "recipe": clf.recipe_, "epochs": len(clf.history_),
         "image_shape": list(clf.image_shape_),
         "reader": {"size": list(reader.size), "mode": reader.mode},
-        "train_loss": history["train_loss"],
+        "train_loss": history.get("train_loss"),
         "validation_fraction": clf.validation_fraction_,
         "valid_acc": history.get("valid_acc"), "sha256": digest,
     }
@@ -505,11 +513,16 @@ def build_parser():
     train.add_argument("--label-sep", metavar="SEP",
                        help="CSV: the label column holds label names joined by SEP "
                        "(e.g. 'beach|people'): multi-label data")
-    train.add_argument("--model", default="compact_cnn",
+    train.add_argument("--model", default=defaults["module"],
                        help="network: compact_cnn, simple_cnn or a backbone name "
                        "such as efficientnet_lite0 or resnet18 "
-                       "(skimgcls.backbones.list_backbones(); default: %(default)s)")
-    train.add_argument("--pretrained", action="store_true",
+                       "(skimgcls.backbones.list_backbones()); default: "
+                       "%(default)s, chosen on the training images among "
+                       "compact_cnn from scratch, frozen pretrained "
+                       "EfficientNet-Lite0 features and its fine-tuning (the "
+                       "recipe is printed and written to training.json)")
+    train.add_argument("--pretrained", action="store_const", const=True,
+                       default=defaults["pretrained"],
                        help="start a backbone from its pretrained weights "
                        "(efficientnet_lite0's install with skimgcls: no download)")
     train.add_argument("--freeze", default="none", type=_freeze,

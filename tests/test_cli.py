@@ -53,6 +53,35 @@ def test_train_writes_a_loadable_model(model_dir, capsys):
     assert summary["n_images"] == 120 and summary["epochs"] == 6
 
 
+def test_train_defaults_choose_the_recipe_and_say_which(folders, monkeypatch, capsys):
+    """The default --model is the classifier's 'auto': the recipe is selected,
+    printed and written down; a frozen-features winner trains no epoch."""
+    from skimgcls._selection import Recipe
+
+    stuck = Recipe("compact_cnn", {"module": "compact_cnn", "pretrained": False,
+                                   "module__width": 4, "lr": 1e-9}, steps=2)
+    frozen = Recipe("frozen_features", {
+        "module": "efficientnet_lite0", "pretrained": True, "freeze": "backbone",
+        "module__input_size": 32}, linear_head=True)
+    monkeypatch.setattr("skimgcls.classifier.candidate_recipes",
+                        lambda shape: [stuck, frozen])
+    out = folders / "auto-model"
+    assert main(["train", str(folders / "train"), "--out", str(out), "--mode", "L",
+                 "--verbose", "0"]) == 0
+    assert "Recipe chosen on a held-out part of the training images: " \
+           "frozen_features" in capsys.readouterr().out
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["recipe"] == "frozen_features" and summary["epochs"] == 0
+    assert summary["model"] == "efficientnet_lite0" and summary["train_loss"] is None
+    assert load(out / "model.safetensors").score(*_folder_arrays(folders / "test")) > 0.8
+
+
+def _folder_arrays(root):
+    paths = sorted(root.glob("*/*.png"))
+    X = np.stack([np.asarray(Image.open(p))[..., None] for p in paths])
+    return X, np.array([p.parent.name for p in paths])
+
+
 def test_predict_csv_and_json(model_dir, folders, capsys):
     files = sorted((folders / "test" / "digit7").glob("*.png"))
     assert main(["predict", str(model_dir), *map(str, files)]) == 0
@@ -131,6 +160,7 @@ def test_demo_and_train_defaults_are_the_classifiers(monkeypatch):
     train = build_parser().parse_args(["train", "data", "--out", "m"])
     for param in ("max_epochs", "batch_size", "lr", "validation_fraction"):
         assert getattr(train, param) == defaults[param], param
+    assert train.model == defaults["module"] and train.pretrained == defaults["pretrained"]
     assert build_parser().parse_args(["demo"]).max_epochs == defaults["max_epochs"]
     # read at parse time, so a changed default (e.g. 'auto') is followed
     monkeypatch.setitem(CNNClassifier.__init__.__kwdefaults__, "max_epochs", "auto")
