@@ -310,11 +310,12 @@ def build_net(params, *, image_shape, n_classes, device, precision, accelerator=
     return net.initialize()
 
 
-def build_callbacks(params, net, *, train, partial):
+def build_callbacks(params, net, *, train, partial, warm=False):
     """The callbacks of one ``fit`` (or ``partial_fit``) call, in order.
 
     ``train`` is the training dataset: its size sets the one-cycle schedule,
-    the linear probe of ``head_init='probe'`` is fitted on it first, and
+    the linear probe of ``head_init='probe'`` is fitted on it first (not when
+    ``warm``: a continued fit keeps the head it has), and
     BatchNorm statistics are recomputed over it at the end (``update_bn``).
     """
     n_train = len(train)
@@ -324,7 +325,7 @@ def build_callbacks(params, net, *, train, partial):
     # Data-parallel fits print on the main process only.
     say = print if accelerator is None else accelerator.print
     callbacks = []
-    if params["head_init"] == "probe" and not partial:
+    if params["head_init"] == "probe" and not (partial or warm):
         callbacks.append(("probe_head", ProbeHead(train)))
     if params["lr_schedule"] is not None and not partial:
         callbacks.append(("lr_schedule", lr_scheduler(params, net, n_train, monitor)))

@@ -274,8 +274,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         cross-validation), so fine-tuning starts from a head that already
         separates the classes and distorts the pretrained features less
         ("LP-FT", Kumar et al., ICLR 2022). Backbone modules only; not with a
-        multi-label ``y`` or ``partial_fit``. ``'random'``: PyTorch's
-        initialization.
+        multi-label ``y`` or ``partial_fit``; a ``warm_start`` refit keeps the
+        head it has. ``'random'``: PyTorch's initialization.
     backbone_lr_mult : float, default=1.0
         Learning rate of a torchvision backbone's body relative to ``lr``
         (discriminative fine-tuning, e.g. 0.1): the body and the head are two
@@ -720,7 +720,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 self.net_.threshold = self.threshold
                 self.net_.set_pos_weight(pos_weight)
             self.net_.callbacks = build_callbacks(
-                net_params(self), self.net_, train=train, partial=partial)
+                net_params(self), self.net_, train=train, partial=partial, warm=warm)
             self.net_.initialize_callbacks()
             self.net_.checkpoint_, epochs = self._checkpointer(
                 X, y_enc, weights, epochs, resume=not (warm or partial))

@@ -349,6 +349,18 @@ def test_head_init_probe_starts_from_the_logistic_regression(digits, resnet_file
     assert random.score(X, y) < 0.9
 
 
+def test_head_init_probe_is_not_refitted_by_a_warm_start(digits, resnet_file):
+    path, _ = resnet_file
+    X, y = digits
+    clf = CNNClassifier("resnet18", pretrained=path, freeze="bn", head_init="probe",
+                        warm_start=True, module__input_size=32, **{**FAST, "lr": 1e-12})
+    clf.fit(X, y)
+    head = clf.module_.head[0].weight.detach().clone()
+    clf.fit(X[::2], y[::2])  # continues: the head is kept, not re-probed on these
+    assert torch.allclose(clf.module_.head[0].weight, head, atol=1e-6)
+    assert "probe_head" not in dict(clf.net_.callbacks)
+
+
 def test_head_init_probe_errors(digits):
     X, y = digits
     with pytest.raises(ValueError, match="head_init='probe'.*backbone name"):
