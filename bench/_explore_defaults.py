@@ -16,7 +16,8 @@ Experiments (``--experiments``, comma-separated):
   gray) and digits 20 / MNIST 500 (where the pretrained features must lose).
 * ``cost``: seconds per optimizer step of ``compact_cnn`` (48 px RGB) against
   fine-tuning EfficientNet-Lite0 at 96 px, same process, same batch size.
-  Informs the rule that fine-tuning is a candidate on accelerators only.
+  Informed the former rule that fine-tuning was a candidate on accelerators only
+  (dropped since the LP-FT recipe: see ``fine_tune``).
 * ``fine_tune``: the LP-FT fine-tuning recipe of ``module='auto'``
   (``skimgcls._selection.fine_tune_recipe``): its input resolution (96 and
   128 px) and peak learning rate (1e-4 against 3e-4), beside the frozen

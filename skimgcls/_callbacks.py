@@ -6,7 +6,7 @@ import time
 import torch
 from skorch.callbacks import Callback
 
-from ._probe import fit_linear_head, last_linear, set_linear_head
+from ._probe import embed_batches, fit_linear_head, last_linear, set_linear_head
 from .backbones import BackboneNet
 from .utils._progress import progress_bar
 
@@ -239,17 +239,16 @@ class ProbeHead(Callback):
         """Fit the probe and write it into the head."""
         module = net.module_
         linear = last_linear(module)
-        features, labels, weights = [], [], []
-        module.eval()
-        with torch.no_grad():
+        labels, weights = [], []
+
+        def batches():
             for Xb, yb in net.get_iterator(self.dataset, training=False):
-                images = net.to_model_input(Xb)
-                with torch.autocast(torch.device(net.device).type, dtype=torch.bfloat16,
-                                    enabled=net.precision == "bf16"):
-                    features.append(module.embed(images).float().cpu())
                 labels.append(yb.cpu())
                 weights.append(Xb["sample_weight"].cpu())
-        features = torch.cat(features).numpy()
+                yield net.to_model_input(Xb)
+
+        features = embed_batches(module, batches(), device=net.device,
+                                 precision=net.precision)
         head = fit_linear_head(features, torch.cat(labels).numpy(),
                                torch.cat(weights).double().numpy(),
                                n_classes=linear.out_features)

@@ -16,7 +16,16 @@ from sklearn.model_selection import StratifiedKFold
 
 from ._functional import to_float_nchw
 
-__all__ = ["HEAD_CS", "LinearHead", "embed", "fit_linear_head", "set_linear_head"]
+__all__ = [
+    "HEAD_CS",
+    "LinearHead",
+    "accuracy_and_log_loss",
+    "embed",
+    "embed_batches",
+    "fit_linear_head",
+    "last_linear",
+    "set_linear_head",
+]
 
 #: Regularization grid of the linear head (inverse strength ``C`` of
 #: ``LogisticRegression`` on standardized features), chosen by inner 3-fold CV
@@ -40,17 +49,34 @@ class LinearHead:
         return torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
 
 
-def embed(module, X, *, device, precision, batch_size=128):
-    """Features ``module.embed(x)`` of in-memory images ``X``, float32, in eval mode."""
+def embed_batches(module, batches, *, device, precision):
+    """Features ``module.embed(x)`` of float NCHW ``batches``, float32, in eval mode."""
     module.eval()
     kind = torch.device(device).type
     out = []
     with torch.inference_mode():
-        for i in range(0, len(X), batch_size):
-            images = to_float_nchw(X[i:i + batch_size], device)
+        for images in batches:
             with torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 out.append(module.embed(images).float().cpu())
     return torch.cat(out).numpy()
+
+
+def embed(module, X, *, device, precision, batch_size=128):
+    """Features ``module.embed(x)`` of in-memory images ``X``, float32, in eval mode."""
+    batches = (to_float_nchw(X[i:i + batch_size], device)
+               for i in range(0, len(X), batch_size))
+    return embed_batches(module, batches, device=device, precision=precision)
+
+
+def accuracy_and_log_loss(y_true, proba, weights, labels):
+    """Weighted accuracy and log-loss of ``proba``, whose columns are ``labels``.
+
+    The ranking of the recipe selection and of the head's ``C``: accuracy
+    first, the log-loss (a proper scoring rule) between equal accuracies.
+    """
+    accuracy = float(np.average(y_true == labels[proba.argmax(1)], weights=weights))
+    loss = log_loss(y_true, proba, sample_weight=weights, labels=labels)
+    return accuracy, float(loss)
 
 
 def fit_linear_head(features, y, weights, *, n_classes=None):
@@ -80,10 +106,6 @@ def fit_linear_head(features, y, weights, *, n_classes=None):
     return LinearHead(coef.astype(np.float32), intercept.astype(np.float32), C)
 
 
-def _accuracy(y_true, y_pred, weights):
-    return float(np.average(y_true == y_pred, weights=weights))
-
-
 def _choose_C(Z, y, weights):
     """The ``C`` of ``HEAD_CS`` with the best stratified 3-fold accuracy.
 
@@ -95,16 +117,15 @@ def _choose_C(Z, y, weights):
     if folds < 2 or len(HEAD_CS) == 1:
         return HEAD_CS[0] if len(HEAD_CS) == 1 else 1.0
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(Z, y))
-    labels = np.unique(y)
     scores = []
     for C in HEAD_CS:
         accuracy = loss = 0.0
         for tr, va in splits:
             model = LogisticRegression(C=C, max_iter=1000)
             model.fit(Z[tr], y[tr], sample_weight=weights[tr])
-            proba = model.predict_proba(Z[va])
-            accuracy += _accuracy(y[va], model.classes_[proba.argmax(1)], weights[va])
-            loss += log_loss(y[va], proba, sample_weight=weights[va], labels=labels)
+            fold = accuracy_and_log_loss(y[va], model.predict_proba(Z[va]), weights[va],
+                                         model.classes_)
+            accuracy, loss = accuracy + fold[0], loss + fold[1]
         scores.append((-accuracy, loss))
     return HEAD_CS[min(range(len(HEAD_CS)), key=scores.__getitem__)]
 

@@ -35,12 +35,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
 from . import backbones
 from ._build import PRETRAINED_BACKBONE, auto_batch_size
-from ._probe import embed, fit_linear_head, last_linear, set_linear_head
+from ._probe import (
+    accuracy_and_log_loss,
+    embed,
+    fit_linear_head,
+    last_linear,
+    set_linear_head,
+)
 from .augmentation import RandomAugment
 
 __all__ = [
@@ -255,11 +260,8 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
 
 
 def _scores(y_true, proba, weights):
-    """Weighted accuracy and log-loss of class probabilities ``proba``."""
-    accuracy = float(np.average(y_true == proba.argmax(1), weights=weights))
-    loss = log_loss(y_true, proba, sample_weight=weights,
-                    labels=np.arange(proba.shape[1]))
-    return accuracy, float(loss)
+    """Accuracy and log-loss of ``proba``, one column per class index."""
+    return accuracy_and_log_loss(y_true, proba, weights, np.arange(proba.shape[1]))
 
 
 def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng):

@@ -57,7 +57,7 @@ def _model_file(model_dir):
 
 
 def _freeze(value):
-    """``--freeze``: 'none', 'backbone' or a number of blocks."""
+    """``--freeze``: 'none', 'backbone', 'bn' or a number of blocks."""
     return int(value) if value.isdigit() else value
 
 
@@ -526,8 +526,9 @@ def build_parser():
                        help="start a backbone from its pretrained weights "
                        "(efficientnet_lite0's install with skimgcls: no download)")
     train.add_argument("--freeze", default="none", type=_freeze,
-                       help="'backbone' trains only the new head, an int freezes "
-                       "that many leading blocks (default: %(default)s)")
+                       help="'backbone' trains only the new head, 'bn' keeps the "
+                       "BatchNorm layers' pretrained weights and statistics, an int "
+                       "freezes that many leading blocks (default: %(default)s)")
     train.add_argument("--out", required=True, metavar="MODEL_DIR",
                        help="directory to write the model to")
     # Training defaults are CNNClassifier's own, read from it, not copied.

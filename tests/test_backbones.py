@@ -365,6 +365,9 @@ def test_head_init_probe_errors(digits):
     X, y = digits
     with pytest.raises(ValueError, match="head_init='probe'.*backbone name"):
         CNNClassifier("compact_cnn", head_init="probe", **FAST).fit(X, y)
+    with pytest.raises(ValueError, match="no module__head_hidden"):
+        CNNClassifier("resnet18", head_init="probe", module__input_size=32,
+                      module__head_hidden=8, **FAST).fit(X, y)
     clf = CNNClassifier("resnet18", head_init="probe", module__input_size=32, **FAST)
     with pytest.raises(ValueError, match="does not apply to partial_fit"):
         clf.partial_fit(X, y, classes=np.unique(y))

@@ -65,6 +65,21 @@ def module_name(path):
     return ".".join(parts)
 
 
+def imported_names(target, node):
+    """(module, name or None, line) of each name of ``from <target> import ...``.
+
+    A name that is itself a module ("from . import module", "from skimgcls
+    import module") is reported as that module.
+    """
+    layers = layer_of()
+    for alias in node.names:
+        sub = f"{target}.{alias.name}" if target else alias.name
+        if sub in layers:
+            yield sub, None, node.lineno
+        else:
+            yield target, alias.name, node.lineno
+
+
 def package_imports(path):
     """(imported module, imported name or None, line) of every relative import."""
     name = module_name(path)
@@ -76,22 +91,12 @@ def package_imports(path):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
             target = ".".join([*base, *(node.module.split(".") if node.module else [])])
-            for alias in node.names:
-                sub = f"{target}.{alias.name}" if target else alias.name
-                if sub in layer_of():  # "from . import module"
-                    yield sub, None, node.lineno
-                else:
-                    yield target, alias.name, node.lineno
+            yield from imported_names(target, node)
         elif isinstance(node, ast.ImportFrom):
             full = node.module or ""
             if full == "skimgcls" or full.startswith("skimgcls."):
                 target = full.removeprefix("skimgcls").removeprefix(".")
-                for alias in node.names:
-                    sub = f"{target}.{alias.name}" if target else alias.name
-                    if sub in layer_of():  # "from skimgcls import module"
-                        yield sub, None, node.lineno
-                    else:
-                        yield target, alias.name, node.lineno
+                yield from imported_names(target, node)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 full = alias.name

@@ -462,7 +462,7 @@ def prepare_module(module, *, pretrained=False, freeze="none", progress=True):
         arguments are at their defaults.
     pretrained : bool, str, path or mapping, default=False
         See :meth:`BackboneNet.load_pretrained`.
-    freeze : 'none', 'backbone' or int, default='none'
+    freeze : 'none', 'backbone', 'bn' or int, default='none'
         See :meth:`BackboneNet.freeze`.
     progress : bool, default=True
         Show a progress bar while weights download.
