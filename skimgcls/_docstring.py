@@ -4,8 +4,10 @@ The pattern of imbalanced-learn's ``utils/_docstring.py``: a class or
 method docstring holds a placeholder such as ``{image_shape}`` on its own
 line, and the :class:`Substitution` decorator replaces it with the shared
 text, at the placeholder's indentation, so every estimator that takes
-``image_shape`` documents it the same way. Examples sections that start from
-the same data share those doctest lines the same way.
+``image_shape`` documents it the same way. A shared text may also be a whole
+section, heading included (``{n_features_in_attributes}``). Examples
+sections that start from the same data share those doctest lines the same
+way.
 """
 
 import re
@@ -124,6 +126,10 @@ SHARED_PARAMETERS["worst_errors"] = (
     "n_images : int, default=16\nShow at most this many errors.\n"
     + SHARED_PARAMETERS["image_grid"])
 
+#: The Attributes section of the image transformers that learn nothing else.
+SHARED_PARAMETERS["n_features_in_attributes"] = (
+    "Attributes\n----------\n" + SHARED_PARAMETERS["n_features_in_"])
+
 #: Doctest lines that several Examples sections start from, inserted as they are.
 SHARED_EXAMPLES = {
     "image_folder": (
@@ -147,17 +153,23 @@ SHARED_EXAMPLES = {
     ),
 }
 
-#: Lines of a shared text that start a new entry (``name : type``); the
-#: others are its description, indented one level more.
+#: Lines of a shared text that stand at the placeholder's indentation: those
+#: that start a new entry (``name : type``) and section underlines (and the
+#: heading above each); the others are an entry's description, indented one
+#: level more.
 _ENTRY = re.compile(r"^\w+ : ")
+_UNDERLINE = re.compile(r"^-+$")
 
 
 def _indented(name, indent):
     """The shared text ``name``, indented to stand at a placeholder's place."""
     if name in SHARED_EXAMPLES:
         return "\n".join(indent + line for line in SHARED_EXAMPLES[name].split("\n"))
-    return "\n".join(indent + ("" if _ENTRY.match(line) else "    ") + line
-                     for line in SHARED_PARAMETERS[name].split("\n"))
+    lines = SHARED_PARAMETERS[name].split("\n")
+    return "\n".join(
+        indent + ("" if _ENTRY.match(line) or _UNDERLINE.match(line)
+                  or _UNDERLINE.match(below) else "    ") + line
+        for line, below in zip(lines, lines[1:] + [""]))
 
 
 class Substitution:

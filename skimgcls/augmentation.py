@@ -48,7 +48,7 @@ def _uniform(n, low, high, device):
     return torch.rand(n, device=device) * (high - low) + low
 
 
-@Substitution("image_shape", "n_features_in_")
+@Substitution("image_shape", "n_features_in_attributes")
 class RandomAugment(ImageTransformer):
     """Random image augmentation for training, one draw per image per batch.
 
@@ -102,9 +102,7 @@ class RandomAugment(ImageTransformer):
         ``random_state`` governs the draws instead.
     {image_shape}
 
-    Attributes
-    ----------
-    {n_features_in_}
+    {n_features_in_attributes}
 
     See Also
     --------

@@ -67,7 +67,7 @@ _IMAGE_SHAPE_CONSTRAINT = [tuple, list, None]
 _SIZE_CONSTRAINT = [Interval(Integral, 1, None, closed="left"), tuple, list]
 
 
-@Substitution("image_shape", "n_features_in_")
+@Substitution("image_shape", "n_features_in_attributes")
 class Resize(ImageTransformer):
     """Resize images to one size, optionally keeping their aspect ratio.
 
@@ -89,9 +89,7 @@ class Resize(ImageTransformer):
         does), avoiding aliasing.
     {image_shape}
 
-    Attributes
-    ----------
-    {n_features_in_}
+    {n_features_in_attributes}
 
     See Also
     --------
@@ -154,7 +152,7 @@ class Resize(ImageTransformer):
         return apply_nhwc(self.as_torch_module(), X)
 
 
-@Substitution("image_shape", "n_features_in_")
+@Substitution("image_shape", "n_features_in_attributes")
 class CenterCrop(ImageTransformer):
     """Cut the center ``size`` of each image (pad images that are smaller).
 
@@ -167,9 +165,7 @@ class CenterCrop(ImageTransformer):
         images' own units.
     {image_shape}
 
-    Attributes
-    ----------
-    {n_features_in_}
+    {n_features_in_attributes}
 
     See Also
     --------
@@ -351,7 +347,7 @@ class Normalize(ImageTransformer):
         return out
 
 
-@Substitution("image_shape", "n_features_in_")
+@Substitution("image_shape", "n_features_in_attributes")
 class ToFloat(ImageTransformer):
     """Scale integer images to float32 in [0, 1].
 
@@ -362,9 +358,7 @@ class ToFloat(ImageTransformer):
     ----------
     {image_shape}
 
-    Attributes
-    ----------
-    {n_features_in_}
+    {n_features_in_attributes}
 
     Examples
     --------
@@ -387,7 +381,7 @@ class ToFloat(ImageTransformer):
         return np.ascontiguousarray(scaled_float(X))
 
 
-@Substitution("image_shape", "n_features_in_")
+@Substitution("image_shape", "n_features_in_attributes")
 class ToRGB(ImageTransformer):
     """Give every image 3 channels: repeat gray, drop alpha.
 
@@ -395,9 +389,7 @@ class ToRGB(ImageTransformer):
     ----------
     {image_shape}
 
-    Attributes
-    ----------
-    {n_features_in_}
+    {n_features_in_attributes}
 
     See Also
     --------
@@ -428,7 +420,7 @@ class ToRGB(ImageTransformer):
         return np.ascontiguousarray(X[..., :3])
 
 
-@Substitution("image_shape", "n_features_in_")
+@Substitution("image_shape", "n_features_in_attributes")
 class ToGrayscale(ImageTransformer):
     """Convert images to gray with ITU-R 601-2 luma (as PIL and torchvision).
 
@@ -441,9 +433,7 @@ class ToGrayscale(ImageTransformer):
         expect RGB input).
     {image_shape}
 
-    Attributes
-    ----------
-    {n_features_in_}
+    {n_features_in_attributes}
 
     Examples
     --------
