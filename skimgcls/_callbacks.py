@@ -164,7 +164,8 @@ class UpdateBatchNorm(Callback):
     In data-parallel training each process passes its shard of the training
     batches, and the statistics are then averaged over the processes,
     weighted by their number of batches: the average over the same batches
-    as in a single process, identical on every process.
+    as in a single process, identical on every process (and so is
+    ``num_batches_tracked``, the number of batches of all processes).
 
     Parameters
     ----------
@@ -199,6 +200,14 @@ class UpdateBatchNorm(Callback):
                         batches += 1
             net.mean_across_processes(
                 [s for m in layers for s in (m.running_mean, m.running_var)], batches)
+            # The batch count of one pass over all the batches, on every
+            # process (each counted its own shard's).
+            accelerator = getattr(net, "accelerator", None)
+            processes = 1 if accelerator is None else accelerator.num_processes
+            count = torch.tensor([float(batches)])
+            net.mean_across_processes([count], 1)
+            for m in layers:
+                m.num_batches_tracked.fill_(round(count.item() * processes))
         finally:
             for m, momentum, mode in zip(layers, momenta, training):
                 m.momentum = momentum
@@ -219,7 +228,8 @@ class ProbeHead(Callback):
     Underperform Out-of-Distribution*, ICLR 2022).
 
     In data-parallel training each process fits a probe on its shard and the
-    heads are averaged, weighted by the number of images.
+    heads are averaged, weighted by the number of images: every process
+    starts from the same head.
 
     Parameters
     ----------
@@ -237,7 +247,14 @@ class ProbeHead(Callback):
 
     def on_train_begin(self, net, **kwargs):
         """Fit the probe and write it into the head."""
-        module = net.module_
+        module, device = net.module_, net.device
+        accelerator = getattr(net, "accelerator", None)
+        if accelerator is not None:
+            # The accelerator places the module (net.device is None). In a
+            # data-parallel fit the DistributedDataParallel wrapper has neither
+            # embed() nor head; the network it wraps shares its parameters.
+            module = accelerator.unwrap_model(module, keep_fp32_wrapper=False)
+            device = accelerator.device
         linear = last_linear(module)
         labels, weights = [], []
 
@@ -247,7 +264,7 @@ class ProbeHead(Callback):
                 weights.append(Xb["sample_weight"].cpu())
                 yield net.to_model_input(Xb)
 
-        features = embed_batches(module, batches(), device=net.device,
+        features = embed_batches(module, batches(), device=device,
                                  precision=net.precision)
         head = fit_linear_head(features, torch.cat(labels).numpy(),
                                torch.cat(weights).double().numpy(),

@@ -2,10 +2,11 @@
 
 Started by ``torchrun --nproc_per_node 2`` (see the test) as
 ``distributed_worker.py OUT`` (in-memory arrays: a checkpointed fit, an
-interrupted and resumed one) or ``distributed_worker.py OUT FOLDER`` (the PNG
-files of :func:`digit_files` in FOLDER, then a backbone unfrozen mid-fit);
-each process writes what it saw to ``OUT/rank<k>.pt``. Not a test module: it
-only runs as a script.
+interrupted and resumed one), ``distributed_worker.py OUT FOLDER`` (the PNG
+files of :func:`digit_files` in FOLDER, then a backbone unfrozen mid-fit) or
+``distributed_worker.py OUT probe`` (a ``head_init='probe'`` fit); each
+process writes what it saw to ``OUT/rank<k>.pt``. Not a test module: it only
+runs as a script.
 """
 
 import hashlib
@@ -17,6 +18,7 @@ import torch
 from skorch.callbacks import Callback
 
 from skimgcls import CNNClassifier, save
+from skimgcls._probe import last_linear
 from skimgcls.preprocessing import ImageReader
 
 #: Images of the file-path fits, and their validation batch size: 192
@@ -220,6 +222,50 @@ def main_files_and_unfreezing(out, folder):
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
 
 
+#: The ``head_init='probe'`` fit: a pretrained backbone on 48 digits at 32 px,
+#: no validation split, one epoch of 3 batches of 16: 2 on the main process, 1
+#: on the other, so that the shard probes count 32 and 16 images.
+N_PROBE = 48
+
+
+class HeadRecorder(Callback):
+    """The head of the first training batch (after ``ProbeHead``, before any step)."""
+
+    def initialize(self):
+        self.head_ = None
+        return self
+
+    def on_batch_begin(self, net, training=None, **kwargs):
+        if training and self.head_ is None:
+            linear = last_linear(_unwrapped(net))
+            self.head_ = (linear.weight.detach().clone(), linear.bias.detach().clone())
+
+
+def main_probe(out):
+    """A ``head_init='probe'`` fit: each process's shard probe before averaging,
+    the head the first training batch met, the final weights."""
+    import skimgcls._callbacks as callbacks
+
+    rank = int(os.environ["RANK"])
+    probes = []  # what ProbeHead fitted on this process: its labels, the head
+    fit_linear_head = callbacks.fit_linear_head  # ProbeHead's, recorded
+
+    def recording_fit(features, y, weights, **kwargs):
+        head = fit_linear_head(features, y, weights, **kwargs)
+        probes.append({"y": y.copy(), "coef": head.coef.copy(),
+                       "intercept": head.intercept.copy()})
+        return head
+
+    callbacks.fit_linear_head = recording_fit
+    X, y = digits(N_PROBE)
+    clf = classifier(module="efficientnet_lite0", pretrained=True, module__input_size=32,
+                     head_init="probe", validation_fraction=None, max_epochs=1,
+                     lr=1e-3, callbacks=[("head", HeadRecorder())]).fit(X, y)
+    result = {"probes": probes, "start": dict(clf.net_.callbacks_)["head"].head_,
+              "history": clf.history_.to_list(), "state": state(clf)}
+    torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+
+
 def main(out):
     rank = int(os.environ["RANK"])
     X, y = digits(240)
@@ -256,7 +302,9 @@ def main(out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
+    if sys.argv[2:] == ["probe"]:
+        main_probe(sys.argv[1])
+    elif len(sys.argv) > 2:
         main_files_and_unfreezing(sys.argv[1], sys.argv[2])
     else:
         main(sys.argv[1])

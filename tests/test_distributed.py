@@ -1,11 +1,13 @@
 """Data-parallel training in two real processes (torchrun, gloo, CPU).
 
 ``distributed_worker.py`` runs in both processes. This module launches it
-twice and checks what each process recorded against single-process fits:
-first on in-memory arrays (a checkpointed fit, then a fit interrupted in its
-second epoch and resumed from its checkpoint), then on PNG files (file paths
-go through the DataLoader that ``accelerator.prepare`` shards) and with a
-backbone unfrozen mid-fit (DistributedDataParallel must be wrapped again).
+three times and checks what each process recorded, also against
+single-process fits: first on in-memory arrays (a checkpointed fit, then a
+fit interrupted in its second epoch and resumed from its checkpoint), then on
+PNG files (file paths go through the DataLoader that ``accelerator.prepare``
+shards) and with a backbone unfrozen mid-fit (DistributedDataParallel must be
+wrapped again), last a ``head_init='probe'`` fit (one linear probe per shard,
+averaged).
 """
 
 import os
@@ -27,6 +29,7 @@ import skimgcls  # noqa: E402
 
 from .distributed_worker import (  # noqa: E402
     N_FILES,
+    N_PROBE,
     VALID_BATCH_SIZE,
     classifier,
     digit_files,
@@ -273,3 +276,46 @@ def test_an_unfrozen_backbone_trains_in_step_on_both_processes(second):
     assert results[0]["grads"] == results[1]["grads"]
     assert max_difference(results[0]["body"][-1], results[1]["body"][-1]) == 0
     assert max_difference(results[0]["state"], results[1]["state"]) == 0
+
+
+# -- head_init='probe' ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """The third launch: a pretrained backbone fitted with head_init='probe'."""
+    return launch(tmp_path_factory.mktemp("ddp_probe"), "probe")
+
+
+def test_probe_head_is_the_average_of_the_shard_probes_on_both_processes(probe):
+    """Each process fits a probe on its shard; both start training from their
+    average, weighted by the shards' images, and end identical.
+
+    Without the average each process would start from its own probe, and
+    DistributedDataParallel (which broadcasts the weights only when it wraps
+    the module, before the probe) would train two different networks."""
+    probes = [result["probes"] for result in probe]
+    assert [len(p) for p in probes] == [1, 1]  # one probe per process
+    (a,), (b,) = probes
+    # the shards: 2 batches of 16 and 1, together the training images once
+    assert [len(a["y"]), len(b["y"])] == [32, 16]
+    _, y = digits(N_PROBE)
+    np.testing.assert_array_equal(np.bincount(a["y"], minlength=10)
+                                  + np.bincount(b["y"], minlength=10),
+                                  np.bincount(y, minlength=10))
+    assert np.abs(a["coef"] - b["coef"]).max() > 1e-2  # two different probes
+    n_a, n_b = len(a["y"]), len(b["y"])
+    for key, index in (("coef", 0), ("intercept", 1)):
+        average = (n_a * a[key].astype(np.float64)
+                   + n_b * b[key].astype(np.float64)) / (n_a + n_b)
+        for result in probe:
+            start = result["start"][index].double().numpy()
+            np.testing.assert_allclose(start, average, rtol=1e-6, atol=1e-6)
+    # the same head, bit for bit, before the first step on both processes
+    for start_a, start_b in zip(probe[0]["start"], probe[1]["start"], strict=True):
+        assert torch.equal(start_a, start_b)
+    for result in probe:
+        assert [row["train_batch_count"] for row in result["history"]] == [2]
+    # and the same network at the end, BatchNorm statistics and counts included
+    # (update_bn counted 2 batches on one process, 1 on the other: 3 in all)
+    a_end, b_end = (result["state"] for result in probe)
+    assert max_difference(a_end, b_end) == 0
+    assert {v.item() for k, v in a_end.items() if k.endswith("num_batches_tracked")} == {3}
