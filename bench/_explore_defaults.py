@@ -36,6 +36,7 @@ Experiments (``--experiments``, comma-separated):
 """
 
 import argparse
+import copy
 import importlib.util
 import json
 import math
@@ -48,12 +49,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
+from skorch.callbacks import Callback
 
 from skimgcls import CNNClassifier
 from skimgcls._build import auto_batch_size
 from skimgcls._probe import embed, fit_linear_head
-from skimgcls._selection import (FINE_TUNE_LR, FINE_TUNE_STEPS, fine_tune_recipe,
-                                 frozen_input_size)
+from skimgcls._selection import (FINE_TUNE_BATCH, FINE_TUNE_LR, FINE_TUNE_STEPS,
+                                 fine_tune_recipe, frozen_input_size)
 from skimgcls.backbones import build_backbone
 
 _spec = importlib.util.spec_from_file_location("skimgcls_bench_accuracy",
@@ -186,6 +188,111 @@ def fine_tune(name, X, y, emit):
         "load": os.getloadavg()[0]})
 
 
+#: The photo conditions as (crops per class, side, gray) for ``shift``.
+SHIFT_CONDITIONS = {"photos_rgb48_30": (30, 48, False), "photos_rgb48_5": (5, 48, False),
+                    "photos_gray128_30": (30, 128, True), "photos_gray128_5": (5, 128, True)}
+
+
+def shifted_fold(per_class, size, gray, draw, n_valid=20):
+    """A validation fold of the *training region* that is shifted as the test is.
+
+    The suite's training crops come from the left ``acc.TRAIN_REGION`` of each
+    photo and its test crops from the rest. Here the training region alone is
+    cut the same way: fitting crops from its left part, validation crops from
+    its right part, so that no validation pixel was in a fitting crop (random
+    folds of overlapping crops score 94-100 % and cannot tell recipes apart).
+    Crop sides are drawn as the suite draws them (15-35 % of the photo's
+    shorter side). The test region is never read.
+    """
+    from PIL import Image
+
+    rng = np.random.RandomState(1000 + draw)
+    parts = {"fit": ([], []), "valid": ([], [])}
+    for label, (_, photo) in enumerate(acc.load_photos()):
+        h, w = photo.shape[:2]
+        region = int(acc.TRAIN_REGION * w)  # pixels right of it are the test's
+        inner = int(acc.TRAIN_REGION * region)
+        for part, (lo, hi), n in (("fit", (0, inner), per_class),
+                                  ("valid", (inner, region), n_valid)):
+            for _ in range(n):
+                side = min(int(rng.uniform(0.15, 0.35) * min(h, w)), hi - lo)
+                x, y0 = rng.randint(lo, hi - side + 1), rng.randint(0, h - side + 1)
+                crop = Image.fromarray(photo[y0:y0 + side, x:x + side])
+                crop = crop.convert("L") if gray else crop
+                parts[part][0].append(np.asarray(crop.resize((size, size),
+                                                             Image.BILINEAR)))
+                parts[part][1].append(label)
+    (X, y), (Xv, yv) = ((np.stack(parts[k][0]), np.array(parts[k][1]))
+                        for k in ("fit", "valid"))
+    return X, y, Xv, yv
+
+
+class _Capture(Callback):
+    """Keeps the weights at the beginning (after the probe) and end of training."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.start_ = copy.deepcopy(net.module_.state_dict())
+
+    def on_train_end(self, net, **kwargs):
+        self.end_ = copy.deepcopy(net.module_.state_dict())
+
+
+def interpolate(start, end, alpha):
+    """``(1 - alpha) * start + alpha * end`` for float tensors (WiSE-FT)."""
+    return {k: (1 - alpha) * start[k] + alpha * end[k] if end[k].is_floating_point()
+            else end[k] for k in end}
+
+
+def shift(name, emit, draws=(0, 1, 2)):
+    """Accuracy on shifted validation folds: frozen heads, LP-FT and its interpolations."""
+    from sklearn.linear_model import LogisticRegression
+
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        for fsize in sorted({frozen_input_size(X.shape[1:]), 224}):
+            net = build_backbone("efficientnet_lite0", n_classes=None,
+                                 in_channels=X.shape[-1], input_size=fsize, pretrained=True)
+            F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
+            head = fit_linear_head(F, y, np.ones(len(y)))
+            emit({"experiment": "shift", "condition": name, "draw": draw,
+                  "method": f"frozen {fsize} px, head C by CV ({head.C:g})",
+                  "accuracy": float(np.mean(head.predict(Fv) == yv))})
+            for C in (0.01, 0.1, 1.0):
+                Z = (F - F.mean(0)) / (F.std(0) + 1e-6)
+                Zv = (Fv - F.mean(0)) / (F.std(0) + 1e-6)
+                model = LogisticRegression(C=C, max_iter=1000).fit(Z, y)
+                emit({"experiment": "shift", "condition": name, "draw": draw,
+                      "method": f"frozen {fsize} px, head C={C:g}",
+                      "accuracy": float(model.score(Zv, yv))})
+            model = LogisticRegression(max_iter=1000).fit(F, y)
+            emit({"experiment": "shift", "condition": name, "draw": draw,
+                  "method": f"frozen {fsize} px, raw features C=1 (suite baseline)",
+                  "accuracy": float(model.score(Fv, yv))})
+        recipe = fine_tune_recipe(X.shape[1:])
+        batches = math.ceil(len(X) / FINE_TUNE_BATCH)
+        clf = CNNClassifier(**recipe.params, max_epochs=max(1, math.ceil(
+            FINE_TUNE_STEPS / batches)), validation_fraction=None, early_stopping=False,
+            callbacks=[("capture", _Capture())], random_state=draw)
+        start = time.perf_counter()
+        clf.fit(X, y)
+        fit_s = time.perf_counter() - start
+        module, capture = clf.net_.module_, dict(clf.net_.callbacks_)["capture"]
+        trained_size = module.adapter.resize.size
+        for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
+            module.load_state_dict(interpolate(capture.start_, capture.end_, alpha))
+            # The same weights predict at the trained size and at 224 px
+            # (FixRes: Touvron et al., NeurIPS 2019).
+            for predict_size in (trained_size, (224, 224)):
+                module.adapter.resize.size = predict_size
+                emit({"experiment": "shift", "condition": name, "draw": draw,
+                      "method": f"LP-FT, weights (1-a) probe + a fine-tuned, a={alpha:g}"
+                                f", predicting at {predict_size[0]} px",
+                      "accuracy": float(clf.score(Xv, yv)), "fit_s": fit_s})
+            module.adapter.resize.size = trained_size
+
+
 def budget(name, X, y, emit, seeds=(0,)):
     """CV accuracy of compact_cnn under step budgets of 250, 500 and 1,000."""
     for steps in (250, 500, 1000):
@@ -280,6 +387,10 @@ def main(argv=None):
     for experiment in args.experiments.split(","):
         if experiment == "cost":
             cost(emit)
+            continue
+        if experiment == "shift":
+            for name in chosen or SHIFT_CONDITIONS:
+                shift(name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS}[experiment]

@@ -18,7 +18,13 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
 from ._accelerate import AcceleratedImageNet
-from ._callbacks import EpochProgressBar, ProbeHead, UnfreezeBackbone, UpdateBatchNorm
+from ._callbacks import (
+    EpochProgressBar,
+    InterpolateWeights,
+    ProbeHead,
+    UnfreezeBackbone,
+    UpdateBatchNorm,
+)
 from ._data import collate_batch, image_batches
 from ._probe import last_linear
 from ._skorch import ImageNet
@@ -338,6 +344,9 @@ def build_callbacks(params, net, *, train, partial, warm=False):
             leave=verbose > 1, epochs=1 if partial else params["max_epochs"])))
     if params["unfreeze_at_epoch"] is not None and params["freeze"] != "none":
         callbacks.append(("unfreeze", UnfreezeBackbone(params["unfreeze_at_epoch"])))
+    if params["wise_alpha"] is not None and not partial:
+        # After early stopping restored the best weights, before update_bn.
+        callbacks.append(("interpolate_weights", InterpolateWeights(params["wise_alpha"])))
     if params["update_bn"] and not partial:
         # After early stopping restored the best weights (callbacks run in order).
         callbacks.append(("update_bn", UpdateBatchNorm(train)))

@@ -10,7 +10,8 @@ from ._probe import embed_batches, fit_linear_head, last_linear, set_linear_head
 from .backbones import BackboneNet
 from .utils._progress import progress_bar
 
-__all__ = ["EpochProgressBar", "ProbeHead", "UnfreezeBackbone", "UpdateBatchNorm"]
+__all__ = ["EpochProgressBar", "InterpolateWeights", "ProbeHead", "UnfreezeBackbone",
+           "UpdateBatchNorm"]
 
 #: Seconds between two refreshes of the running loss and accuracy; reading
 #: them synchronizes the GPU, so it is not done on every batch.
@@ -146,6 +147,53 @@ class UnfreezeBackbone(Callback):
             for param in module.parameters():
                 param.requires_grad_(True)
         net.history.record("unfrozen", True)
+
+
+class InterpolateWeights(Callback):
+    """skorch callback: end training between the starting and the trained weights.
+
+    At the end of training every floating-point parameter and buffer becomes
+    ``(1 - alpha) * start + alpha * trained``, ``start`` being the network
+    as training began (after the other callbacks' ``on_train_begin``, e.g.
+    :class:`ProbeHead`'s linear probe). For a network fine-tuned from
+    pretrained weights, this weight-space ensemble of the pretrained model
+    and the fine-tuned one keeps the robustness of the first and most of the
+    fit of the second: WiSE-FT (Wortsman et al., *Robust fine-tuning of
+    zero-shot models*, CVPR 2022), whose ``alpha=0.5`` needs no tuning. It
+    is meaningless for a network trained from a random initialization.
+
+    The interpolation happens before later callbacks' ``on_train_end`` (such
+    as :class:`UpdateBatchNorm`, which then recomputes BatchNorm statistics
+    for the interpolated weights). Every process of a data-parallel fit
+    starts and ends with the same weights, so they interpolate alike.
+
+    Parameters
+    ----------
+    alpha : float, default=0.5
+        Weight of the trained weights, in (0, 1]; 1 keeps them unchanged.
+    """
+
+    def __init__(self, alpha=0.5):
+        self.alpha = alpha
+
+    def on_train_begin(self, net, **kwargs):
+        """Keep a copy of the starting weights."""
+        self.start_ = {name: value.detach().clone()
+                       for name, value in net.module_.state_dict().items()
+                       if value.is_floating_point()}
+
+    def on_train_end(self, net, **kwargs):
+        """Interpolate in place; record ``weights_interpolated`` in the history."""
+        start = getattr(self, "start_", None)
+        if start is None or not len(net.history) or self.alpha == 1:
+            return
+        with torch.no_grad():
+            for name, value in net.module_.state_dict().items():
+                if name in start:
+                    value.mul_(self.alpha).add_(start[name].to(value.device),
+                                                alpha=1 - self.alpha)
+        self.start_ = None  # free the copy
+        net.history.record("weights_interpolated", self.alpha)
 
 
 class UpdateBatchNorm(Callback):

@@ -276,6 +276,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ("LP-FT", Kumar et al., ICLR 2022). Backbone modules only; not with a
         multi-label ``y`` or ``partial_fit``; a ``warm_start`` refit keeps the
         head it has. ``'random'``: PyTorch's initialization.
+    wise_alpha : float or None, default=None
+        End a fine-tuning between the weights it started from (the pretrained
+        body and its head, e.g. the ``head_init='probe'`` one) and the
+        trained ones: ``(1 - wise_alpha) * start + wise_alpha * trained``, a
+        weight-space ensemble that keeps the pretrained model's robustness to
+        images unlike the training ones ("WiSE-FT", Wortsman et al., CVPR
+        2022; 0.5 needs no tuning there). In (0, 1]; None or 1: the trained
+        weights. For pretrained networks only: from a random initialization
+        the result is meaningless. See
+        :class:`skimgcls.callbacks.InterpolateWeights`.
     backbone_lr_mult : float, default=1.0
         Learning rate of a torchvision backbone's body relative to ``lr``
         (discriminative fine-tuning, e.g. 0.1): the body and the head are two
@@ -450,6 +460,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "checkpoint": [str, os.PathLike, None],
         "pretrained": ["boolean", str, os.PathLike, Mapping],
         "head_init": [StrOptions({"random", "probe"})],
+        "wise_alpha": [Interval(Real, 0, 1, closed="right"), None],
         "freeze": [StrOptions({"none", "backbone", "bn"}),
                    Interval(Integral, 0, None, closed="left")],
         "unfreeze_at_epoch": [Interval(Integral, 1, None, closed="left"), None],
@@ -491,6 +502,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         freeze="none",
         unfreeze_at_epoch=None,
         head_init="random",
+        wise_alpha=None,
         backbone_lr_mult=1.0,
         random_state=None,
         verbose=0,
@@ -526,6 +538,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.freeze = freeze
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.head_init = head_init
+        self.wise_alpha = wise_alpha
         self.backbone_lr_mult = backbone_lr_mult
         self.random_state = random_state
         self.verbose = verbose

@@ -361,6 +361,26 @@ def test_head_init_probe_is_not_refitted_by_a_warm_start(digits, resnet_file):
     assert "probe_head" not in dict(clf.net_.callbacks)
 
 
+def test_wise_alpha_ends_halfway_between_start_and_fine_tuned_weights(digits, resnet_file):
+    path, _ = resnet_file
+    X, y = digits
+    params = dict(pretrained=path, freeze="bn", head_init="probe", module__input_size=32,
+                  **{**FAST, "max_epochs": 2, "lr": 1e-3})
+    tuned = CNNClassifier("resnet18", **params).fit(X, y)
+    wise = CNNClassifier("resnet18", wise_alpha=0.5, **params)
+    start = fit_with_snapshot(wise, X, y)
+    end, mixed = tuned.module_.state_dict(), wise.module_.state_dict()
+    moved = [k for k in end if end[k].is_floating_point()
+             and not torch.equal(start[k], end[k])]
+    assert "head.0.weight" in moved and "body.conv1.weight" in moved
+    for k in moved:
+        torch.testing.assert_close(mixed[k], (start[k] + end[k]) / 2)
+    assert wise.net_.history[-1]["weights_interpolated"] == 0.5
+    assert "weights_interpolated" not in tuned.net_.history[-1]
+    with pytest.raises(ValueError, match="wise_alpha"):
+        CNNClassifier("resnet18", wise_alpha=0.0, **params).fit(X, y)
+
+
 def test_head_init_probe_errors(digits):
     X, y = digits
     with pytest.raises(ValueError, match="head_init='probe'.*backbone name"):
