@@ -34,6 +34,7 @@ from skorch.dataset import unpack_data
 from skorch.exceptions import DeviceWarning
 from skorch.hf import AccelerateMixin
 
+from ._checkpoint import unwrapped_module
 from ._data import SliceBatches
 from ._skorch import ImageNet
 
@@ -203,8 +204,7 @@ class AcceleratedImageNet(AccelerateMixin, ImageNet):
         return self
 
     def _trainable_mask(self):
-        module = self.accelerator.unwrap_model(self.module_, keep_fp32_wrapper=False)
-        return tuple(p.requires_grad for p in module.parameters())
+        return tuple(p.requires_grad for p in unwrapped_module(self).parameters())
 
     def get_iterator(self, dataset, training=False):
         """This process's batches of ``dataset``.

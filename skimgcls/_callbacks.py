@@ -6,6 +6,7 @@ import time
 import torch
 from skorch.callbacks import Callback
 
+from ._checkpoint import unwrapped_module
 from ._probe import embed_batches, fit_linear_head, last_linear, set_linear_head
 from .backbones import BackboneNet
 from .utils._progress import progress_bar
@@ -137,7 +138,9 @@ class UnfreezeBackbone(Callback):
 
     def on_epoch_begin(self, net, **kwargs):
         """Unfreeze when the epoch about to run is ``epoch``."""
-        module = net.module_
+        # Not the DistributedDataParallel wrapper of a data-parallel fit: only
+        # BackboneNet.unfreeze takes its frozen blocks out of eval mode.
+        module = unwrapped_module(net)
         frozen = any(not p.requires_grad for p in module.parameters())
         if len(net.history) < self.epoch or not frozen:
             return
@@ -295,14 +298,12 @@ class ProbeHead(Callback):
 
     def on_train_begin(self, net, **kwargs):
         """Fit the probe and write it into the head."""
-        module, device = net.module_, net.device
+        # In a data-parallel fit the DistributedDataParallel wrapper has
+        # neither embed() nor head; the network it wraps shares its parameters.
+        module, device = unwrapped_module(net), net.device
         accelerator = getattr(net, "accelerator", None)
         if accelerator is not None:
-            # The accelerator places the module (net.device is None). In a
-            # data-parallel fit the DistributedDataParallel wrapper has neither
-            # embed() nor head; the network it wraps shares its parameters.
-            module = accelerator.unwrap_model(module, keep_fp32_wrapper=False)
-            device = accelerator.device
+            device = accelerator.device  # it places the module (net.device is None)
         linear = last_linear(module)
         labels, weights = [], []
 

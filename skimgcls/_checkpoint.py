@@ -160,9 +160,12 @@ def _apply_callback_states(net, states):
             cb.best_model_weights_ = best
 
 
-def _unwrapped(net):
-    """The network without its DistributedDataParallel wrapper, if any.
+def unwrapped_module(net):
+    """``net.module_`` without the accelerator's DistributedDataParallel wrapper.
 
+    In a data-parallel fit ``net.module_`` is the wrapper, which has neither
+    the network's methods and attributes (``embed``, ``unfreeze``...) nor its
+    state dict keys; the network it wraps shares its parameters and buffers.
     Checkpoints hold the plain network's keys, so that a multi-process fit
     resumes in one process and the other way round.
     """
@@ -266,7 +269,7 @@ class Checkpointer:
             "fingerprint": self.fingerprint,
             "epochs": len(net.history),
             "stopped": bool(stopped),
-            "module": _unwrapped(net).state_dict(),
+            "module": unwrapped_module(net).state_dict(),
             # ImageNet has one optimizer, skorch's "optimizer" (optimizer_).
             "optimizers": {"optimizer": net.optimizer_.state_dict()},
             "callbacks": _callback_states(net),
@@ -287,7 +290,7 @@ class Checkpointer:
         state, self.resume = self.resume, None
         if state is None:
             return
-        _unwrapped(net).load_state_dict(state["module"])
+        unwrapped_module(net).load_state_dict(state["module"])
         for name, optimizer_state in state["optimizers"].items():
             getattr(net, name + "_").load_state_dict(optimizer_state)
         net.history.clear()

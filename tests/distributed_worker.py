@@ -143,11 +143,14 @@ class Recorder(Callback):
 
 
 class BodyRecorder(Callback):
-    """A backbone's weights at the start of each epoch, its gradients per batch."""
+    """A backbone's weights at the start of each epoch, its gradients and train
+    mode per batch, its BatchNorm statistics at the end of each epoch."""
 
     def initialize(self):
         self.body_ = []  # state dict of the body when each epoch begins
         self.grads_ = []  # (epoch, [sum of each body parameter's gradient])
+        self.eval_modules_ = []  # (epoch, body modules in eval mode in the batch)
+        self.bn_ = []  # the body's BatchNorm running means when each epoch ends
         return self
 
     def on_epoch_begin(self, net, **kwargs):
@@ -163,6 +166,13 @@ class BodyRecorder(Callback):
             self.grads_.append((len(net.history), [
                 None if p.grad is None else float(p.grad.double().sum())
                 for p in body.parameters()]))
+            self.eval_modules_.append((len(net.history), sum(
+                not m.training for m in body.modules())))
+
+    def on_epoch_end(self, net, **kwargs):
+        # Before update_bn (at the end of training) recomputes the statistics.
+        self.bn_.append([m.running_mean.clone() for m in _unwrapped(net).body.modules()
+                         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)])
 
 
 def state(clf):
@@ -217,6 +227,9 @@ def main_files_and_unfreezing(out, folder):
         "body": recorder.body_ + [{k: v.clone()
                                    for k, v in clf.module_.body.state_dict().items()}],
         "grads": recorder.grads_,
+        "eval_modules": recorder.eval_modules_,
+        "bn": recorder.bn_,
+        "frozen_blocks": clf.module_.frozen_blocks,
         "state": state(clf),
     }
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))

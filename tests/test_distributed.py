@@ -272,8 +272,23 @@ def test_an_unfrozen_backbone_trains_in_step_on_both_processes(second):
         grads = dict(result["grads"])  # last batch of each epoch
         assert all(g is None for g in grads[1])
         assert all(g is not None for g in grads[2])
+        # Unfrozen as in one process: no block left frozen, so every module
+        # of the body trains in train mode (BatchNorm statistics move, dropout
+        # is on) from epoch 2 on.
+        assert result["frozen_blocks"] == 0
+        eval_modules = result["eval_modules"]
+        assert [epoch for epoch, _ in eval_modules] == [1, 1, 2, 2]
+        assert all(n > 0 for epoch, n in eval_modules if epoch == 1)
+        assert [n for epoch, n in eval_modules if epoch == 2] == [0, 0]
+        bn_1, bn_2 = result["bn"]  # when epochs 1 and 2 end
+        assert bn_1  # the body has BatchNorm layers
+        for mean_1, mean_2 in zip(bn_1, bn_2, strict=True):
+            assert not torch.equal(mean_1, mean_2)
     # the same averaged gradients at every step, the same weights in the end
     assert results[0]["grads"] == results[1]["grads"]
+    assert results[0]["eval_modules"] == results[1]["eval_modules"]
+    for bn_a, bn_b in zip(results[0]["bn"], results[1]["bn"], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(bn_a, bn_b, strict=True))
     assert max_difference(results[0]["body"][-1], results[1]["body"][-1]) == 0
     assert max_difference(results[0]["state"], results[1]["state"]) == 0
 
