@@ -390,8 +390,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     no download) frozen, with a linear head fitted by logistic regression on
     its features, computed once; ``'fine_tune'``, the same network trained
     whole from that head (``head_init='probe'``) with its BatchNorm layers
-    frozen (``freeze='bn'``), at 128 px, 100 steps of 8 images. Each trained
-    recipe is trained on the rest with the budget of its refit. No selection runs (and
+    frozen (``freeze='bn'``), at 128 px, 100 steps of 8 images, ending
+    halfway between the fine-tuned and the starting weights
+    (``wise_alpha=0.5``). Each trained recipe is trained on the rest with the
+    budget of its refit. Fine-tuning must beat the frozen features it starts
+    from by more than one standard error of the held-out accuracy (the
+    one-standard-error rule): held-out crops of the same photos as the
+    training ones cannot tell them apart. No selection runs (and
     ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
     with a side under 8 pixels, or when the pretrained weights are not

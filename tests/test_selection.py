@@ -17,6 +17,7 @@ from skimgcls._build import net_params, resolve_auto
 from skimgcls._probe import embed, fit_linear_head
 from skimgcls._selection import (
     Recipe,
+    _one_standard_error,
     candidate_recipes,
     fine_tune_input_size,
     frozen_input_size,
@@ -183,8 +184,8 @@ def test_candidates_depend_on_the_images(monkeypatch):
 
 
 @pytest.mark.parametrize("side, frozen_size, tune_size", [
-    (8, 96, 128), (28, 96, 128), (48, 128, 128), (64, 192, 128), (128, 224, 128)])
-def test_input_sizes_grow_with_the_images_within_bounds(side, frozen_size, tune_size):
+    (8, 96, 128), (28, 96, 128), (32, 224, 128), (48, 224, 128), (128, 224, 128)])
+def test_input_sizes(side, frozen_size, tune_size):
     assert frozen_input_size((side, side, 1)) == frozen_size
     assert fine_tune_input_size((side, side, 3)) == tune_size
 
@@ -196,3 +197,25 @@ def test_auto_resolves_without_selection():
     assert resolve_auto("compact_cnn", False) == {}
     params = net_params(CNNClassifier())
     assert params["module"] == "compact_cnn" and params["pretrained"] is False
+
+
+@pytest.mark.parametrize("accuracies, n_valid, chosen", [
+    ([0.5, 41 / 42, 1.0], 42, 1),  # one error in 42: within one standard error
+    ([0.5, 40 / 42, 1.0], 42, 2),  # two errors: fine-tuning is better
+    ([0.5, 0.70, 0.85], 7, 1),   # 7 held-out images: too few to tell
+    ([0.5, 0.90, 0.99], 400, 2),
+])
+def test_fine_tuning_must_beat_the_features_it_refines_by_one_standard_error(
+        accuracies, n_valid, chosen):
+    recipes = candidate_recipes_for((48, 48, 3))
+    assert [r.name for r in recipes] == ["compact_cnn", "frozen_features", "fine_tune"]
+    assert _one_standard_error(recipes, accuracies, 2, n_valid) == chosen
+    # Only a refinement falls back; the scratch network does not.
+    assert _one_standard_error(recipes, [1.0, 0.99, 0.5], 0, n_valid) == 0
+    assert _one_standard_error(recipes[::2], [0.9, 0.95], 1, n_valid) == 1
+
+
+def candidate_recipes_for(shape):
+    from skimgcls._selection import fine_tune_recipe, frozen_recipe, scratch_recipe
+
+    return [scratch_recipe(), frozen_recipe(shape), fine_tune_recipe(shape)]
