@@ -132,8 +132,8 @@ def fine_tune_input_size(image_shape):
 #: Weight of the fine-tuned weights in the fine-tuning recipe's final ones
 #: (``wise_alpha``; the rest is the probe it started from). On the shifted
 #: validation crops of ``frozen_input_size``, 0.5 scored 85.7 / 70.2 / 84.5 /
-#: 78.6 % where the fine-tuned weights alone scored 79.0 / 70.5 / 81.4 / 77.5 %
-#: (48 px RGB 30 and 5 per class, 128 px gray 30 and 5).
+#: 78.1 % where the fine-tuned weights alone scored 79.0 / 70.5 / 81.4 / 76.4 %
+#: (48 px RGB 30 and 5 per class, 128 px gray 30 and 5; 3 draws).
 FINE_TUNE_WISE_ALPHA = 0.5
 
 
@@ -296,8 +296,9 @@ def _one_standard_error(recipes, accuracies, best, n_valid):
     images has an error of 0.03, one miss is within it, two are not). A
     small held-out part of near-duplicate images (crops of the same photos)
     cannot tell fine-tuning from the frozen features it starts from; on crops
-    from a disjoint region the frozen features won 3 of 4 photo conditions
-    (``bench/_explore_defaults.py --experiments shift``).
+    from a disjoint region the frozen features won 3 of 4 photo conditions by
+    5.7-7.2 points and lost the fourth by 0.2 (``bench/_explore_defaults.py
+    --experiments shift``, ``bench/results/explore_shift.md``).
     """
     names = [r.name for r in recipes]
     simpler = recipes[best].refines
