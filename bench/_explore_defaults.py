@@ -302,6 +302,31 @@ def shift(name, emit, draws=(0, 1, 2)):
             module.adapter.resize.size = trained_size
 
 
+def flip(name, emit, draws=(0, 1, 2)):
+    """Shifted validation of frozen 224 px features with horizontal flips."""
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
+                             input_size=224, pretrained=True)
+        F, Fv, G, Gv = (embed(net, np.ascontiguousarray(A), device="cpu", precision="bf16")
+                        for A in (X, Xv, X[:, :, ::-1], Xv[:, :, ::-1]))
+        ones = np.ones(len(y))
+        plain = fit_linear_head(F, y, ones)
+        mean = fit_linear_head((F + G) / 2, y, ones)
+        both = fit_linear_head(np.concatenate([F, G]), np.concatenate([y, y]),
+                               np.ones(2 * len(y)))
+        for method, pred in (
+                ("features of the images", plain.predict(Fv)),
+                ("features averaged over the image and its mirror", mean.predict((Fv + Gv) / 2)),
+                ("head fitted on images and mirrors, probabilities averaged",
+                 (both.predict_proba(Fv) + both.predict_proba(Gv)).argmax(1))):
+            emit({"experiment": "shift", "condition": name, "draw": draw,
+                  "method": f"frozen 224 px, {method}",
+                  "accuracy": float(np.mean(pred == yv))})
+
+
 def budget(name, X, y, emit, seeds=(0,)):
     """CV accuracy of compact_cnn under step budgets of 250, 500 and 1,000."""
     for steps in (250, 500, 1000):
@@ -416,9 +441,9 @@ def main(argv=None):
         if experiment == "cost":
             cost(emit)
             continue
-        if experiment == "shift":
+        if experiment in ("shift", "flip"):
             for name in chosen or SHIFT_CONDITIONS:
-                shift(name, emit)
+                {"shift": shift, "flip": flip}[experiment](name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS}[experiment]

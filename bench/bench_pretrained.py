@@ -90,19 +90,22 @@ def features_section(sizes, per_class, seeds):
 
 def recipes(quick):
     """The compared recipes: name -> estimator factory(seed, n_images)."""
-    def lp_ft(seed, n):
+    def lp_ft(seed, n, **changes):
         # The 'fine_tune' recipe of module='auto', as its refit trains it.
         recipe = fine_tune_recipe((48, 48, 3))
         steps = 4 if quick else recipe.steps
         epochs = max(1, math.ceil(steps / math.ceil(n / recipe.params["batch_size"])))
-        return CNNClassifier(**recipe.params, max_epochs=epochs, random_state=seed)
+        return CNNClassifier(**{**recipe.params, **changes}, max_epochs=epochs,
+                             random_state=seed)
 
     return {
         "compact_cnn (from scratch, 'auto' budget)": lambda seed, n: CNNClassifier(
             "compact_cnn", random_state=seed, **({"max_epochs": 2} if quick else {})),
         "frozen lite0 + LR (128 px)": lambda seed, n: probe(128, seed),
         "frozen lite0 + LR (224 px)": lambda seed, n: probe(224, seed),
-        "fine-tune lite0 (LP-FT: the 'fine_tune' recipe, 128 px, 100 steps of 8)": lp_ft,
+        "fine-tune lite0 (LP-FT, 128 px, 100 steps of 8; no WiSE)":
+            lambda seed, n: lp_ft(seed, n, wise_alpha=None),
+        "fine-tune lite0 (the 'fine_tune' recipe: LP-FT + wise_alpha=0.5)": lp_ft,
     }
 
 

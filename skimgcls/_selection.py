@@ -255,6 +255,17 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     scores, cache, spent = [], {}, 0
     for recipe in recipes:
         t0 = time.perf_counter()
+        if _cannot_win(recipe, results, len(valid_idx)):
+            # The simpler recipe it refines is within one standard error of a
+            # perfect score: by the rule below, this one cannot be chosen.
+            scores.append((math.inf, math.inf))
+            for key, value in (("recipe", recipe.name), ("steps", 0),
+                               ("valid_score", math.nan), ("valid_log_loss", math.nan),
+                               ("fit_s", 0.0)):
+                results[key].append(value)
+            _log(verbose, f"{recipe.name:<16} not trained: {recipe.refines} is within "
+                          "one standard error of a perfect score")
+            continue
         if recipe.linear_head:
             (score, loss), used = _score_linear_head(
                 recipe, X, y_enc, weights, train_idx, valid_idx, cache,
@@ -304,10 +315,29 @@ def _one_standard_error(recipes, accuracies, best, n_valid):
     simpler = recipes[best].refines
     if simpler not in names:
         return best
-    p = (n_valid * accuracies[best] + 2) / (n_valid + 4)
-    error = math.sqrt(p * (1 - p) / n_valid)
     other = names.index(simpler)
+    error = _standard_error(accuracies[best], n_valid)
     return other if accuracies[other] >= accuracies[best] - error else best
+
+
+def _standard_error(accuracy, n_valid):
+    """Standard error of a held-out accuracy, two successes and two failures added."""
+    p = (n_valid * accuracy + 2) / (n_valid + 4)
+    return math.sqrt(p * (1 - p) / n_valid)
+
+
+def _cannot_win(recipe, results, n_valid):
+    """Whether ``recipe`` would lose to the simpler one it refines whatever it scores.
+
+    ``accuracy - standard error`` grows with the accuracy, so a perfect score
+    is a refinement's best chance: when the simpler recipe is within one
+    standard error of 1, training the refinement is wasted (on photo crops,
+    the 17 s of fine-tuning).
+    """
+    if recipe.refines not in results["recipe"]:
+        return False
+    simpler = results["valid_score"][results["recipe"].index(recipe.refines)]
+    return simpler >= 1 - _standard_error(1.0, n_valid)
 
 
 def _scores(y_true, proba, weights):

@@ -15,7 +15,7 @@ Two ways to use it, both of which never touch test images:
   come from torch's global generator, which the classifier seeds from its own
   ``random_state``, so a seeded fit is reproducible.
 * As a Pipeline step: :meth:`RandomAugment.fit_transform` returns augmented
-  images and :meth:`RandomAugment.transform` returns them unchanged, so a
+  images and its ``transform`` returns them unchanged, so a
   Pipeline augments what it fits on and nothing it predicts.
 
 :func:`mix_batch` implements MixUp and CutMix for the classifier's
@@ -116,7 +116,8 @@ class RandomAugment(ImageTransformer):
     device) and returns one of the same shape and dtype. Brightness and
     contrast do not clip, so the augmenter also works on normalized images.
     In :meth:`fit_transform` uint8 and uint16 images are augmented on the
-    [0, 1] scale and returned with their dtype.
+    [0, 1] scale and returned with their dtype. ``transform`` returns the
+    images unchanged (validated, NHWC): test data is never augmented.
 
     Examples
     --------
@@ -351,23 +352,8 @@ class RandomAugment(ImageTransformer):
             out = self(to_float_nchw(X))
         return from_float_nchw(out, X.dtype)
 
-    @Substitution("X_images")
-    def transform(self, X):
-        """Return the images unchanged (validated, NHWC): never augment test data.
-
-        Parameters
-        ----------
-        {X_images}
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, H, W, C)
-            The same images.
-        """
-        return super().transform(X)
-
     def _transform(self, X):
-        return X
+        return X  # transform: test data is never augmented
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

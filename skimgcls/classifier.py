@@ -359,7 +359,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         (optimizer steps; 0 for the frozen features), ``'valid_score'``
         (accuracy on the held-out part of the training data),
         ``'valid_log_loss'`` (log-loss there: it decides between equal
-        accuracies) and ``'fit_s'`` (seconds). None when no selection ran.
+        accuracies) and ``'fit_s'`` (seconds); scores are NaN for fine-tuning
+        when it was not trained, the frozen features being within one
+        standard error of a perfect score (it could not have been chosen).
+        None when no selection ran.
     selection_steps_ : int
         Optimizer steps the selection spent (0 without selection).
     selection_seconds_ : float

@@ -236,7 +236,8 @@ def _train(args):
     if clf.recipe_ is not None:
         print(f"Recipe chosen on a held-out part of the training images: {clf.recipe_} "
               "(" + ", ".join(
-                  f"{name} {score:.3f}" for name, score in zip(
+                  f"{name} {score:.3f}" if score == score else f"{name} not trained"
+                  for name, score in zip(
                       clf.selection_results_["recipe"],
                       clf.selection_results_["valid_score"])) + ")")
     out = Path(args.out)

@@ -219,3 +219,27 @@ def candidate_recipes_for(shape):
     from skimgcls._selection import fine_tune_recipe, frozen_recipe, scratch_recipe
 
     return [scratch_recipe(), frozen_recipe(shape), fine_tune_recipe(shape)]
+
+
+def test_a_refinement_that_cannot_win_is_not_trained(recipes, weights_file, data,
+                                                     monkeypatch, tmp_path):
+    X, y, _, _ = data
+    results = {"recipe": ["compact_cnn", "frozen_features"], "valid_score": [0.5, 41 / 42]}
+    refinement = Recipe("fine_tune", {"module": "compact_cnn", "pretrained": False,
+                                      "module__width": 8}, steps=30,
+                        refines="frozen_features")
+    assert selection_module._cannot_win(refinement, results, 42)  # 1 miss in 42
+    results["valid_score"][1] = 40 / 42
+    assert not selection_module._cannot_win(refinement, results, 42)
+    assert not selection_module._cannot_win(scratch(), results, 42)
+    # In fit: with a standard error of 1, nothing can beat the frozen features.
+    monkeypatch.setattr(selection_module, "_standard_error", lambda accuracy, n: 1.0)
+    recipes(scratch(), frozen(weights_file), refinement)
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
+    res = clf.selection_results_
+    assert res["recipe"] == ["compact_cnn", "frozen_features", "fine_tune"]
+    assert res["steps"][2] == 0 and np.isnan(res["valid_score"][2])
+    assert clf.recipe_ in ("compact_cnn", "frozen_features")
+    assert clf.selection_steps_ == res["steps"][0]
+    save(clf, tmp_path / "model")
+    assert np.isnan(load(tmp_path / "model").selection_results_["valid_score"][2])
