@@ -588,7 +588,8 @@ def targets(res):
     if small:
         slow = [f"{n} {s:.1f} s" for n, s in small if s > 30]
         check(not slow, "default fit <= 30 s for <= 1,000 images of <= 64x64 (slowest: "
-                        + ", ".join(slow or [max((f"{s:.1f} s ({n})" for n, s in small))])
+                        + ", ".join(slow or ["{1:.1f} s ({0})".format(
+                            *max(small, key=lambda item: item[1]))])
                         + ")")
     per_image = {}
     for name in ("mnist_rgb64", "mnist_rgb128"):

@@ -281,11 +281,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
             results[key].append(value)
         _log(verbose, f"{recipe.name:<16} valid accuracy {score:.3f}, log-loss "
                       f"{loss:.3f} ({used} steps, {time.perf_counter() - t0:.1f} s)")
-    # Accuracy first; equal accuracies (a small held-out part that several
-    # candidates get entirely right) are decided by the log-loss, a proper
-    # scoring rule; exact ties go to the earlier (cheaper) recipe.
-    best = min(range(len(recipes)), key=scores.__getitem__)
-    best = _one_standard_error(recipes, results["valid_score"], best, len(valid_idx))
+    best = _choose(recipes, scores, results["valid_score"], len(valid_idx))
     _log(verbose, f"chose {recipes[best].name} (valid accuracy "
                   f"{results['valid_score'][best]:.3f}) in "
                   f"{time.perf_counter() - start:.1f} s")
@@ -296,28 +292,37 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                      entry.get("body_state"))
 
 
-def _one_standard_error(recipes, accuracies, best, n_valid):
-    """The simpler recipe that ``recipes[best]`` refines, if within one standard error.
+def _choose(recipes, scores, accuracies, n_valid):
+    """Index of the chosen recipe: the best ranked that is not a refinement in vain.
 
-    The one-standard-error rule (Breiman et al., 1984; Hastie et al., *The
-    Elements of Statistical Learning*, 7.10): a refinement must beat the model
-    it refines by more than the noise of the held-out accuracy,
-    ``sqrt(p (1 - p) / n)`` with ``p`` the best accuracy with two successes
-    and two failures added (Agresti and Coull, 1998: a perfect score on 42
-    images has an error of 0.03, one miss is within it, two are not). A
-    small held-out part of near-duplicate images (crops of the same photos)
-    cannot tell fine-tuning from the frozen features it starts from; on crops
-    from a disjoint region the frozen features won 3 of 4 photo conditions by
+    Ranked by held-out accuracy; equal accuracies (a small held-out part that
+    several candidates get entirely right) are decided by the log-loss, a
+    proper scoring rule; exact ties go to the earlier (cheaper) recipe.
+
+    A recipe that refines another (fine-tuning refines the frozen features it
+    starts from) counts only when it beats that one by more than the noise of
+    the held-out accuracy, the one-standard-error rule (Breiman et al., 1984;
+    Hastie et al., *The Elements of Statistical Learning*, 7.10): the error is
+    ``sqrt(p (1 - p) / n)`` with ``p`` its accuracy with two successes and two
+    failures added (Agresti and Coull, 1998: a perfect score on 42 images has
+    an error of 0.03, one miss is within it, two are not). A small held-out
+    part of near-duplicate images (crops of the same photos) cannot tell
+    fine-tuning from the frozen features it starts from; on crops from a
+    disjoint region the frozen features won 3 of 4 photo conditions by
     5.7-7.2 points and lost the fourth by 0.2 (``bench/_explore_defaults.py
     --experiments shift``, ``bench/results/explore_shift.md``).
     """
     names = [r.name for r in recipes]
-    simpler = recipes[best].refines
-    if simpler not in names:
-        return best
-    other = names.index(simpler)
-    error = _standard_error(accuracies[best], n_valid)
-    return other if accuracies[other] >= accuracies[best] - error else best
+    ranked = sorted(range(len(recipes)), key=scores.__getitem__)
+    for i in ranked:
+        simpler = recipes[i].refines
+        if math.isnan(accuracies[i]):  # not trained (see _cannot_win)
+            continue
+        if simpler in names and (accuracies[names.index(simpler)]
+                                 >= accuracies[i] - _standard_error(accuracies[i], n_valid)):
+            continue
+        return i
+    return ranked[0]
 
 
 def _standard_error(accuracy, n_valid):

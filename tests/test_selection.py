@@ -17,7 +17,7 @@ from skimgcls._build import net_params, resolve_auto
 from skimgcls._probe import embed, fit_linear_head
 from skimgcls._selection import (
     Recipe,
-    _one_standard_error,
+    _choose,
     candidate_recipes,
     fine_tune_input_size,
     frozen_input_size,
@@ -202,17 +202,21 @@ def test_auto_resolves_without_selection():
 @pytest.mark.parametrize("accuracies, n_valid, chosen", [
     ([0.5, 41 / 42, 1.0], 42, 1),  # one error in 42: within one standard error
     ([0.5, 40 / 42, 1.0], 42, 2),  # two errors: fine-tuning is better
-    ([0.5, 0.70, 0.85], 7, 1),   # 7 held-out images: too few to tell
+    ([0.5, 0.70, 0.85], 7, 1),     # 7 held-out images: too few to tell
     ([0.5, 0.90, 0.99], 400, 2),
+    ([1.0, 23 / 24, 1.0], 24, 0),  # fine-tuning in vain drops out; the rest ranks
+    ([1.0, 0.99, 0.5], 42, 0),
 ])
 def test_fine_tuning_must_beat_the_features_it_refines_by_one_standard_error(
         accuracies, n_valid, chosen):
     recipes = candidate_recipes_for((48, 48, 3))
     assert [r.name for r in recipes] == ["compact_cnn", "frozen_features", "fine_tune"]
-    assert _one_standard_error(recipes, accuracies, 2, n_valid) == chosen
-    # Only a refinement falls back; the scratch network does not.
-    assert _one_standard_error(recipes, [1.0, 0.99, 0.5], 0, n_valid) == 0
-    assert _one_standard_error(recipes[::2], [0.9, 0.95], 1, n_valid) == 1
+    # Equal accuracies go to the lower log-loss: fine-tuning's here.
+    scores = [(-a, loss) for a, loss in zip(accuracies, [0.3, 0.2, 0.1])]
+    assert _choose(recipes, scores, accuracies, n_valid) == chosen
+    # Without the frozen features, fine-tuning competes on its score alone.
+    assert _choose(recipes[::2], scores[::2], accuracies[::2], n_valid) == min(
+        range(2), key=scores[::2].__getitem__)
 
 
 def candidate_recipes_for(shape):
