@@ -2,8 +2,10 @@
 
 What ``fit`` does by default is decided on the data it is given, as
 ``LogisticRegressionCV`` or ``HistGradientBoostingClassifier(early_stopping=
-'auto')`` decide: candidate recipes are compared on a stratified held-out part
-of the *training* data, and ``fit`` then refits the winner on everything.
+'auto')`` decide: candidate recipes are compared on a held-out part of the
+*training* data (a fifth of each class: an image and its nearest neighbours
+in the pretrained features, so that few held-out images keep a near-duplicate
+in the training part), and ``fit`` then refits the winner on everything.
 
 Recipes (each a set of ``CNNClassifier`` parameters, so a user can ask for one
 directly):
@@ -68,6 +70,10 @@ SELECT_VALID_FRACTION = 0.2
 #: The selection looks at most at this many images (stratified subsample);
 #: the winner is refit on all of them.
 SELECT_MAX_SAMPLES = 2000
+#: How the held-out part is drawn: 'random' (stratified) or 'neighbourhood'
+#: (per class, an image and its nearest neighbours in the pretrained features;
+#: see ``_neighbourhood_split``).
+SELECT_SPLIT = "neighbourhood"
 #: Optimizer steps of the fine-tuning recipe (in the selection and the refit).
 FINE_TUNE_STEPS = 100
 #: Peak learning rate (AdamW, one-cycle) of the fine-tuning recipe: 50x below
@@ -253,6 +259,11 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     results = {"recipe": [], "steps": [], "valid_score": [], "valid_log_loss": [],
                "fit_s": []}
     scores, cache, spent = [], {}, 0
+    linear = [r for r in recipes if r.linear_head]
+    if SELECT_SPLIT == "neighbourhood" and linear:
+        features = _features(linear[0], X, cache, device=device, precision=precision,
+                             build_module=build_module)
+        train_idx, valid_idx = _neighbourhood_split(features, y_enc, valid_idx, rng)
     for recipe in recipes:
         t0 = time.perf_counter()
         if _cannot_win(recipe, results, len(valid_idx)):
@@ -372,12 +383,45 @@ def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, r
     return _scores(y_enc[valid_idx], proba, weights[valid_idx]), used
 
 
+def _features(recipe, X, cache, *, device, precision, build_module):
+    """The features of every image under ``recipe``'s frozen body, computed once."""
+    if recipe.name not in cache:
+        module = build_module(recipe.params).to(device)
+        features = embed(module, X, device=device, precision=precision)
+        cache[recipe.name] = {"features": features, "body_state": module.state_dict()}
+    return cache[recipe.name]["features"]
+
+
+def _neighbourhood_split(features, y_enc, valid_idx, rng):
+    """Hold out, in each class, an image and its nearest neighbours.
+
+    As many images per class as the stratified ``valid_idx`` holds out, but
+    the nearest ones (cosine distance of the pretrained features) to one
+    drawn at random: a neighbourhood of the class, as spatial block
+    cross-validation holds out a block (Roberts et al., *Ecography*, 2017).
+    A random held-out part of overlapping images (crops of the same photos,
+    frames of a video) has near-duplicates in the training part and scores
+    every candidate at 91-100 %.
+    """
+    unit = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-12)
+    counts = np.bincount(y_enc[valid_idx], minlength=int(y_enc.max()) + 1)
+    held = []
+    for c, count in enumerate(counts):
+        members = np.flatnonzero(y_enc == c)
+        if not count:
+            continue
+        seed = members[rng.randint(len(members))]
+        distance = 1 - unit[members] @ unit[seed]
+        held.append(members[np.argsort(distance, kind="stable")[:count]])
+    valid = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(y_enc)), valid), valid
+
+
 def _score_linear_head(recipe, X, y_enc, weights, train_idx, valid_idx, cache, *,
                        device, precision, build_module):
     """Features of every image once; a linear head on the train part, scored."""
-    module = build_module(recipe.params).to(device)
-    features = embed(module, X, device=device, precision=precision)
-    cache[recipe.name] = {"features": features, "body_state": module.state_dict()}
+    features = _features(recipe, X, cache, device=device, precision=precision,
+                         build_module=build_module)
     head = fit_linear_head(features[train_idx], y_enc[train_idx], weights[train_idx])
     proba = head.predict_proba(features[valid_idx])
     return _scores(y_enc[valid_idx], proba, weights[valid_idx])

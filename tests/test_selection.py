@@ -247,3 +247,18 @@ def test_a_refinement_that_cannot_win_is_not_trained(recipes, weights_file, data
     assert clf.selection_steps_ == res["steps"][0]
     save(clf, tmp_path / "model")
     assert np.isnan(load(tmp_path / "model").selection_results_["valid_score"][2])
+
+
+def test_neighbourhood_split_holds_out_a_neighbourhood_per_class():
+    rng = np.random.RandomState(0)
+    # Class 0: two tight groups of 5 (directions e0 and e1); class 1: 10 near e2.
+    centers = np.eye(3)[[0] * 5 + [1] * 5 + [2] * 10]
+    features = centers + 0.01 * rng.rand(20, 3)
+    y = np.array([0] * 10 + [1] * 10)
+    valid_idx = np.array([0, 7, 12, 15])  # what a stratified split would hold out: 2 + 2
+    train, valid = selection_module._neighbourhood_split(
+        features, y, valid_idx, np.random.RandomState(3))
+    assert np.array_equal(np.sort(np.concatenate([train, valid])), np.arange(20))
+    assert np.bincount(y[valid]).tolist() == [2, 2]
+    held0 = valid[y[valid] == 0]
+    assert (held0 < 5).all() or (held0 >= 5).all()  # one group, never both
