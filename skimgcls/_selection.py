@@ -263,7 +263,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     if SELECT_SPLIT == "neighbourhood" and linear:
         features = _features(linear[0], X, cache, device=device, precision=precision,
                              build_module=build_module)
-        train_idx, valid_idx = _neighbourhood_split(features, y_enc, valid_idx, rng)
+        train_idx, valid_idx = _neighbourhood_split(features, y_enc, valid_idx)
     for recipe in recipes:
         t0 = time.perf_counter()
         if _cannot_win(recipe, results, len(valid_idx)):
@@ -392,13 +392,14 @@ def _features(recipe, X, cache, *, device, precision, build_module):
     return cache[recipe.name]["features"]
 
 
-def _neighbourhood_split(features, y_enc, valid_idx, rng):
+def _neighbourhood_split(features, y_enc, valid_idx):
     """Hold out, in each class, an image and its nearest neighbours.
 
-    As many images per class as the stratified ``valid_idx`` holds out, but
-    the nearest ones (cosine distance of the pretrained features) to one
-    drawn at random: a neighbourhood of the class, as spatial block
+    As many images per class as the stratified random ``valid_idx`` holds
+    out, but the nearest ones (cosine distance of the pretrained features) to
+    the first of them: a neighbourhood of the class, as spatial block
     cross-validation holds out a block (Roberts et al., *Ecography*, 2017).
+    A class with one held-out image keeps the random draw's.
     A random held-out part of overlapping images (crops of the same photos,
     frames of a video) has near-duplicates in the training part and scores
     every candidate at 91-100 %.
@@ -410,7 +411,7 @@ def _neighbourhood_split(features, y_enc, valid_idx, rng):
         members = np.flatnonzero(y_enc == c)
         if not count:
             continue
-        seed = members[rng.randint(len(members))]
+        seed = valid_idx[y_enc[valid_idx] == c][0]
         distance = 1 - unit[members] @ unit[seed]
         held.append(members[np.argsort(distance, kind="stable")[:count]])
     valid = np.sort(np.concatenate(held))

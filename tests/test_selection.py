@@ -256,9 +256,11 @@ def test_neighbourhood_split_holds_out_a_neighbourhood_per_class():
     features = centers + 0.01 * rng.rand(20, 3)
     y = np.array([0] * 10 + [1] * 10)
     valid_idx = np.array([0, 7, 12, 15])  # what a stratified split would hold out: 2 + 2
-    train, valid = selection_module._neighbourhood_split(
-        features, y, valid_idx, np.random.RandomState(3))
+    train, valid = selection_module._neighbourhood_split(features, y, valid_idx)
     assert np.array_equal(np.sort(np.concatenate([train, valid])), np.arange(20))
     assert np.bincount(y[valid]).tolist() == [2, 2]
     held0 = valid[y[valid] == 0]
-    assert (held0 < 5).all() or (held0 >= 5).all()  # one group, never both
+    assert 0 in held0 and (held0 < 5).all()  # image 0 and its group, not 7's
+    # One held-out image per class: the random draw's.
+    _, valid = selection_module._neighbourhood_split(features, y, np.array([7, 15]))
+    assert valid.tolist() == [7, 15]
