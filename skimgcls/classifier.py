@@ -388,11 +388,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     at ``'auto'``, ``fit`` compares candidate recipes on a held-out fifth of
     each class of the training data (at most 2,000 images looked at) and
     refits the winner on all of it, as ``LogisticRegressionCV`` does. The
-    held-out images of a class are one drawn at random and its nearest
-    neighbours in the pretrained features, so that few held-out images keep
-    a near-duplicate (a crop of the same part of a photo, a frame of the
-    same scene) in the training part, which flatters the recipes that
-    memorize. Without pretrained weights the held-out part is stratified at
+    held-out images of a class are one of a stratified random draw and its
+    nearest neighbours in the pretrained features, so that few held-out
+    images keep a near-duplicate (a crop of the same part of a photo, a
+    frame of the same scene) in the training part, which flatters the
+    recipes that memorize. Without pretrained weights the held-out part is stratified at
     random. The candidates are
     ``'compact_cnn'`` trained from scratch; ``'frozen_features'``, the
     pretrained EfficientNet-Lite0 body (ImageNet weights installed with pip,
