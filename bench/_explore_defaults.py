@@ -35,6 +35,14 @@ Experiments (``--experiments``, comma-separated):
   held-out part of its selection, scored on the shifted folds of the photos
   and by 3-fold CV on digits 5 / 20 and MNIST 500. Informs
   ``skimgcls._selection.SELECT_SPLIT``.
+* ``rule``: the selection rule. One selection per fold with every candidate
+  trained; three rules pick from its held-out scores (accuracy then log-loss;
+  accuracy with equal ones to the simplest; the simplest within one standard
+  error of the best), each pick refit as ``fit`` refits it and scored on the
+  shifted folds (photos) or 3-fold CV of the training part (digits 5 / 20,
+  MNIST 500); with ``--buffer``, the neighbourhood held-out part leaves a
+  buffer out of the training part. Informs ``skimgcls._selection._choose``
+  and ``SELECT_BUFFER``.
 * ``budget``: the ``'auto'`` step budget (250 / 500 / 1,000 steps at batch
   ``n/8`` in [8, 32]) of ``compact_cnn``, by CV on the training parts of
   digits 5 / 20 and MNIST 50 / 500. Informs ``AUTO_STEPS`` and the batch rule.
@@ -46,6 +54,11 @@ Experiments (``--experiments``, comma-separated):
     python bench/_explore_defaults.py --report /tmp/ft.jsonl --report-out explore_fine_tune.md
     python bench/_explore_defaults.py --experiments shift --out /tmp/shift.jsonl
     python bench/_explore_defaults.py --report /tmp/shift.jsonl --report-out explore_shift.md
+    C=photos_rgb48_5,digits_5,photos_gray128_5,digits_20,photos_rgb48_30,photos_gray128_30,mnist_500
+    python bench/_explore_defaults.py --experiments rule --conditions $C --out /tmp/rule.jsonl
+    python bench/_explore_defaults.py --experiments rule --buffer --conditions $C \
+        --out /tmp/rule.jsonl
+    python bench/_explore_defaults.py --report /tmp/rule.jsonl --report-out explore_rule.md
 """
 
 import argparse
@@ -354,6 +367,105 @@ def split(name, emit, draws=(0, 1, 2)):
                       "valid_score"], "fit_s": time.perf_counter() - start})
 
 
+#: The selection rules compared by ``rule``: recipes ordered simplest first
+#: (frozen features, compact_cnn, fine-tuning); each returns the chosen index.
+def _rule_log_loss(recipes, accuracies, losses, n_valid):
+    """The rule before: accuracy, then log-loss; fine-tuning by one error."""
+    order = sorted(range(len(recipes)), key=lambda i: (-accuracies[i], losses[i]))
+    names = [r.name for r in recipes]
+    for i in order:
+        simpler = recipes[i].refines
+        if simpler in names and accuracies[names.index(simpler)] >= (
+                accuracies[i] - selection_standard_error(accuracies[i], n_valid)):
+            continue
+        return i
+    return order[0]
+
+
+def _rule_simplest_equal(recipes, accuracies, losses, n_valid):
+    """The rule adopted (with the buffer): accuracy, equal ones to the simplest;
+    fine-tuning by one error."""
+    from skimgcls._selection import _choose
+
+    return _choose(recipes, accuracies, n_valid)
+
+
+def _rule_one_se(recipes, accuracies, losses, n_valid):
+    """The simplest recipe within one standard error of the best (every pair)."""
+    best = min(range(len(recipes)), key=lambda i: (-accuracies[i], losses[i]))
+    bar = accuracies[best] - selection_standard_error(accuracies[best], n_valid)
+    return next(i for i, a in enumerate(accuracies) if a >= bar)
+
+
+def selection_standard_error(accuracy, n_valid):
+    from skimgcls._selection import _standard_error
+
+    return _standard_error(accuracy, n_valid)
+
+
+RULES = {"accuracy, then log-loss (before)": _rule_log_loss,
+         "accuracy, equal ones to the simplest": _rule_simplest_equal,
+         "simplest within one standard error of the best": _rule_one_se}
+
+
+def rule(name, emit, draws=(0, 1, 2)):
+    """Selection rules judged on validation data the selection never sees.
+
+    Photos: the shifted folds of ``shift`` (fit on the fitting crops, score on
+    the shifted validation crops); digits and MNIST: 3-fold CV of the suite's
+    training part. Each fold runs the selection once with every candidate
+    trained (``_cannot_win`` off), then refits, as ``fit`` does, the recipe
+    each rule chooses from those held-out scores, and scores it.
+    """
+    from dataclasses import replace
+
+    import skimgcls._selection as selection
+    import skimgcls.classifier as classifier
+
+    if name in SHIFT_CONDITIONS:
+        folds_ = [(draw, shifted_fold(*SHIFT_CONDITIONS[name], draw)) for draw in draws]
+    else:
+        X, y = CONDITIONS[name]()
+        folds_ = [(i, (X[tr], y[tr], X[va], y[va]))
+                  for i, (tr, va) in enumerate(folds(y, k=3))]
+    real_select, real_features = classifier.select_recipe, selection._features
+    caches, found = {}, {}
+
+    def features(recipe, X, cache, **kwargs):
+        caches["cache"] = cache
+        return real_features(recipe, X, cache, **kwargs)
+
+    def select(*args, **kwargs):
+        found["selection"], found["recipes"] = real_select(*args, **kwargs), args[4]
+        return found["selection"]
+
+    selection._cannot_win = lambda *args: False
+    selection._features = features
+    try:
+        for draw, (X, y, Xv, yv) in folds_:
+            classifier.select_recipe = select
+            CNNClassifier(random_state=draw).fit(X, y)
+            chosen, recipes = found["selection"], found["recipes"]
+            res = chosen.results
+            picks = {label: fn(recipes, res["valid_score"], res["valid_log_loss"],
+                               chosen.n_valid) for label, fn in RULES.items()}
+            scores = {}
+            for index in sorted(set(picks.values())):
+                entry = caches["cache"].get(recipes[index].name, {})
+                classifier.select_recipe = lambda *a, index=index, entry=entry, **k: replace(
+                    chosen, recipe=recipes[index], features=entry.get("features"),
+                    body_state=entry.get("body_state"))
+                clf = CNNClassifier(random_state=draw).fit(X, y)
+                scores[index] = float(clf.score(Xv, yv))
+            for label, index in picks.items():
+                emit({"experiment": "rule", "condition": name, "draw": draw,
+                      "rule": label + (" + buffer" if selection.SELECT_BUFFER else ""), "recipe": recipes[index].name,
+                      "accuracy": scores[index], "n_valid": chosen.n_valid,
+                      "valid_scores": res["valid_score"]})
+    finally:
+        classifier.select_recipe, selection._features = real_select, real_features
+
+
 def budget(name, X, y, emit, seeds=(0,)):
     """CV accuracy of compact_cnn under step budgets of 250, 500 and 1,000."""
     for steps in (250, 500, 1000):
@@ -448,6 +560,35 @@ def report(path):
                          f"{', '.join(f'{100 * v:.1f}' for v in acc_)} | "
                          f"{', '.join(r['recipe'] for r in rs)} | "
                          f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
+    rule_rows = [r for r in rows if r["experiment"] == "rule"]
+    if rule_rows:
+        short = {"frozen_features": "F", "compact_cnn": "C", "fine_tune": "T"}
+        lines += ["", "## The selection rule (informs `_choose`)", "",
+                  "One selection per fold with every candidate trained; each rule picks "
+                  "from its held-out scores, and the pick is refit as `fit` refits it and "
+                  "scored on validation data the selection never saw. Photos: the shifted "
+                  "folds of `--experiments shift` (3 draws); digits and MNIST: 3-fold CV "
+                  "of the training part. `+ buffer`: the held-out part's neighbourhoods "
+                  "with a buffer (`SELECT_BUFFER`, `--buffer`). Recipes per fold: F "
+                  "frozen features, C compact_cnn, T fine-tuning; held-out accuracies "
+                  "F/C/T of each fold. Adopted: accuracy, equal ones to the simplest, "
+                  "+ buffer.", "",
+                  "| condition | rule | accuracy | per fold | picks | held-out F/C/T |",
+                  "|---|---|---|---|---|---|"]
+        groups = {}
+        for r in rule_rows:
+            groups.setdefault((r["condition"], r["rule"]), []).append(r)
+        for (condition, how), rs in groups.items():
+            acc_ = [r["accuracy"] for r in rs]
+            held = "; ".join("/".join(f"{v:.2f}" for v in r["valid_scores"]) for r in rs)
+            lines.append(f"| {condition} | {how} | {100 * statistics.fmean(acc_):.1f} | "
+                         f"{', '.join(f'{100 * v:.1f}' for v in acc_)} | "
+                         f"{''.join(short[r['recipe']] for r in rs)} | {held} |")
+        totals = {}
+        for r in rule_rows:
+            totals.setdefault(r["rule"], []).append(r["accuracy"])
+        lines += ["", "Mean over every fold of every condition: " + "; ".join(
+            f"{how} {100 * statistics.fmean(v):.1f}" for how, v in totals.items()) + "."]
     budget_rows = [r for r in rows if r["experiment"] == "budget"]
     if budget_rows:
         lines += ["", "## Step budget of compact_cnn (informs `AUTO_STEPS`)", ""]
@@ -469,6 +610,8 @@ def main(argv=None):
     p.add_argument("--report-out", default="explore_defaults.md",
                    help="file name of the report under bench/results/")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--buffer", action="store_true", help="the selection's "
+                   "neighbourhood split with a buffer (SELECT_BUFFER)")
     args = p.parse_args(argv)
     if args.report:
         text = report(args.report)
@@ -477,6 +620,10 @@ def main(argv=None):
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.buffer:
+        import skimgcls._selection as selection
+
+        selection.SELECT_BUFFER = True
 
     def emit(row):
         print(json.dumps(row), flush=True)
@@ -488,9 +635,10 @@ def main(argv=None):
         if experiment == "cost":
             cost(emit)
             continue
-        if experiment in ("shift", "flip", "split"):
+        if experiment in ("shift", "flip", "split", "rule"):
             for name in chosen or SHIFT_CONDITIONS:
-                {"shift": shift, "flip": flip, "split": split}[experiment](name, emit)
+                {"shift": shift, "flip": flip, "split": split, "rule": rule}[experiment](
+                    name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS}[experiment]

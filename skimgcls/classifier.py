@@ -358,10 +358,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``'recipe'``, ``'steps'``
         (optimizer steps; 0 for the frozen features), ``'valid_score'``
         (accuracy on the held-out part of the training data),
-        ``'valid_log_loss'`` (log-loss there: it decides between equal
-        accuracies) and ``'fit_s'`` (seconds); scores are NaN for fine-tuning
-        when it was not trained, the frozen features being within one
-        standard error of a perfect score (it could not have been chosen).
+        ``'valid_log_loss'`` (log-loss there, reported) and ``'fit_s'``
+        (seconds), simplest recipe first; scores are NaN for a recipe that
+        was not trained because it could no longer be chosen (a simpler one
+        scored 1.0, or the frozen features scored within one standard error
+        of it, for fine-tuning).
         None when no selection ran.
     selection_steps_ : int
         Optimizer steps the selection spent (0 without selection).
@@ -393,19 +394,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     images keep a near-duplicate (a crop of the same part of a photo, a
     frame of the same scene) in the training part, which flatters the
     recipes that memorize. Without pretrained weights the held-out part is stratified at
-    random. The candidates are
-    ``'compact_cnn'`` trained from scratch; ``'frozen_features'``, the
-    pretrained EfficientNet-Lite0 body (ImageNet weights installed with pip,
-    no download) frozen, with a linear head fitted by logistic regression on
-    its features, computed once; ``'fine_tune'``, the same network trained
-    whole from that head (``head_init='probe'``) with its BatchNorm layers
-    frozen (``freeze='bn'``), at 128 px, 100 steps of 8 images, ending
-    halfway between the fine-tuned and the starting weights
+    random. The candidates, simplest (fewest parameters fitted) first, are
+    ``'frozen_features'``, the pretrained EfficientNet-Lite0 body (ImageNet
+    weights installed with pip, no download) frozen, with a linear head
+    fitted by logistic regression on its features, computed once;
+    ``'compact_cnn'`` trained from scratch; ``'fine_tune'``, the pretrained
+    network trained whole from that head (``head_init='probe'``) with its
+    BatchNorm layers frozen (``freeze='bn'``), at 128 px, 100 steps of 8
+    images, ending halfway between the fine-tuned and the starting weights
     (``wise_alpha=0.5``). Each trained recipe is trained on the rest with the
-    budget of its refit. Fine-tuning must beat the frozen features it starts
-    from by more than one standard error of the held-out accuracy (the
-    one-standard-error rule): held-out crops of the same photos as the
-    training ones cannot tell them apart. No selection runs (and
+    budget of its refit. The most accurate on the held-out part wins; equal
+    accuracies go to the simplest, and fine-tuning must beat the frozen
+    features it starts from by more than one standard error of the held-out
+    accuracy (the one-standard-error rule): held-out crops of the same photos
+    as the training ones cannot tell them apart. A recipe that can no longer
+    win is not trained. No selection runs (and
     ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
     with a side under 8 pixels, or when the pretrained weights are not

@@ -260,6 +260,10 @@ def _train(args):
     if summary["valid_acc"] is not None:
         print(f"Validation accuracy: {summary['valid_acc']:.4f} (on "
               f"{clf.validation_fraction_:.0%} of the images, held out)")
+    elif clf.recipe_ is not None:
+        print(f"The chosen recipe was then refit on all {len(X)} images: for its "
+              "accuracy on images it has not seen, run 'skimgcls evaluate' on a "
+              "separate folder.")
     else:
         print("No images were held out (validation_fraction_ is None), so there is "
               "no validation accuracy: run 'skimgcls evaluate' on a separate folder, "

@@ -68,8 +68,10 @@ def test_train_defaults_choose_the_recipe_and_say_which(folders, monkeypatch, ca
     out = folders / "auto-model"
     assert main(["train", str(folders / "train"), "--out", str(out), "--mode", "L",
                  "--verbose", "0"]) == 0
+    printed = capsys.readouterr().out
     assert "Recipe chosen on a held-out part of the training images: " \
-           "frozen_features" in capsys.readouterr().out
+           "frozen_features" in printed
+    assert "refit on all" in printed and "No images were held out" not in printed
     summary = json.loads((out / "training.json").read_text())
     assert summary["recipe"] == "frozen_features" and summary["epochs"] == 0
     assert summary["model"] == "efficientnet_lite0" and summary["train_loss"] is None

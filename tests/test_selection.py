@@ -5,6 +5,8 @@ tests swap in small recipes (a compact CNN, a ResNet-18 with weights from a
 file) so the machinery is tested fast and without them.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from skimgcls._probe import embed, fit_linear_head
 from skimgcls._selection import (
     Recipe,
     _choose,
+    _standard_error,
     candidate_recipes,
     fine_tune_input_size,
     frozen_input_size,
@@ -72,13 +75,15 @@ def test_selection_reports_every_candidate_and_the_winner(recipes, weights_file,
     assert results["recipe"] == ["compact_cnn", "frozen_features"]
     assert all(0 <= s <= 1 for s in results["valid_score"])
     assert all(loss > 0 for loss in results["valid_log_loss"])
-    # Accuracy first, then the lower log-loss.
-    best = min(zip(results["recipe"], results["valid_score"], results["valid_log_loss"]),
-               key=lambda r: (-r[1], r[2]))[0]
+    # The most accurate; equal accuracies go to the first (simplest).
+    accuracies = results["valid_score"]
+    best = results["recipe"][int(np.argmax(accuracies))]
     assert clf.recipe_ == best
-    # The scratch recipe trains its own budget (30 steps: 3 epochs of 10
-    # batches on the 80 training images); the frozen one takes no steps.
-    assert clf.selection_steps_ == results["steps"][0] == 30 and results["steps"][1] == 0
+    # The scratch recipe trains its own budget (30 steps, rounded up to whole
+    # epochs of the 60-80 images left out of the held-out part and its
+    # buffer); the frozen one takes no steps.
+    assert clf.selection_steps_ == results["steps"][0] and 30 <= results["steps"][0] <= 40
+    assert results["steps"][1] == 0
     assert clf.selection_seconds_ > 0
     assert clf.best_params_["module"] == {"compact_cnn": "compact_cnn",
                                           "frozen_features": "resnet18"}[best]
@@ -177,17 +182,19 @@ def test_candidates_depend_on_the_images(monkeypatch):
     selection = selection_module
     monkeypatch.setattr(selection, "pretrained_available", lambda name=None: True)
     assert [r.name for r in candidate_recipes((1, 64, 1))] == ["compact_cnn"]
+    # Digits and MNIST: pretrained photo networks would see them upsampled.
+    assert [r.name for r in candidate_recipes((28, 28, 1))] == ["compact_cnn"]
+    assert len(candidate_recipes((32, 32, 1))) == 3
     names = [r.name for r in candidate_recipes((48, 48, 3))]
-    assert names == ["compact_cnn", "frozen_features", "fine_tune"]
+    assert names == ["frozen_features", "compact_cnn", "fine_tune"]  # simplest first
     monkeypatch.setattr(selection, "pretrained_available", lambda name=None: False)
     assert [r.name for r in candidate_recipes((48, 48, 3))] == ["compact_cnn"]
 
 
-@pytest.mark.parametrize("side, frozen_size, tune_size", [
-    (8, 96, 128), (28, 96, 128), (32, 224, 128), (48, 224, 128), (128, 224, 128)])
-def test_input_sizes(side, frozen_size, tune_size):
-    assert frozen_input_size((side, side, 1)) == frozen_size
-    assert fine_tune_input_size((side, side, 3)) == tune_size
+@pytest.mark.parametrize("side", [32, 48, 128, 500])
+def test_input_sizes(side):
+    assert frozen_input_size((side, side, 1)) == 224
+    assert fine_tune_input_size((side, side, 3)) == 128
 
 
 def test_auto_resolves_without_selection():
@@ -200,51 +207,64 @@ def test_auto_resolves_without_selection():
 
 
 @pytest.mark.parametrize("accuracies, n_valid, chosen", [
-    ([0.5, 41 / 42, 1.0], 42, 1),  # one error in 42: within one standard error
-    ([0.5, 40 / 42, 1.0], 42, 2),  # two errors: fine-tuning is better
-    ([0.5, 0.70, 0.85], 7, 1),     # 7 held-out images: too few to tell
-    ([0.5, 0.90, 0.99], 400, 2),
-    ([1.0, 23 / 24, 1.0], 24, 0),  # fine-tuning in vain drops out; the rest ranks
-    ([1.0, 0.99, 0.5], 42, 0),
+    ([41 / 42, 0.5, 1.0], 42, 0),  # one error in 42: within one standard error
+    ([40 / 42, 0.5, 1.0], 42, 2),  # two errors: fine-tuning is better
+    ([0.70, 0.5, 0.85], 7, 0),     # 7 held-out images: too few to tell
+    ([0.90, 0.5, 0.99], 400, 2),
+    ([23 / 24, 1.0, 1.0], 24, 1),  # fine-tuning in vain drops out; the rest ranks
+    ([0.99, 1.0, 0.5], 42, 1),     # no standard error between unrelated recipes
+    ([1.0, 1.0, math.nan], 24, 0),  # equal accuracies: the simplest
+    ([0.9, 0.9, 0.9], 400, 0),
+    ([0.5, 0.9, math.nan], 24, 1),  # not trained (see _cannot_win): never chosen
 ])
-def test_fine_tuning_must_beat_the_features_it_refines_by_one_standard_error(
+def test_the_most_accurate_wins_and_fine_tuning_must_beat_its_features_by_one_error(
         accuracies, n_valid, chosen):
     recipes = candidate_recipes_for((48, 48, 3))
-    assert [r.name for r in recipes] == ["compact_cnn", "frozen_features", "fine_tune"]
-    # Equal accuracies go to the lower log-loss: fine-tuning's here.
-    scores = [(-a, loss) for a, loss in zip(accuracies, [0.3, 0.2, 0.1])]
-    assert _choose(recipes, scores, accuracies, n_valid) == chosen
+    assert [r.name for r in recipes] == ["frozen_features", "compact_cnn", "fine_tune"]
+    assert _choose(recipes, accuracies, n_valid) == chosen
     # Without the frozen features, fine-tuning competes on its score alone.
-    assert _choose(recipes[::2], scores[::2], accuracies[::2], n_valid) == min(
-        range(2), key=scores[::2].__getitem__)
+    rest = [i for i in (1, 2) if not math.isnan(accuracies[i])]
+    assert _choose([recipes[i] for i in rest], [accuracies[i] for i in rest],
+                   n_valid) == int(np.argmax([accuracies[i] for i in rest]))
 
 
 def candidate_recipes_for(shape):
     from skimgcls._selection import fine_tune_recipe, frozen_recipe, scratch_recipe
 
-    return [scratch_recipe(), frozen_recipe(shape), fine_tune_recipe(shape)]
+    return [frozen_recipe(shape), scratch_recipe(), fine_tune_recipe(shape)]
 
 
-def test_a_refinement_that_cannot_win_is_not_trained(recipes, weights_file, data,
-                                                     monkeypatch, tmp_path):
+def test_the_standard_error_bar_grows_with_the_accuracy():
+    # So a perfect score is a refinement's best chance (see _cannot_win).
+    bars = [a - _standard_error(a, 42) for a in np.linspace(0, 1, 43)]
+    assert np.all(np.diff(bars) > 0)
+    assert _standard_error(1.0, 42) == pytest.approx(0.0315, abs=1e-4)
+
+
+def test_a_recipe_that_cannot_win_is_not_trained(recipes, weights_file, data,
+                                                 monkeypatch, tmp_path):
     X, y, _, _ = data
-    results = {"recipe": ["compact_cnn", "frozen_features"], "valid_score": [0.5, 41 / 42]}
     refinement = Recipe("fine_tune", {"module": "compact_cnn", "pretrained": False,
                                       "module__width": 8}, steps=30,
                         refines="frozen_features")
-    assert selection_module._cannot_win(refinement, results, 42)  # 1 miss in 42
-    results["valid_score"][1] = 40 / 42
-    assert not selection_module._cannot_win(refinement, results, 42)
-    assert not selection_module._cannot_win(scratch(), results, 42)
+    results = {"recipe": ["frozen_features", "compact_cnn"], "valid_score": [41 / 42, 0.5]}
+    cannot_win = selection_module._cannot_win
+    assert cannot_win(refinement, results, 42)  # 1 miss in 42
+    results["valid_score"][0] = 40 / 42
+    assert not cannot_win(refinement, results, 42)
+    results["valid_score"][1] = 1.0  # a simpler one is perfect: it wins every tie
+    assert cannot_win(refinement, results, 42) and cannot_win(scratch(), results, 42)
+    assert not cannot_win(scratch(), {"recipe": ["frozen_features"],
+                                      "valid_score": [41 / 42]}, 42)
     # In fit: with a standard error of 1, nothing can beat the frozen features.
     monkeypatch.setattr(selection_module, "_standard_error", lambda accuracy, n: 1.0)
-    recipes(scratch(), frozen(weights_file), refinement)
+    recipes(frozen(weights_file), scratch(), refinement)
     clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
     res = clf.selection_results_
-    assert res["recipe"] == ["compact_cnn", "frozen_features", "fine_tune"]
+    assert res["recipe"] == ["frozen_features", "compact_cnn", "fine_tune"]
     assert res["steps"][2] == 0 and np.isnan(res["valid_score"][2])
     assert clf.recipe_ in ("compact_cnn", "frozen_features")
-    assert clf.selection_steps_ == res["steps"][0]
+    assert clf.selection_steps_ == res["steps"][1]
     save(clf, tmp_path / "model")
     assert np.isnan(load(tmp_path / "model").selection_results_["valid_score"][2])
 
@@ -264,3 +284,21 @@ def test_neighbourhood_split_holds_out_a_neighbourhood_per_class():
     # One held-out image per class: the random draw's.
     _, valid = selection_module._neighbourhood_split(features, y, np.array([7, 15]))
     assert valid.tolist() == [7, 15]
+
+
+def test_neighbourhood_split_leaves_a_buffer_out_of_the_training_part():
+    # Per class a line of images: each one's nearest neighbours are the next ones.
+    angles = np.r_[np.linspace(0, 0.5, 6), np.linspace(2, 2.5, 6)]
+    features = np.c_[np.cos(angles), np.sin(angles)]
+    y = np.repeat([0, 1], 6)
+    train, valid = selection_module._neighbourhood_split(features, y, np.array([0, 6]),
+                                                         buffer=True)
+    assert valid.tolist() == [0, 6]
+    # The nearest image of each held-out one (1 and 7) trains no candidate.
+    assert train.tolist() == [2, 3, 4, 5, 8, 9, 10, 11]
+    train, _ = selection_module._neighbourhood_split(features, y, np.array([0, 6]))
+    assert 1 in train and 7 in train
+    # Two images per class: one held out, the other still trains.
+    train, valid = selection_module._neighbourhood_split(
+        features[[0, 1, 6, 7]], np.array([0, 0, 1, 1]), np.array([0, 2]), buffer=True)
+    assert train.tolist() == [1, 3] and valid.tolist() == [0, 2]
