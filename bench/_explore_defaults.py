@@ -452,9 +452,10 @@ def rule(name, emit, draws=(0, 1, 2)):
             scores = {}
             for index in sorted(set(picks.values())):
                 entry = caches["cache"].get(recipes[index].name, {})
-                classifier.select_recipe = lambda *a, index=index, entry=entry, **k: replace(
-                    chosen, recipe=recipes[index], features=entry.get("features"),
-                    body_state=entry.get("body_state"))
+                fixed = replace(chosen, recipe=recipes[index],
+                                features=entry.get("features"),
+                                body_state=entry.get("body_state"))
+                classifier.select_recipe = lambda *a, fixed=fixed, **k: fixed
                 clf = CNNClassifier(random_state=draw).fit(X, y)
                 scores[index] = float(clf.score(Xv, yv))
             for label, index in picks.items():
