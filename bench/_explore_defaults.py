@@ -369,32 +369,35 @@ def split(name, emit, draws=(0, 1, 2)):
 
 #: The selection rules compared by ``rule``: recipes ordered simplest first
 #: (frozen features, compact_cnn, fine-tuning); each returns the chosen index.
-def _rule_log_loss(recipes, accuracies, losses, n_valid):
-    """The rule before: accuracy, then log-loss; fine-tuning by one error."""
-    order = sorted(range(len(recipes)), key=lambda i: (-accuracies[i], losses[i]))
+def _refinement_rule(recipes, accuracies, order, n_valid):
+    """The first of ``order`` that is not fine-tuning within one error of its features."""
     names = [r.name for r in recipes]
     for i in order:
-        simpler = recipes[i].refines
-        if simpler in names and accuracies[names.index(simpler)] >= (
-                accuracies[i] - selection_standard_error(accuracies[i], n_valid)):
+        if names[i] == "fine_tune" and "frozen_features" in names and accuracies[
+                names.index("frozen_features")] >= accuracies[i] - selection_standard_error(
+                    accuracies[i], n_valid):
             continue
         return i
     return order[0]
 
 
-def _rule_simplest_equal(recipes, accuracies, losses, n_valid):
-    """The rule adopted (with the buffer): accuracy, equal ones to the simplest;
-    fine-tuning by one error."""
-    from skimgcls._selection import _choose
+def _rule_log_loss(recipes, accuracies, losses, n_valid):
+    """The rule before: accuracy, then log-loss; fine-tuning by one error."""
+    order = sorted(range(len(recipes)), key=lambda i: (-accuracies[i], losses[i]))
+    return _refinement_rule(recipes, accuracies, order, n_valid)
 
-    return _choose(recipes, accuracies, n_valid)
+
+def _rule_simplest_equal(recipes, accuracies, losses, n_valid):
+    """Accuracy, equal ones to the simplest; fine-tuning by one error."""
+    order = sorted(range(len(recipes)), key=lambda i: -accuracies[i])
+    return _refinement_rule(recipes, accuracies, order, n_valid)
 
 
 def _rule_one_se(recipes, accuracies, losses, n_valid):
-    """The simplest recipe within one standard error of the best (every pair)."""
-    best = min(range(len(recipes)), key=lambda i: (-accuracies[i], losses[i]))
-    bar = accuracies[best] - selection_standard_error(accuracies[best], n_valid)
-    return next(i for i, a in enumerate(accuracies) if a >= bar)
+    """The rule adopted: the simplest within one standard error of the best."""
+    from skimgcls._selection import _choose
+
+    return _choose(recipes, accuracies, n_valid)
 
 
 def selection_standard_error(accuracy, n_valid):
@@ -440,6 +443,7 @@ def rule(name, emit, draws=(0, 1, 2)):
         return found["selection"]
 
     selection._cannot_win = lambda *args: False
+    selection.MIN_PRETRAINED_SIDE = 8  # digits and MNIST were compared too
     selection._features = features
     try:
         for draw, (X, y, Xv, yv) in folds_:
@@ -572,8 +576,9 @@ def report(path):
                   "of the training part. `+ buffer`: the held-out part's neighbourhoods "
                   "with a buffer (`SELECT_BUFFER`, `--buffer`). Recipes per fold: F "
                   "frozen features, C compact_cnn, T fine-tuning; held-out accuracies "
-                  "F/C/T of each fold. Adopted: accuracy, equal ones to the simplest, "
-                  "+ buffer.", "",
+                  "F/C/T of each fold. Adopted: the simplest within one standard error "
+                  "of the best, without the buffer (on the photo conditions; digits and "
+                  "MNIST, images under 32 px, no longer select).", "",
                   "| condition | rule | accuracy | per fold | picks | held-out F/C/T |",
                   "|---|---|---|---|---|---|"]
         groups = {}
@@ -588,8 +593,17 @@ def report(path):
         totals = {}
         for r in rule_rows:
             totals.setdefault(r["rule"], []).append(r["accuracy"])
+        photos = {}
+        for r in rule_rows:
+            if r["condition"].startswith("photos_"):
+                photos.setdefault(r["rule"], []).append(r["accuracy"])
         lines += ["", "Mean over every fold of every condition: " + "; ".join(
-            f"{how} {100 * statistics.fmean(v):.1f}" for how, v in totals.items()) + "."]
+            f"{how} {100 * statistics.fmean(v):.1f}" for how, v in totals.items()) + ".",
+            "", "Mean over the photo conditions (images of 32 px or more: where the "
+            "selection runs): " + "; ".join(
+                f"{how} {100 * statistics.fmean(v):.1f}" for how, v in photos.items()) + ".",
+            "", "The digits and MNIST rows were measured with their frozen features at "
+            "96 px, the rule for images under 32 px at the time."]
     budget_rows = [r for r in rows if r["experiment"] == "budget"]
     if budget_rows:
         lines += ["", "## Step budget of compact_cnn (informs `AUTO_STEPS`)", ""]

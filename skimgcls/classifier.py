@@ -361,8 +361,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``'valid_log_loss'`` (log-loss there, reported) and ``'fit_s'``
         (seconds), simplest recipe first; scores are NaN for a recipe that
         was not trained because it could no longer be chosen (a simpler one
-        scored 1.0, or the frozen features scored within one standard error
-        of it, for fine-tuning).
+        was within one standard error of a perfect score).
         None when no selection ran.
     selection_steps_ : int
         Optimizer steps the selection spent (0 without selection).
@@ -403,15 +402,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     BatchNorm layers frozen (``freeze='bn'``), at 128 px, 100 steps of 8
     images, ending halfway between the fine-tuned and the starting weights
     (``wise_alpha=0.5``). Each trained recipe is trained on the rest with the
-    budget of its refit. The most accurate on the held-out part wins; equal
-    accuracies go to the simplest, and fine-tuning must beat the frozen
-    features it starts from by more than one standard error of the held-out
-    accuracy (the one-standard-error rule): held-out crops of the same photos
-    as the training ones cannot tell them apart. A recipe that can no longer
-    win is not trained. No selection runs (and
+    budget of its refit. The simplest recipe within one standard error of
+    the best held-out accuracy wins (the one-standard-error rule): a small
+    held-out part, or crops of the same photos as the training ones, cannot
+    tell close recipes apart. A recipe that can no longer win is not
+    trained. No selection runs (and
     ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
-    with a side under 8 pixels, or when the pretrained weights are not
+    with a side under 32 pixels (digits, MNIST: ``compact_cnn`` won every
+    validation fold there), or when the pretrained weights are not
     installed. ``verbose`` prints each candidate's score. ``bench/accuracy.py``
     measures the result against baselines.
 
