@@ -43,6 +43,9 @@ Experiments (``--experiments``, comma-separated):
   MNIST 500); with ``--buffer``, the neighbourhood held-out part leaves a
   buffer out of the training part. Informs ``skimgcls._selection._choose``
   and ``SELECT_BUFFER``.
+* ``levels``: frozen features from several depths (the head's pooled output
+  concatenated with globally averaged outputs of earlier block stages) on
+  the shifted folds of ``shift``. Not adopted yet.
 * ``budget``: the ``'auto'`` step budget (250 / 500 / 1,000 steps at batch
   ``n/8`` in [8, 32]) of ``compact_cnn``, by CV on the training parts of
   digits 5 / 20 and MNIST 50 / 500. Informs ``AUTO_STEPS`` and the batch rule.
@@ -59,6 +62,8 @@ Experiments (``--experiments``, comma-separated):
     python bench/_explore_defaults.py --experiments rule --buffer --conditions $C \
         --out /tmp/rule.jsonl
     python bench/_explore_defaults.py --report /tmp/rule.jsonl --report-out explore_rule.md
+    python bench/_explore_defaults.py --experiments levels --out /tmp/levels.jsonl
+    python bench/_explore_defaults.py --report /tmp/levels.jsonl --report-out explore_levels.md
 """
 
 import argparse
@@ -367,6 +372,54 @@ def split(name, emit, draws=(0, 1, 2)):
                       "valid_score"], "fit_s": time.perf_counter() - start})
 
 
+def pooled_levels(net, X, blocks, batch_size=64):
+    """Frozen EfficientNet-Lite0 features: the head's pooled output and, before
+    it, the global average of the outputs of ``blocks`` (timm's ``blocks[i]``)."""
+    from skimgcls._functional import to_float_nchw
+
+    body, out = net.body, []
+    net.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for i in range(0, len(X), batch_size):
+            x = body.bn1(body.conv_stem(net.adapter(to_float_nchw(X[i:i + batch_size],
+                                                                  "cpu"))))
+            pooled = []
+            for j, block in enumerate(body.blocks):
+                x = block(x)
+                if j in blocks:
+                    pooled.append(x.float().mean((2, 3)))
+            pooled.append(body.bn2(body.conv_head(x)).float().mean((2, 3)))
+            out.append(torch.cat(pooled, 1))
+    return torch.cat(out).numpy()
+
+
+#: Block sets of ``levels`` (EfficientNet-Lite0 has 7 block stages, 0-6).
+LEVELS = ((), (4,), (3, 4), (2, 3, 4), (4, 5, 6))
+
+
+def levels(name, emit, draws=(0, 1, 2)):
+    """Frozen features from several depths, on the shifted folds of ``shift``.
+
+    The pooled output of the network's head (the frozen features of
+    ``module='auto'``) against the same concatenated with the global averages
+    of earlier block stages (crops of a photo share textures that mid-level
+    features describe), each with the selection's linear head (``C`` by inner
+    CV), at 224 px.
+    """
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
+                             input_size=224, pretrained=True)
+        for blocks in LEVELS:
+            F, Fv = pooled_levels(net, X, blocks), pooled_levels(net, Xv, blocks)
+            head = fit_linear_head(F, y, np.ones(len(y)))
+            emit({"experiment": "levels", "condition": name, "draw": draw,
+                  "blocks": list(blocks), "dim": int(F.shape[1]),
+                  "accuracy": float(np.mean(head.predict(Fv) == yv))})
+
+
 #: The selection rules compared by ``rule``: recipes ordered simplest first
 #: (frozen features, compact_cnn, fine-tuning); each returns the chosen index.
 def _refinement_rule(recipes, accuracies, order, n_valid):
@@ -565,6 +618,23 @@ def report(path):
                          f"{', '.join(f'{100 * v:.1f}' for v in acc_)} | "
                          f"{', '.join(r['recipe'] for r in rs)} | "
                          f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
+    level_rows = [r for r in rows if r["experiment"] == "levels"]
+    if level_rows:
+        lines += ["", "## Frozen features from several depths (not adopted yet)", "",
+                  "Shifted folds of `shift` (3 draws), 224 px, the selection's linear "
+                  "head. Blocks: timm's EfficientNet-Lite0 block stages (0-6) whose "
+                  "globally averaged outputs are concatenated before the head's pooled "
+                  "output (`-`: the head's alone, today's frozen features).", "",
+                  "| condition | blocks | features | accuracy | per draw |",
+                  "|---|---|---|---|---|"]
+        groups = {}
+        for r in level_rows:
+            groups.setdefault((r["condition"], tuple(r["blocks"]), r["dim"]), []).append(
+                r["accuracy"])
+        for (condition, blocks, dim), acc_ in groups.items():
+            lines.append(f"| {condition} | {', '.join(map(str, blocks)) or '-'} | {dim} | "
+                         f"{100 * statistics.fmean(acc_):.1f} | "
+                         f"{', '.join(f'{100 * v:.1f}' for v in acc_)} |")
     rule_rows = [r for r in rows if r["experiment"] == "rule"]
     if rule_rows:
         short = {"frozen_features": "F", "compact_cnn": "C", "fine_tune": "T"}
@@ -650,10 +720,10 @@ def main(argv=None):
         if experiment == "cost":
             cost(emit)
             continue
-        if experiment in ("shift", "flip", "split", "rule"):
+        if experiment in ("shift", "flip", "split", "rule", "levels"):
             for name in chosen or SHIFT_CONDITIONS:
-                {"shift": shift, "flip": flip, "split": split, "rule": rule}[experiment](
-                    name, emit)
+                {"shift": shift, "flip": flip, "split": split, "rule": rule,
+                 "levels": levels}[experiment](name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS}[experiment]
