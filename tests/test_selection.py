@@ -290,3 +290,21 @@ def test_neighbourhood_split_leaves_a_buffer_out_of_the_training_part():
     train, valid = selection_module._neighbourhood_split(
         features[[0, 1, 6, 7]], np.array([0, 0, 1, 1]), np.array([0, 2]), buffer=True)
     assert train.tolist() == [1, 3] and valid.tolist() == [0, 2]
+
+
+def test_the_frozen_features_fit_seconds_include_computing_the_features(
+        recipes, weights_file, data, monkeypatch):
+    # The neighbourhood split computes them before the candidates are scored.
+    X, y, _, _ = data
+    real_embed = selection_module.embed
+
+    def slow_embed(*args, **kwargs):
+        import time
+
+        time.sleep(0.5)
+        return real_embed(*args, **kwargs)
+
+    monkeypatch.setattr(selection_module, "embed", slow_embed)
+    recipes(frozen(weights_file), scratch())
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
+    assert clf.selection_results_["fit_s"][0] >= 0.5
