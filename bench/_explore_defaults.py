@@ -540,6 +540,20 @@ def budget(name, X, y, emit, seeds=(0,)):
               "cv_scores": scores})
 
 
+def _grouped(rows, key):
+    """``rows`` grouped by ``key(row)``, in order of first appearance."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+
+def _mean_and_each(accuracies):
+    """Table cells ``mean | each, ...`` of accuracies, in %."""
+    return (f"{100 * statistics.fmean(accuracies):.1f} | "
+            f"{', '.join(f'{100 * v:.1f}' for v in accuracies)}")
+
+
 def report(path):
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
     lines = ["# Rules of the defaults, chosen by cross-validation on training parts only",
@@ -591,13 +605,11 @@ def report(path):
                   "test region is never read. `a` is `wise_alpha`: the final weights are "
                   "(1 - a) x the probe LP-FT starts from + a x the fine-tuned ones.", "",
                   "| condition | method | accuracy | per draw |", "|---|---|---|---|"]
-        groups = {}
-        for r in shift_rows:
-            method = r["method"].split(" (")[0] if "C by CV" in r["method"] else r["method"]
-            groups.setdefault((r["condition"], method), []).append(r["accuracy"])
-        for (condition, method), s in groups.items():
-            lines.append(f"| {condition} | {method} | {100 * statistics.fmean(s):.1f} | "
-                         f"{', '.join(f'{100 * v:.1f}' for v in s)} |")
+        groups = _grouped(shift_rows, lambda r: (r["condition"], r["method"].split(" (")[0]
+                                                 if "C by CV" in r["method"] else r["method"]))
+        for (condition, method), rs in groups.items():
+            lines.append(f"| {condition} | {method} | "
+                         f"{_mean_and_each([r['accuracy'] for r in rs])} |")
     split_rows = [r for r in rows if r["experiment"] == "split"]
     if split_rows:
         lines += ["", "## The held-out part of the selection: random or neighbourhood "
@@ -609,13 +621,10 @@ def report(path):
                   "chosen, mean fit seconds.", "",
                   "| condition | split | accuracy | per draw | recipes | fit s |",
                   "|---|---|---|---|---|---|"]
-        groups = {}
-        for r in split_rows:
-            groups.setdefault((r["condition"], r["split"]), []).append(r)
-        for (condition, how), rs in groups.items():
-            acc_ = [r["accuracy"] for r in rs]
-            lines.append(f"| {condition} | {how} | {100 * statistics.fmean(acc_):.1f} | "
-                         f"{', '.join(f'{100 * v:.1f}' for v in acc_)} | "
+        for (condition, how), rs in _grouped(
+                split_rows, lambda r: (r["condition"], r["split"])).items():
+            lines.append(f"| {condition} | {how} | "
+                         f"{_mean_and_each([r['accuracy'] for r in rs])} | "
                          f"{', '.join(r['recipe'] for r in rs)} | "
                          f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
     level_rows = [r for r in rows if r["experiment"] == "levels"]
@@ -627,14 +636,10 @@ def report(path):
                   "output (`-`: the head's alone, today's frozen features).", "",
                   "| condition | blocks | features | accuracy | per draw |",
                   "|---|---|---|---|---|"]
-        groups = {}
-        for r in level_rows:
-            groups.setdefault((r["condition"], tuple(r["blocks"]), r["dim"]), []).append(
-                r["accuracy"])
-        for (condition, blocks, dim), acc_ in groups.items():
+        for (condition, blocks, dim), rs in _grouped(
+                level_rows, lambda r: (r["condition"], tuple(r["blocks"]), r["dim"])).items():
             lines.append(f"| {condition} | {', '.join(map(str, blocks)) or '-'} | {dim} | "
-                         f"{100 * statistics.fmean(acc_):.1f} | "
-                         f"{', '.join(f'{100 * v:.1f}' for v in acc_)} |")
+                         f"{_mean_and_each([r['accuracy'] for r in rs])} |")
     rule_rows = [r for r in rows if r["experiment"] == "rule"]
     if rule_rows:
         short = {"frozen_features": "F", "compact_cnn": "C", "fine_tune": "T"}
@@ -651,29 +656,23 @@ def report(path):
                   "MNIST, images under 32 px, no longer select).", "",
                   "| condition | rule | accuracy | per fold | picks | held-out F/C/T |",
                   "|---|---|---|---|---|---|"]
-        groups = {}
-        for r in rule_rows:
-            groups.setdefault((r["condition"], r["rule"]), []).append(r)
-        for (condition, how), rs in groups.items():
-            acc_ = [r["accuracy"] for r in rs]
+        for (condition, how), rs in _grouped(
+                rule_rows, lambda r: (r["condition"], r["rule"])).items():
             held = "; ".join("/".join(f"{v:.2f}" for v in r["valid_scores"]) for r in rs)
-            lines.append(f"| {condition} | {how} | {100 * statistics.fmean(acc_):.1f} | "
-                         f"{', '.join(f'{100 * v:.1f}' for v in acc_)} | "
+            lines.append(f"| {condition} | {how} | "
+                         f"{_mean_and_each([r['accuracy'] for r in rs])} | "
                          f"{''.join(short[r['recipe']] for r in rs)} | {held} |")
-        totals = {}
-        for r in rule_rows:
-            totals.setdefault(r["rule"], []).append(r["accuracy"])
-        photos = {}
-        for r in rule_rows:
-            if r["condition"].startswith("photos_"):
-                photos.setdefault(r["rule"], []).append(r["accuracy"])
-        lines += ["", "Mean over every fold of every condition: " + "; ".join(
-            f"{how} {100 * statistics.fmean(v):.1f}" for how, v in totals.items()) + ".",
-            "", "Mean over the photo conditions (images of 32 px or more: where the "
-            "selection runs): " + "; ".join(
-                f"{how} {100 * statistics.fmean(v):.1f}" for how, v in photos.items()) + ".",
-            "", "The digits and MNIST rows were measured with their frozen features at "
-            "96 px, the rule for images under 32 px at the time."]
+        def means(rows_):
+            return "; ".join(
+                f"{how} {100 * statistics.fmean(r['accuracy'] for r in rs):.1f}"
+                for how, rs in _grouped(rows_, lambda r: r["rule"]).items())
+
+        photo_rows = [r for r in rule_rows if r["condition"].startswith("photos_")]
+        lines += ["", f"Mean over every fold of every condition: {means(rule_rows)}.",
+                  "", "Mean over the photo conditions (images of 32 px or more: where "
+                  f"the selection runs): {means(photo_rows)}.",
+                  "", "The digits and MNIST rows were measured with their frozen "
+                  "features at 96 px, the rule for images under 32 px at the time."]
     budget_rows = [r for r in rows if r["experiment"] == "budget"]
     if budget_rows:
         lines += ["", "## Step budget of compact_cnn (informs `AUTO_STEPS`)", ""]

@@ -230,7 +230,7 @@ def candidate_recipes_for(shape):
 
 
 def test_the_standard_error_bar_grows_with_the_accuracy():
-    # So a perfect score is a refinement's best chance (see _cannot_win).
+    # So a perfect best score sets the highest bar (see _cannot_win).
     bars = [a - _standard_error(a, 42) for a in np.linspace(0, 1, 43)]
     assert np.all(np.diff(bars) > 0)
     assert _standard_error(1.0, 42) == pytest.approx(0.0315, abs=1e-4)
