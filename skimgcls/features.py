@@ -74,6 +74,15 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Size images are resized to: ``'auto'`` is the size of the weights
         (224 for most models); smaller is faster. None keeps the images'
         size. Ignored for modules.
+    levels : int, default=1
+        Depths the embedding is taken from (see
+        :class:`~skimgcls.backbones.BackboneNet`): 1, the input of the
+        original classification layer; ``k``, that and the global averages of
+        the outputs of the ``k - 1`` blocks before the last, concatenated.
+        ``levels=4`` is what the ``'frozen_features'`` recipe of
+        :class:`~skimgcls.CNNClassifier` uses: on crops of photos held out by
+        region it scored 2-5 points above ``levels=1`` (see
+        :ref:`which_model`). Ignored for modules.
     {image_shape}
     batch_size : int, default=64
         Images per forward pass.
@@ -135,6 +144,7 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         "pretrained": ["boolean", str, os.PathLike, Mapping],
         "input_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"),
                        tuple, list, None],
+        "levels": [Interval(Integral, 1, None, closed="left")],
         "image_shape": [tuple, list, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
@@ -145,11 +155,12 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     }
 
     def __init__(self, backbone="resnet18", *, pretrained=True, input_size="auto",
-                 image_shape=None, batch_size=64, device="auto", precision="auto",
+                 levels=1, image_shape=None, batch_size=64, device="auto", precision="auto",
                  memory=None, random_state=None, verbose=0):
         self.backbone = backbone
         self.pretrained = pretrained
         self.input_size = input_size
+        self.levels = levels
         self.image_shape = image_shape
         self.batch_size = batch_size
         self.device = device
@@ -204,7 +215,7 @@ class BackboneFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         image_size = None if self.image_shape_ is None else self.image_shape_[:2]
         return build_backbone(
             self.backbone, in_channels=channels, n_classes=None, image_size=image_size,
-            input_size=self.input_size,
+            input_size=self.input_size, levels=self.levels,
             pretrained=self.pretrained,
         )
 
@@ -276,12 +287,14 @@ def _cache_key(X):
 
 
 def _fingerprint(model, precision):
-    """What the features depend on besides the images: weights and arithmetic."""
+    """What the features depend on besides the images: weights, input, levels,
+    arithmetic."""
     state = {k: v.detach().cpu().float().numpy() if v.is_floating_point()
              else v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     adapter = getattr(model, "adapter", None)
-    config = None if adapter is None else (adapter.size, adapter.mean.tolist(),
-                                           adapter.std.tolist())
+    config = None if adapter is None else (
+        adapter.size, adapter.mean.tolist(), adapter.std.tolist(),
+        getattr(model, "levels", 1))
     return joblib.hash((type(model).__name__, config, precision, state))
 
 

@@ -6,6 +6,7 @@ network, so each family trains a step in about a second.
 """
 
 import copy
+import pickle
 import urllib.error
 
 import numpy as np
@@ -147,6 +148,34 @@ def test_head_options():
     assert kinds == [nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
     assert net.head[1].in_features == net.embedding_dim == 1024
     assert net.head[-1].out_features == 5
+
+
+def test_levels_add_the_pooled_outputs_of_the_blocks_before_the_last():
+    torch.manual_seed(0)
+    net = BackboneNet("resnet18", 3, input_size=32, levels=3).eval()
+    one = BackboneNet("resnet18", 3, input_size=32).eval()
+    # Levels add no weights: the state dicts have the same keys.
+    one.body.load_state_dict(net.body.state_dict())
+    x = torch.rand(2, 1, 20, 20)
+    with torch.no_grad():
+        body = one.body
+        h = body.maxpool(body.relu(body.bn1(body.conv1(one.adapter(x)))))
+        layer2 = body.layer2(body.layer1(h))
+        layer3 = body.layer3(layer2)
+        expected = torch.cat([layer2.mean((2, 3)), layer3.mean((2, 3)), one.embed(x)], 1)
+        torch.testing.assert_close(net.embed(x), expected)
+        assert net(x).shape == (2, 3)
+        # Copies tap their own blocks.
+        for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+            torch.testing.assert_close(twin.embed(x), expected)
+        assert net.body(net.adapter(x)).shape == (2, 512)  # the body alone: unchanged
+    assert net.embedding_dim == 128 + 256 + 512 == net.head[-1].in_features
+    assert net.levels == 3 and one.levels == 1
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="levels must be an int >= 1"):
+            BackboneNet("resnet18", 3, input_size=32, levels=bad)
+    with pytest.raises(ValueError, match="levels=9 but 'resnet18' has 5 feature levels"):
+        BackboneNet("resnet18", 3, input_size=32, levels=9)
 
 
 # -- weights ------------------------------------------------------------------

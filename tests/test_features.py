@@ -148,6 +148,10 @@ def test_memory_key_follows_the_weights(digits, tmp_path):
     other = BackboneFeatures(**{**SMALL, "random_state": 1},
                              memory=str(tmp_path)).fit_transform(X)
     assert np.abs(one - other).max() > 1e-3 * np.abs(one).max()
+    # ... and the levels: same weights, other features.
+    levels = BackboneFeatures(**SMALL, levels=2, memory=str(tmp_path)).fit_transform(X)
+    assert levels.shape == (4, 256 + 512)
+    np.testing.assert_allclose(levels[:, 256:], one, rtol=1e-5, atol=1e-5)
 
 
 def test_pretrained_file_and_fine_tuned_module(digits, tmp_path):

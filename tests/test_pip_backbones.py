@@ -170,8 +170,14 @@ def test_features_and_persistence_offline(crops, tmp_path, no_network):
     probe = make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=32),
                           LogisticRegression(max_iter=500)).fit(X, y)
     assert probe[0].embedding_dim_ == 1280 and probe.score(X, y) > 0.8
+    # The frozen features of module='auto': the last three block stages too.
+    levels = BackboneFeatures("efficientnet_lite0", input_size=32, levels=4).fit(X)
+    features = levels.transform(X)
+    assert features.shape == (len(X), 1280 + 112 + 192 + 320)
+    np.testing.assert_allclose(features[:, -1280:], probe[0].transform(X), atol=1e-5)
     clf = CNNClassifier("efficientnet_lite0", pretrained=True, freeze="backbone",
-                        **FAST).fit(X, y)
+                        module__levels=4, **FAST).fit(X, y)
+    assert clf.module_.head[-1].in_features == 1904
     digest = save(clf, tmp_path / "lite0.safetensors")
     again = load(tmp_path / "lite0.safetensors", sha256=digest)
     np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X), atol=1e-5)
@@ -210,7 +216,7 @@ def test_onnx_and_saliency_of_a_fine_tuned_lite0(crops, tmp_path, no_network):
 
     X, y = crops
     clf = CNNClassifier("efficientnet_lite0", pretrained=True, freeze="backbone",
-                        **{**FAST, "max_epochs": 1}).fit(X, y)
+                        module__levels=4, **{**FAST, "max_epochs": 1}).fit(X, y)
     export_onnx(clf, tmp_path / "lite0.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "lite0.onnx"),
                                            providers=["CPUExecutionProvider"])

@@ -46,8 +46,10 @@ def scratch(**params):
 
 
 def frozen(path):
+    # Two feature levels, as the real recipe has several (FROZEN_LEVELS).
     return Recipe("frozen_features", {"module": "resnet18", "pretrained": str(path),
-                                      "freeze": "backbone", "module__input_size": 32},
+                                      "freeze": "backbone", "module__input_size": 32,
+                                      "module__levels": 2},
                   linear_head=True)
 
 

@@ -7,6 +7,7 @@ source protocol only.
 
 from numbers import Integral
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -151,6 +152,15 @@ class BackboneNet(nn.Module):
         Dropout before the head's linear layer(s).
     head_hidden : int or None, default=None
         Units of a hidden layer (with ReLU) in the head.
+    levels : int, default=1
+        Depths the embedding is taken from. 1: the body's output (the input
+        of the model's original classification layer). ``k > 1``: the
+        global averages of the outputs of the ``k - 1`` blocks before the last
+        (see :meth:`~skimgcls.backbones.BackboneSource.feature_levels`),
+        concatenated with it; mid-level features describe textures and parts
+        that the last block abstracts away. For ``efficientnet_lite0``,
+        ``levels=4`` adds its last three block stages (112 + 192 + 320
+        values to the 1,280).
     **kwargs : dict
         Passed to the source's builder: torchvision's (e.g.
         ``stochastic_depth_prob`` of ConvNeXt), ``timm.create_model`` (e.g.
@@ -175,7 +185,10 @@ class BackboneNet(nn.Module):
         ``'classifier.6'``, ``'heads.head'``...), or of the classifier named by
         timm's pretrained config (``'fc'``, ``'head.fc'``, ``'head'``...).
     embedding_dim : int
-        Size of the embedding the body returns.
+        Size of the embedding :meth:`embed` returns (the body's output, plus
+        the earlier levels when ``levels > 1``).
+    levels : int
+        The ``levels`` it was built with.
     input_spec : InputSpec
         The input the default weights expect (size, mean, std).
     frozen_blocks : int
@@ -196,7 +209,8 @@ class BackboneNet(nn.Module):
     """
 
     def __init__(self, name, n_classes, *, in_channels=3, image_size=None,
-                 input_size="auto", head_dropout=0.0, head_hidden=None, **kwargs):
+                 input_size="auto", head_dropout=0.0, head_hidden=None, levels=1,
+                 **kwargs):
         super().__init__()
         source = check_backbone(name)
         if in_channels not in (1, 3, 4):
@@ -213,6 +227,7 @@ class BackboneNet(nn.Module):
         self.head_path = body.head_path
         self.embedding_dim = body.embedding_dim
         self._build_kwargs = body.build_kwargs
+        self.levels = self._tap_levels(source, levels)
         self.head = make_head(self.embedding_dim, n_classes, dropout=head_dropout,
                               hidden=head_hidden)
         self.frozen_blocks = 0
@@ -225,9 +240,54 @@ class BackboneNet(nn.Module):
         return Body(module=self.body, embedding_dim=self.embedding_dim,
                     head_path=self.head_path, build_kwargs=self._build_kwargs)
 
+    def _tap_levels(self, source, levels):
+        """Hook the outputs of the ``levels - 1`` blocks before the last."""
+        self._tapped = None
+        if not _is_int(levels) or levels < 1:
+            raise ValueError(f"levels must be an int >= 1; got {levels!r}.")
+        if levels == 1:
+            return 1
+        modules = source.feature_levels(self.body)
+        if levels > len(modules):
+            raise ValueError(
+                f"levels={levels} but {self.name!r} has {len(modules)} feature "
+                f"levels. Pass at most {len(modules)}."
+            )
+        for module in modules[-levels:-1]:
+            # A bound method, not a closure: the net pickles and deep-copies.
+            module.register_forward_hook(self._tap)
+        self.embedding_dim += self._tapped_dim(levels - 1)
+        return int(levels)
+
+    def _tap(self, module, args, output):
+        if self._tapped is not None:
+            self._tapped.append(_global_average(output))
+
+    @torch.no_grad()
+    def _tapped_dim(self, n_taps):
+        """Values the tapped levels add: one forward pass of a blank image."""
+        size = self.adapter.size or (64, 64)
+        training = self.body.training
+        self._tapped = []
+        try:
+            self.body.eval()(torch.zeros(1, 3, *size))
+            dims = [t.shape[1] for t in self._tapped]
+        finally:
+            self._tapped = None
+            self.body.train(training)
+        assert len(dims) == n_taps, dims
+        return sum(dims)
+
     def embed(self, x):
         """Return the pooled embeddings ``(n, embedding_dim)`` of images ``x``."""
-        return self.body(self.adapter(x))
+        if self.levels == 1:
+            return self.body(self.adapter(x))
+        self._tapped = []
+        try:
+            out = self.body(self.adapter(x))
+            return torch.cat([*self._tapped, out.flatten(1)], 1)
+        finally:
+            self._tapped = None
 
     def forward(self, x):
         """Return logits ``(n, n_classes)`` of float images ``(n, C, H, W)``."""
@@ -380,6 +440,15 @@ class BackboneNet(nn.Module):
         return self
 
 
+def _global_average(output):
+    """``(n, C, H, W)`` -> ``(n, C)``; ``(n, tokens, C)`` -> ``(n, C)``."""
+    if output.ndim == 4:
+        return output.mean((2, 3))
+    if output.ndim == 3:
+        return output.mean(1)
+    return output.flatten(1)
+
+
 @Substitution("backbone_name")
 def build_backbone(name, *, in_channels=3, n_classes, image_size=None,
                    pretrained=False, **kwargs):
@@ -401,8 +470,8 @@ def build_backbone(name, *, in_channels=3, n_classes, image_size=None,
         See :meth:`BackboneNet.load_pretrained`; False keeps the random
         initialization.
     **kwargs : dict
-        ``input_size``, ``head_dropout``, ``head_hidden`` and torchvision
-        builder arguments; see :class:`BackboneNet`.
+        ``input_size``, ``head_dropout``, ``head_hidden``, ``levels`` and
+        the source's builder arguments; see :class:`BackboneNet`.
 
     Returns
     -------

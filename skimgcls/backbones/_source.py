@@ -167,6 +167,19 @@ class BackboneSource:
         """Return the body's blocks in forward order, for freezing."""
         return generic_block_groups(body)
 
+    def feature_levels(self, body):
+        """Return the modules whose outputs are the body's feature levels, in order.
+
+        The multi-level embedding (``levels`` of
+        :class:`~skimgcls.backbones.BackboneNet`) globally averages the outputs
+        of the last of these before the body's own output.  The default: the
+        last module of each block of :func:`generic_block_groups` (the finest
+        split: every stage of a timm EfficientNet, every layer of a ResNet).
+        """
+        return [next(m for m in reversed(group) if isinstance(m, nn.Module))
+                for group in generic_block_groups(body)
+                if any(isinstance(m, nn.Module) for m in group)]
+
     def weights_info(self, name):
         """Return the :class:`WeightsInfo` of ``name``'s pretrained weights."""
         raise NotImplementedError
