@@ -2,11 +2,13 @@
 
 Measures, with every network connection refused (the weights never download):
 
-* **Frozen features**: ``BackboneFeatures('efficientnet_lite0', input_size=r)``
-  + ``LogisticRegression`` at several input sizes ``r``: seconds to embed 400
-  images, 5-fold cross-validated accuracy on the *training* crops (how the
-  default size is chosen) and the test accuracy (reported, never used to
-  choose).
+* **Frozen features**: ``BackboneFeatures('efficientnet_lite0', input_size=r,
+  levels=k)`` + ``LogisticRegression`` at several input sizes ``r``, with the
+  network's pooled output alone (``k=1``) and with the pooled outputs of the
+  three block stages before it (``k=4``, the ``'frozen_features'`` recipe of
+  ``module='auto'``): seconds to embed 400 images, 5-fold cross-validated
+  accuracy on the *training* crops and the test accuracy (reported, never
+  used to choose).
 * **Fine-tuning** (the LP-FT ``'fine_tune'`` recipe of ``module='auto'``)
   beside from-scratch ``compact_cnn`` and frozen features + LR, on 5 and 30
   training crops per class: test accuracy and fit seconds, for several seeds.
@@ -56,12 +58,13 @@ def refuse_network():
     socket.getaddrinfo = refuse
 
 
-def probe(size, seed=0):
-    return make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=size),
+def probe(size, seed=0, levels=1):
+    return make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=size,
+                                          levels=levels),
                          LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
 
 
-def features_section(sizes, per_class, seeds):
+def features_section(sizes, per_class, seeds, levels=(1, 4)):
     """Frozen features: embedding speed, CV on training crops, test accuracy.
 
     The embeddings of each size are computed once (they are deterministic);
@@ -70,8 +73,8 @@ def features_section(sizes, per_class, seeds):
     rows = []
     X400 = photos_split(60, 48, gray=False, n_test=1)[0][:400]
     X, y, X_test, y_test = photos_split(per_class, 48, gray=False)
-    for size in sizes:
-        features = BackboneFeatures("efficientnet_lite0", input_size=size)
+    for size, level in ((s, k) for s in sizes for k in levels):
+        features = BackboneFeatures("efficientnet_lite0", input_size=size, levels=level)
         start = time.perf_counter()
         features.fit_transform(X400)
         embed_s = time.perf_counter() - start
@@ -82,8 +85,9 @@ def features_section(sizes, per_class, seeds):
             linear = LogisticRegression(max_iter=2000, random_state=seed)
             cv.append(cross_val_score(linear, F, y, cv=folds).mean())
             test.append(linear.fit(F, y).score(F_test, y_test))
-        rows.append({"size": size, "embed_400_s": embed_s, "cv": cv, "test": test})
-        print(f"features {size}px: 400 images in {embed_s:.1f} s, CV "
+        rows.append({"size": size, "levels": level, "dim": F.shape[1],
+                     "embed_400_s": embed_s, "cv": cv, "test": test})
+        print(f"features {size}px, levels={level}: 400 images in {embed_s:.1f} s, CV "
               f"{np.mean(cv):.3f}, test {np.mean(test):.3f}", flush=True)
     return rows
 
@@ -103,6 +107,7 @@ def recipes(quick):
             "compact_cnn", random_state=seed, **({"max_epochs": 2} if quick else {})),
         "frozen lite0 + LR (128 px)": lambda seed, n: probe(128, seed),
         "frozen lite0 + LR (224 px)": lambda seed, n: probe(224, seed),
+        "frozen lite0, levels=4 + LR (224 px)": lambda seed, n: probe(224, seed, 4),
         "fine-tune lite0 (LP-FT, 128 px, 100 steps of 8; no WiSE)":
             lambda seed, n: lp_ft(seed, n, wise_alpha=None),
         "fine-tune lite0 (the 'fine_tune' recipe: LP-FT + wise_alpha=0.5)": lp_ft,
@@ -152,11 +157,18 @@ def write(results, out):
         "training crops (what a size is chosen by); test: the disjoint test crops "
         "(reported, not used to choose).",
         "",
-        "| input size | embed 400 images (s) | CV accuracy | test accuracy |",
-        "|---:|---:|---:|---:|",
+        "`levels`: 1, the network's pooled output; 4, with the pooled outputs of the "
+        "three block stages before it (what the `'frozen_features'` recipe of "
+        "`module='auto'` uses, chosen on validation crops: "
+        "`bench/_explore_defaults.py --experiments levels`).",
+        "",
+        "| input size | levels | features | embed 400 images (s) | CV accuracy "
+        "| test accuracy |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["features"]:
-        lines.append(f"| {row['size']} | {row['embed_400_s']:.1f} | {_fmt(row['cv'])} | "
+        lines.append(f"| {row['size']} | {row['levels']} | {row['dim']} | "
+                     f"{row['embed_400_s']:.1f} | {_fmt(row['cv'])} | "
                      f"{_fmt(row['test'])} |")
     lines += ["", "## Recipes: test accuracy and fit seconds", "",
               "| crops per class | recipe | test accuracy | fit s (median) |",
