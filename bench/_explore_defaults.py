@@ -45,7 +45,10 @@ Experiments (``--experiments``, comma-separated):
   and ``SELECT_BUFFER``.
 * ``levels``: frozen features from several depths (the head's pooled output
   concatenated with globally averaged outputs of earlier block stages) on
-  the shifted folds of ``shift``. Not adopted yet.
+  the shifted folds of ``shift``, with the selection's linear head and the
+  suite baseline's. Informs ``skimgcls._selection.FROZEN_LEVELS``.
+* ``augment``: ``compact_cnn`` with and without ``RandomAugment()`` by 3-fold
+  CV of the training parts of digits 5 / 20 and MNIST 500 / 4,000.
 * ``budget``: the ``'auto'`` step budget (250 / 500 / 1,000 steps at batch
   ``n/8`` in [8, 32]) of ``compact_cnn``, by CV on the training parts of
   digits 5 / 20 and MNIST 50 / 500. Informs ``AUTO_STEPS`` and the batch rule.
@@ -114,6 +117,7 @@ CONDITIONS = {
     "digits_20": training_part(lambda: acc.digits_split(20)),
     "mnist_50": training_part(lambda: acc.mnist_split(50)),
     "mnist_500": training_part(lambda: acc.mnist_split(500)),
+    "mnist_4000": training_part(lambda: acc.mnist_split(4000)),
 }
 
 FROZEN_CONDITIONS = ("photos_rgb48_30", "photos_rgb48_5", "photos_gray128_30",
@@ -401,11 +405,14 @@ def levels(name, emit, draws=(0, 1, 2)):
     """Frozen features from several depths, on the shifted folds of ``shift``.
 
     The pooled output of the network's head (the frozen features of
-    ``module='auto'``) against the same concatenated with the global averages
-    of earlier block stages (crops of a photo share textures that mid-level
-    features describe), each with the selection's linear head (``C`` by inner
-    CV), at 224 px.
+    ``module='auto'`` before ``FROZEN_LEVELS``) against the same concatenated
+    with the global averages of earlier block stages (crops of a photo share
+    textures that mid-level features describe), at 224 px, each with two
+    linear heads: the selection's (standardized features, ``C`` by inner CV)
+    and the suite's frozen+LR baseline's (raw features, ``C=1``).
     """
+    from sklearn.linear_model import LogisticRegression
+
     per_class, size, gray = SHIFT_CONDITIONS[name]
     for draw in draws:
         X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
@@ -415,9 +422,12 @@ def levels(name, emit, draws=(0, 1, 2)):
         for blocks in LEVELS:
             F, Fv = pooled_levels(net, X, blocks), pooled_levels(net, Xv, blocks)
             head = fit_linear_head(F, y, np.ones(len(y)))
-            emit({"experiment": "levels", "condition": name, "draw": draw,
-                  "blocks": list(blocks), "dim": int(F.shape[1]),
-                  "accuracy": float(np.mean(head.predict(Fv) == yv))})
+            raw = LogisticRegression(max_iter=1000).fit(F, y)
+            for how, accuracy in (("standardized, C by CV", np.mean(head.predict(Fv) == yv)),
+                                  ("raw, C=1", raw.score(Fv, yv))):
+                emit({"experiment": "levels", "condition": name, "draw": draw,
+                      "blocks": list(blocks), "dim": int(F.shape[1]), "head": how,
+                      "accuracy": float(accuracy)})
 
 
 #: The selection rules compared by ``rule``: recipes ordered simplest first
@@ -540,6 +550,40 @@ def budget(name, X, y, emit, seeds=(0,)):
               "cv_scores": scores})
 
 
+#: Conditions of ``augment``: the from-scratch network's (images under 32 px).
+AUGMENT_CONDITIONS = ("digits_5", "digits_20", "mnist_500", "mnist_4000")
+
+
+def augment(name, X, y, emit, seed=0, only=None):
+    """3-fold CV of the training part: ``compact_cnn`` with and without augmentation.
+
+    The ``'auto'`` budget either way (and 12 or 16 epochs with augmentation
+    from 2,000 images, where the budget is 8 epochs); the augmentation is
+    ``RandomAugment()``'s default geometry (rotation up to 10 degrees,
+    translation and zoom up to 10 %, no flips: digits are not symmetric).
+    Informs whether ``compact_cnn`` augments by default.
+    """
+    from skimgcls import RandomAugment
+
+    variants = [("none", None, "auto"), ("RandomAugment()", RandomAugment(), "auto")]
+    if len(y) >= 2000:  # the 'auto' budget is its floor of 8 epochs there
+        variants += [("RandomAugment(), 12 epochs", RandomAugment(), 12),
+                     ("RandomAugment(), 16 epochs", RandomAugment(), 16)]
+    for how, aug, epochs in variants:
+        if only and how not in only:
+            continue
+        scores, fit_s = [], []
+        for tr, va in folds(y, k=3, seed=seed):
+            clf = CNNClassifier("compact_cnn", pretrained=False, augment=aug,
+                                max_epochs=epochs, random_state=seed)
+            start = time.perf_counter()
+            clf.fit(X[tr], y[tr])
+            fit_s.append(time.perf_counter() - start)
+            scores.append(float(clf.score(X[va], y[va])))
+        emit({"experiment": "augment", "condition": name, "augment": how,
+              "cv_scores": scores, "fit_s": fit_s})
+
+
 def _grouped(rows, key):
     """``rows`` grouped by ``key(row)``, in order of first appearance."""
     groups = {}
@@ -629,17 +673,21 @@ def report(path):
                          f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
     level_rows = [r for r in rows if r["experiment"] == "levels"]
     if level_rows:
-        lines += ["", "## Frozen features from several depths (not adopted yet)", "",
-                  "Shifted folds of `shift` (3 draws), 224 px, the selection's linear "
-                  "head. Blocks: timm's EfficientNet-Lite0 block stages (0-6) whose "
-                  "globally averaged outputs are concatenated before the head's pooled "
-                  "output (`-`: the head's alone, today's frozen features).", "",
-                  "| condition | blocks | features | accuracy | per draw |",
-                  "|---|---|---|---|---|"]
-        for (condition, blocks, dim), rs in _grouped(
-                level_rows, lambda r: (r["condition"], tuple(r["blocks"]), r["dim"])).items():
+        lines += ["", "## Frozen features from several depths (informs `FROZEN_LEVELS`)",
+                  "",
+                  "Shifted folds of `shift` (3 draws), 224 px. Blocks: timm's "
+                  "EfficientNet-Lite0 block stages (0-6) whose globally averaged outputs "
+                  "are concatenated before the head's pooled output (`-`: the head's "
+                  "alone; `4, 5, 6` is `levels=4`, adopted). Heads: the selection's "
+                  "(standardized features, `C` by inner CV) and the suite's frozen+LR "
+                  "baseline's (raw features, `C=1`).", "",
+                  "| condition | blocks | features | head | accuracy | per draw |",
+                  "|---|---|---|---|---|---|"]
+        for (condition, blocks, dim, head), rs in _grouped(
+                level_rows, lambda r: (r["condition"], tuple(r["blocks"]), r["dim"],
+                                       r.get("head", "standardized, C by CV"))).items():
             lines.append(f"| {condition} | {', '.join(map(str, blocks)) or '-'} | {dim} | "
-                         f"{_mean_and_each([r['accuracy'] for r in rs])} |")
+                         f"{head} | {_mean_and_each([r['accuracy'] for r in rs])} |")
     rule_rows = [r for r in rows if r["experiment"] == "rule"]
     if rule_rows:
         short = {"frozen_features": "F", "compact_cnn": "C", "fine_tune": "T"}
@@ -673,6 +721,17 @@ def report(path):
                   f"the selection runs): {means(photo_rows)}.",
                   "", "The digits and MNIST rows were measured with their frozen "
                   "features at 96 px, the rule for images under 32 px at the time."]
+    aug_rows = [r for r in rows if r["experiment"] == "augment"]
+    if aug_rows:
+        lines += ["", "## Augmentation of compact_cnn (informs its default `augment`)", "",
+                  "3-fold CV of the training part, the `'auto'` budget; accuracy per "
+                  "fold and mean fit seconds.", "",
+                  "| condition | augment | accuracy | per fold | fit s |",
+                  "|---|---|---|---|---|"]
+        for r in aug_rows:
+            lines.append(f"| {r['condition']} | {r['augment']} | "
+                         f"{_mean_and_each(r['cv_scores'])} | "
+                         f"{statistics.fmean(r['fit_s']):.1f} |")
     budget_rows = [r for r in rows if r["experiment"] == "budget"]
     if budget_rows:
         lines += ["", "## Step budget of compact_cnn (informs `AUTO_STEPS`)", ""]
@@ -725,10 +784,12 @@ def main(argv=None):
                  "levels": levels}[experiment](name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
-                           "fine_tune": FINE_TUNE_CONDITIONS}[experiment]
+                           "fine_tune": FINE_TUNE_CONDITIONS,
+                           "augment": AUGMENT_CONDITIONS}[experiment]
         for name in names:
             X, y = CONDITIONS[name]()
-            {"frozen": frozen, "budget": budget, "fine_tune": fine_tune}[experiment](
+            {"frozen": frozen, "budget": budget, "fine_tune": fine_tune,
+             "augment": augment}[experiment](
                 name, X, y, emit)
     return 0
 

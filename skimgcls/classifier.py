@@ -154,11 +154,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         training sets, stay near their initial values. Trainable BatchNorm
         layers only; skipped by ``partial_fit``. In data-parallel training
         each process passes its shard and the statistics are averaged.
-    augment : callable or None, default=None
+    augment : callable, None or 'auto', default='auto'
         Training-time augmentation, e.g. :class:`skimgcls.RandomAugment`. It
         gets every training batch of every epoch as a float tensor of shape
         ``(n, C, H, W)`` and returns one of the same shape; it never sees the
-        validation split or images passed to ``predict``.
+        validation split or images passed to ``predict``. ``'auto'``:
+        ``RandomAugment()`` (rotations up to 10 degrees, shifts and zooms up
+        to 10 %, no flips) when the network is ``'compact_cnn'`` trained from
+        scratch (chosen by cross-validation on digits and MNIST training
+        parts: +14 points on 5 digits per class, within noise on 4,000 MNIST
+        digits); None for any other network (the fine-tuning recipe of
+        ``module='auto'`` sets its own). None turns it off.
     mixup_alpha : float, default=0.0
         MixUp on training batches: each image is blended with another of the
         batch, ``lam * x_i + (1 - lam) * x_j``, and so is the loss of their
@@ -469,7 +475,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "update_bn": ["boolean"],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [StrOptions({"balanced"}), dict, None],
-        "augment": [callable, None],
+        "augment": [callable, None, StrOptions({"auto"})],
         "mixup_alpha": [Interval(Real, 0, None, closed="left")],
         "cutmix_alpha": [Interval(Real, 0, None, closed="left")],
         "reader": [HasMethods(["read"]), None],
@@ -509,7 +515,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         patience=5,
         class_weight=None,
         update_bn=True,
-        augment=None,
+        augment="auto",
         mixup_alpha=0.0,
         cutmix_alpha=0.0,
         reader=None,
@@ -782,7 +788,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``selection_steps_`` and ``selection_seconds_``; returns the
         :class:`~skimgcls._selection.Selection` or None.
         """
-        self.best_params_ = resolve_auto(self.module, self.pretrained)
+        self.best_params_ = resolve_auto(self.module, self.pretrained, self.augment)
         self.recipe_ = self.selection_results_ = None
         self.selection_steps_, self.selection_seconds_ = 0, 0.0
         recipes = (candidate_recipes(self.image_shape_)
@@ -797,7 +803,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 n_classes=len(self.classes_)))
         recipe = selection.recipe
         self.recipe_ = recipe.name
-        self.best_params_ = dict(recipe.params)
+        # The recipe's parameters, and what its 'auto' ones stand for.
+        self.best_params_ = {**resolve_auto(recipe.params["module"],
+                                            recipe.params["pretrained"], self.augment),
+                             **recipe.params}
         if recipe.steps is not None:  # the recipe's own budget, for all the data
             batch_size = recipe.params.get("batch_size") or auto_batch_size(len(X))
             self.best_params_["max_epochs"] = max(

@@ -221,8 +221,8 @@ def _train(args):
     print(f"Found {len(X)} images of {len(classes)} {kind} in {args.data_dir}: "
           + ", ".join(f"{c} ({n})" for c, n in zip(classes, counts)))
     reader = _reader(args, X)
-    augment = None
-    if args.augment:
+    augment = {"auto": "auto", "off": None}.get(args.augment)
+    if args.augment == "on":
         from .augmentation import RandomAugment
 
         augment = RandomAugment()
@@ -549,8 +549,11 @@ def build_parser():
         train.add_argument(flag, dest=param, type=_param_type(kind, defaults[param]),
                            default=defaults[param],
                            help=f"{what} (default: CNNClassifier's, %(default)s)")
-    train.add_argument("--augment", action="store_true",
-                       help="augment training images (RandomAugment defaults)")
+    train.add_argument("--augment", nargs="?", const="on", default="auto",
+                       choices=("auto", "on", "off"),
+                       help="augment training images with RandomAugment's defaults: "
+                            "'auto' (default) for compact_cnn from scratch, 'on' (or "
+                            "--augment alone) for any network, 'off' never")
     train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     train.add_argument("--verbose", type=int, default=1,
                        help="0 silent, 1 progress bars (default: %(default)s)")

@@ -39,9 +39,12 @@ def digits_sample(n, seed=0):
 def tiny_classifier(**params):
     """A CNNClassifier small enough for unit tests (well under a second a fit)."""
     # An explicit budget and validation split, not the 'auto' ones: tests of
-    # training mechanics want few epochs and valid_* metrics.
+    # training mechanics want few epochs and valid_* metrics; and no
+    # augmentation (augment='auto' augments compact_cnn), which slows the
+    # learning that 2 epochs show.
     defaults = dict(module__width=4, max_epochs=2, batch_size=32, lr=0.03,
-                    validation_fraction=0.1, random_state=0, precision="fp32")
+                    validation_fraction=0.1, random_state=0, precision="fp32",
+                    augment=None)
     defaults.update(params)
     return CNNClassifier(**defaults)
 

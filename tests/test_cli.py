@@ -53,6 +53,17 @@ def test_train_writes_a_loadable_model(model_dir, capsys):
     assert summary["n_images"] == 120 and summary["epochs"] == 6
 
 
+def test_train_augment_auto_on_off(model_dir):
+    # The model_dir fit used --augment's default, 'auto': compact_cnn augments.
+    assert load(model_dir / "model.safetensors").augment == "auto"
+    parser = build_parser()
+    for flags, expected in (([], "auto"), (["--augment"], "on"),
+                            (["--augment", "off"], "off")):
+        assert parser.parse_args(["train", "x", "--out", "y", *flags]).augment == expected
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "x", "--out", "y", "--augment", "maybe"])
+
+
 def test_train_defaults_choose_the_recipe_and_say_which(folders, monkeypatch, capsys):
     """The default --model is the classifier's 'auto': the recipe is selected,
     printed and written down; a frozen-features winner trains no epoch."""

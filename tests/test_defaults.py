@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import update_bn
 
-from skimgcls import CNNClassifier
+from skimgcls import CNNClassifier, RandomAugment
 from skimgcls._build import AUTO_STEPS, auto_batch_size, auto_max_epochs
 from skimgcls._functional import to_float_nchw
 from skimgcls.networks import CompactCNN, auto_stem_strides
@@ -46,6 +46,25 @@ def test_a_few_images_per_class_train_with_the_defaults():
     assert (clf.batch_size_, clf.max_epochs_) == (8, 167)
     assert len(clf.history_) == 167
     assert clf.score(X_test, y_test) > 0.45  # chance is 0.1
+
+
+def test_augment_auto_augments_compact_cnn_from_scratch_only():
+    X, y, _, _ = per_class(2)
+    clf = CNNClassifier(max_epochs=2, random_state=0, precision="fp32").fit(X, y)
+    chosen = clf.best_params_["augment"]
+    assert isinstance(clf.net_.augment, RandomAugment) and clf.net_.augment is chosen
+    assert chosen.get_params() == RandomAugment().get_params()  # its defaults
+    # best_params_ trains the same model again.
+    again = CNNClassifier(**clf.best_params_, max_epochs=2, random_state=0,
+                          precision="fp32").fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    plain = CNNClassifier(max_epochs=2, random_state=0, precision="fp32", augment=None)
+    assert not np.array_equal(plain.fit(X, y).predict_proba(X), clf.predict_proba(X))
+    for params in ({"module": "simple_cnn"}, {"augment": None}):
+        assert CNNClassifier(max_epochs=1, **params).fit(X, y).net_.augment is None
+    mine = RandomAugment(degrees=0.0)
+    clf = CNNClassifier(max_epochs=1, augment=mine).fit(X, y)
+    assert clf.net_.augment is mine and "augment" not in clf.best_params_
 
 
 def test_an_explicit_fraction_that_cannot_be_split_still_raises():

@@ -23,7 +23,7 @@ FIT = textwrap.dedent("""
 
     X, y = load_digits(return_X_y=True)
     X = (X[:200] / 16).astype(np.float32).reshape(-1, 8, 8)
-    clf = CNNClassifier(augment=None, **{params!r}).fit(X, y[:200])
+    clf = CNNClassifier(**{params!r}).fit(X, y[:200])
     np.save(sys.argv[1], clf.predict_proba(X))
 """)
 

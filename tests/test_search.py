@@ -26,7 +26,7 @@ def data():
 def tiny(**params):
     defaults = dict(module__width=8, max_epochs=2, batch_size=16, lr=GOOD_LR,
                     random_state=0, precision="fp32", validation_fraction=None,
-                    n_threads=1)
+                    n_threads=1, augment=None)
     defaults.update(params)
     return CNNClassifier(**defaults)
 

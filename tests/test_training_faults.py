@@ -18,7 +18,8 @@ from skimgcls.exceptions import NonFiniteLossError
 #: 180 training images in batches of 32: 6 batches per epoch.
 PARAMS = dict(module__width=4, batch_size=32, precision="fp32", random_state=0,
               image_shape=(8, 8), validation_fraction=0.1, update_bn=False,
-              n_threads=1)  # bit-identical results need the same thread count
+              n_threads=1,  # bit-identical results need the same thread count
+              augment=None)  # the faults are injected by augmentations (NaNAt)
 
 
 def digits():
@@ -75,7 +76,8 @@ def poison_weights(net):
 
 
 def test_non_finite_loss_names_epoch_and_batch_and_keeps_last_epoch(data, one_epoch):
-    clf = CNNClassifier(max_epochs=3, lr_schedule=None, augment=NaNAt(6 + 3), **PARAMS)
+    clf = CNNClassifier(max_epochs=3, lr_schedule=None,
+                        **{**PARAMS, "augment": NaNAt(6 + 3)})
     with pytest.raises(NonFiniteLossError, match="nan at epoch 2, batch 3") as info:
         clf.fit(*data)
     assert "weights of epoch 1" in str(info.value)
@@ -86,7 +88,7 @@ def test_non_finite_loss_names_epoch_and_batch_and_keeps_last_epoch(data, one_ep
 
 
 def test_non_finite_loss_in_first_epoch_keeps_initial_weights(data):
-    clf = CNNClassifier(max_epochs=2, augment=NaNAt(1), **PARAMS)
+    clf = CNNClassifier(max_epochs=2, **{**PARAMS, "augment": NaNAt(1)})
     with pytest.raises(NonFiniteLossError, match="epoch 1, batch 1.*initial weights"):
         clf.fit(*data)
     assert len(clf.history_) == 0
