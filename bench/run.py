@@ -692,8 +692,10 @@ def same_recipe_loop(clf, recipe, X, y, seed, device):
 
     A freshly initialized copy of its network (contiguous NCHW, fp32), its
     optimizer and learning rate, the one-cycle schedule stepped every batch,
-    the same epochs and batch size, on as many images as it trained on (no
-    validation split). Returns ``(fit seconds, model)``.
+    the same epochs and batch size, its training augmentation (the
+    ``RandomAugment`` of ``augment='auto'``) called on every batch, on as many
+    images as it trained on (no validation split). Returns
+    ``(fit seconds, model)``.
     """
     import copy
 
@@ -716,13 +718,15 @@ def same_recipe_loop(clf, recipe, X, y, seed, device):
                                                      total_steps=recipe["steps"])
                  if clf.lr_schedule == "onecycle" else None)
         bs = recipe["batch_size"]
+        augment = clf.net_.augment
         model.train()
         for _ in range(recipe["epochs"]):
             perm = torch.randperm(len(x), device=device)
             for i in range(0, len(x), bs):
                 idx = perm[i:i + bs]
+                images = x[idx] if augment is None else augment(x[idx])
                 opt.zero_grad()
-                F.cross_entropy(model(x[idx]), t[idx]).backward()
+                F.cross_entropy(model(images), t[idx]).backward()
                 opt.step()
                 if sched is not None:
                     sched.step()

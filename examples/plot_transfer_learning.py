@@ -6,9 +6,10 @@ Transfer learning: fine-tuning versus a linear probe
 Two ways to reuse a network trained on ImageNet for a new image problem, next
 to a small CNN trained from scratch:
 
-* **linear probe**: ``BackboneFeatures('efficientnet_lite0')`` turns each
-  image into the network's 1280 pooled features once, and a
-  ``LogisticRegression`` learns on them;
+* **linear probe**: ``BackboneFeatures('efficientnet_lite0', levels=4)`` turns
+  each image into pooled features once (the network's 1,280 and 624 more from
+  the three block stages before its last, which describe textures and
+  parts), and a ``LogisticRegression`` learns on them;
 * **fine-tuning**: ``CNNClassifier('efficientnet_lite0', pretrained=True)``
   replaces EfficientNet-Lite0's 1000-class head with one for our classes and
   trains, first the new head alone on the frozen backbone, then everything
@@ -80,14 +81,15 @@ print(weights_info("efficientnet_lite0"))
 # Linear probe
 # ------------
 # The crops are resized to 128x128 inside the network (``input_size``): less
-# than a third of the computation of the native 224x224.
+# than a third of the computation of the native 224x224. ``levels=4`` adds the
+# pooled outputs of the network's three block stages before the last.
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from skimgcls import BackboneFeatures, CNNClassifier
 
 results = {}
-probe = make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=128),
+probe = make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=128, levels=4),
                       LogisticRegression(max_iter=2000))
 start = time.perf_counter()
 probe.fit(X_train, y_train)
