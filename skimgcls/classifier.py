@@ -367,7 +367,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``'valid_log_loss'`` (log-loss there, reported) and ``'fit_s'``
         (seconds), simplest recipe first; scores are NaN for a recipe that
         was not trained because it could no longer be chosen (a simpler one
-        was within one standard error of a perfect score).
+        was within one standard error of a perfect score), or, for
+        fine-tuning, because ``compact_cnn`` beat the frozen features it
+        starts from by more than one standard error.
         None when no selection ran.
     selection_steps_ : int
         Optimizer steps the selection spent (0 without selection).
@@ -412,7 +414,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     the best held-out accuracy wins (the one-standard-error rule): a small
     held-out part, or crops of the same photos as the training ones, cannot
     tell close recipes apart. A recipe that can no longer win is not
-    trained. No selection runs (and
+    trained, nor is fine-tuning when ``compact_cnn`` beat the frozen
+    features it starts from by more than one standard error. No selection
+    runs (and
     ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
     with a side under 32 pixels (digits, MNIST: ``compact_cnn`` won every

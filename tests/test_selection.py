@@ -259,6 +259,32 @@ def test_a_recipe_that_cannot_win_is_not_trained(recipes, weights_file, data,
     assert np.isnan(load(tmp_path / "model").selection_results_["valid_score"][2])
 
 
+def test_fine_tuning_is_not_trained_when_its_start_was_clearly_beaten(
+        recipes, weights_file, data, monkeypatch, capsys):
+    outclassed = selection_module._outclassed
+    tune = Recipe("fine_tune", {}, starts_from="frozen_features")
+    names = ["frozen_features", "compact_cnn"]
+    assert outclassed(tune, names, [0.80, 0.97], 200)  # 0.97 - 0.013 > 0.80
+    assert not outclassed(tune, names, [0.96, 0.97], 200)  # within one error (0.014)
+    assert not outclassed(tune, names, [math.nan, 1.0], 200)  # the start not trained
+    assert not outclassed(Recipe("other", {}), names, [0.1, 1.0], 200)
+    # In fit: frozen features that score 0.1 on the held-out part.
+    X, y, _, _ = data
+    monkeypatch.setattr(selection_module, "_score_linear_head",
+                        lambda *args, **kwargs: (0.1, 2.0))
+    last = Recipe("fine_tune", {"module": "compact_cnn", "pretrained": False,
+                                "module__width": 8}, steps=30,
+                  starts_from="frozen_features")
+    recipes(frozen(weights_file), scratch(), last)
+    clf = CNNClassifier(random_state=0, precision="fp32", verbose=1).fit(X, y)
+    res = clf.selection_results_
+    assert res["valid_score"][1] - _standard_error(res["valid_score"][1], 20) > 0.1
+    assert res["steps"][2] == 0 and math.isnan(res["valid_score"][2])
+    assert clf.recipe_ == "compact_cnn"
+    assert ("fine_tune        not trained: frozen_features, which it starts from, is "
+            "more than one standard error below another recipe") in capsys.readouterr().out
+
+
 def test_neighbourhood_split_holds_out_a_neighbourhood_per_class():
     rng = np.random.RandomState(0)
     # Class 0: two tight groups of 5 (directions e0 and e1); class 1: 10 near e2.
