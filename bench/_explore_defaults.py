@@ -136,14 +136,19 @@ def nhwc(X):
     return X if X.ndim == 4 else X[..., None]
 
 
+def lite0(X, size=224):
+    """The pretrained EfficientNet-Lite0 feature extractor for NHWC images ``X``."""
+    return build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
+                          input_size=size, pretrained=True)
+
+
 def frozen(name, X, y, emit):
     """CV accuracy of frozen EfficientNet-Lite0 features + a linear head."""
     X = nhwc(X)
     rule = frozen_input_size(X.shape[1:])
     for size in sorted({96, 128, 160, 224, rule}):
         torch.manual_seed(0)
-        net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
-                             input_size=size, pretrained=True)
+        net = lite0(X, size)
         start = time.perf_counter()
         features = embed(net, X, device="cpu", precision="bf16")
         feature_s = time.perf_counter() - start
@@ -213,8 +218,7 @@ def fine_tune(name, X, y, emit):
         emit({"experiment": "fine_tune", "condition": name, "size": size, "lr": lr,
               "rule_size": size == recipe.params["module__input_size"],
               "cv_scores": scores, "fit_s": seconds, "load": os.getloadavg()[0]})
-    net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
-                         input_size=frozen_input_size(X.shape[1:]), pretrained=True)
+    net = lite0(X, frozen_input_size(X.shape[1:]))
     features = embed(net, X, device="cpu", precision="bf16")
     scores = [float(np.mean(fit_linear_head(features[tr], y[tr], np.ones(len(tr)))
                             .predict(features[va]) == y[va])) for tr, va in folds(y, k=3)]
@@ -287,8 +291,7 @@ def shift(name, emit, draws=(0, 1, 2)):
         X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
         X, Xv = nhwc(X), nhwc(Xv)
         for fsize in sorted({frozen_input_size(X.shape[1:]), 224}):
-            net = build_backbone("efficientnet_lite0", n_classes=None,
-                                 in_channels=X.shape[-1], input_size=fsize, pretrained=True)
+            net = lite0(X, fsize)
             F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
             head = fit_linear_head(F, y, np.ones(len(y)))
             emit({"experiment": "shift", "condition": name, "draw": draw,
@@ -334,8 +337,7 @@ def flip(name, emit, draws=(0, 1, 2)):
     for draw in draws:
         X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
         X, Xv = nhwc(X), nhwc(Xv)
-        net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
-                             input_size=224, pretrained=True)
+        net = lite0(X)
         F, Fv, G, Gv = (embed(net, np.ascontiguousarray(A), device="cpu", precision="bf16")
                         for A in (X, Xv, X[:, :, ::-1], Xv[:, :, ::-1]))
         ones = np.ones(len(y))
@@ -417,14 +419,14 @@ def levels(name, emit, draws=(0, 1, 2)):
     for draw in draws:
         X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
         X, Xv = nhwc(X), nhwc(Xv)
-        net = build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
-                             input_size=224, pretrained=True)
+        net = lite0(X)
         for blocks in LEVELS:
             F, Fv = pooled_levels(net, X, blocks), pooled_levels(net, Xv, blocks)
             head = fit_linear_head(F, y, np.ones(len(y)))
             raw = LogisticRegression(max_iter=1000).fit(F, y)
-            for how, accuracy in (("standardized, C by CV", np.mean(head.predict(Fv) == yv)),
-                                  ("raw, C=1", raw.score(Fv, yv))):
+            scores = (("standardized, C by CV", np.mean(head.predict(Fv) == yv)),
+                      ("raw, C=1", raw.score(Fv, yv)))
+            for how, accuracy in scores:
                 emit({"experiment": "levels", "condition": name, "draw": draw,
                       "blocks": list(blocks), "dim": int(F.shape[1]), "head": how,
                       "accuracy": float(accuracy)})

@@ -18,7 +18,6 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
 from ._accelerate import AcceleratedImageNet
-from .augmentation import RandomAugment
 from ._callbacks import (
     EpochProgressBar,
     InterpolateWeights,
@@ -29,6 +28,7 @@ from ._callbacks import (
 from ._data import collate_batch, image_batches
 from ._probe import last_linear
 from ._skorch import ImageNet
+from .augmentation import RandomAugment
 from .backbones import backbone_param_groups, prepare_module
 from .networks import build_network
 

@@ -263,31 +263,33 @@ class BackboneNet(nn.Module):
         if self._tapped is not None:
             self._tapped.append(_global_average(output))
 
+    def _tapped_forward(self, x):
+        """The body's output for adapted images ``x`` and its tapped levels' averages."""
+        self._tapped = []
+        try:
+            return self.body(x), self._tapped
+        finally:
+            self._tapped = None
+
     @torch.no_grad()
     def _tapped_dim(self, n_taps):
         """Values the tapped levels add: one forward pass of a blank image."""
-        size = self.adapter.size or (64, 64)
         training = self.body.training
-        self._tapped = []
         try:
-            self.body.eval()(torch.zeros(1, 3, *size))
-            dims = [t.shape[1] for t in self._tapped]
+            self.body.eval()
+            blank = torch.zeros(1, 3, *(self.adapter.size or (64, 64)))
+            _, tapped = self._tapped_forward(blank)
         finally:
-            self._tapped = None
             self.body.train(training)
-        assert len(dims) == n_taps, dims
-        return sum(dims)
+        assert len(tapped) == n_taps, [t.shape for t in tapped]
+        return sum(t.shape[1] for t in tapped)
 
     def embed(self, x):
         """Return the pooled embeddings ``(n, embedding_dim)`` of images ``x``."""
         if self.levels == 1:
             return self.body(self.adapter(x))
-        self._tapped = []
-        try:
-            out = self.body(self.adapter(x))
-            return torch.cat([*self._tapped, out.flatten(1)], 1)
-        finally:
-            self._tapped = None
+        out, tapped = self._tapped_forward(self.adapter(x))
+        return torch.cat([*tapped, out.flatten(1)], 1)
 
     def forward(self, x):
         """Return logits ``(n, n_classes)`` of float images ``(n, C, H, W)``."""
