@@ -47,6 +47,11 @@ Experiments (``--experiments``, comma-separated):
   concatenated with globally averaged outputs of earlier block stages) on
   the shifted folds of ``shift``, with the selection's linear head and the
   suite baseline's. Informs ``skimgcls._selection.FROZEN_LEVELS``.
+* ``head``: the frozen features' linear head (standardized with ``C`` by CV,
+  raw with ``C=1``, or the better on the selection's held-out part) on the
+  shifted folds of ``shift``.
+* ``ft_levels``: the LP-FT recipe with its probe and head on one or four
+  feature levels (``module__levels``), on the shifted folds of ``shift``.
 * ``augment``: ``compact_cnn`` with and without ``RandomAugment()`` by 3-fold
   CV of the training parts of digits 5 / 20 and MNIST 500 / 4,000.
 * ``budget``: the ``'auto'`` step budget (250 / 500 / 1,000 steps at batch
@@ -67,6 +72,8 @@ Experiments (``--experiments``, comma-separated):
     python bench/_explore_defaults.py --report /tmp/rule.jsonl --report-out explore_rule.md
     python bench/_explore_defaults.py --experiments levels --out /tmp/levels.jsonl
     python bench/_explore_defaults.py --report /tmp/levels.jsonl --report-out explore_levels.md
+    python bench/_explore_defaults.py --experiments ft_levels --out /tmp/ftl.jsonl
+    python bench/_explore_defaults.py --report /tmp/ftl.jsonl --report-out explore_ft_levels.md
 """
 
 import argparse
@@ -88,8 +95,14 @@ from skorch.callbacks import Callback
 from skimgcls import CNNClassifier
 from skimgcls._build import auto_batch_size
 from skimgcls._probe import embed, fit_linear_head
-from skimgcls._selection import (FINE_TUNE_BATCH, FINE_TUNE_LR, FINE_TUNE_STEPS,
-                                 fine_tune_recipe, frozen_input_size)
+from skimgcls._selection import (
+    FINE_TUNE_BATCH,
+    FINE_TUNE_LR,
+    FINE_TUNE_STEPS,
+    FINE_TUNE_WISE_ALPHA,
+    fine_tune_recipe,
+    frozen_input_size,
+)
 from skimgcls.backbones import build_backbone
 
 _spec = importlib.util.spec_from_file_location("skimgcls_bench_accuracy",
@@ -136,10 +149,10 @@ def nhwc(X):
     return X if X.ndim == 4 else X[..., None]
 
 
-def lite0(X, size=224):
+def lite0(X, size=224, levels=1):
     """The pretrained EfficientNet-Lite0 feature extractor for NHWC images ``X``."""
     return build_backbone("efficientnet_lite0", n_classes=None, in_channels=X.shape[-1],
-                          input_size=size, pretrained=True)
+                          input_size=size, pretrained=True, levels=levels)
 
 
 def frozen(name, X, y, emit):
@@ -430,6 +443,97 @@ def levels(name, emit, draws=(0, 1, 2)):
                 emit({"experiment": "levels", "condition": name, "draw": draw,
                       "blocks": list(blocks), "dim": int(F.shape[1]), "head": how,
                       "accuracy": float(accuracy)})
+
+
+def head(name, emit, draws=(0, 1, 2)):
+    """The frozen features' linear head, fixed or chosen on the selection's split.
+
+    On the shifted folds of ``shift`` with the frozen recipe's features (224
+    px, ``FROZEN_LEVELS``): the selection's head (standardized features, ``C``
+    by inner CV), logistic regression on the raw features with ``C=1`` (the
+    ``BackboneFeatures`` + ``LogisticRegression()`` route), and the one of
+    the two that scores better on the selection's own held-out part of the
+    fitting crops (``_neighbourhood_split``; the simpler, standardized one
+    when within one standard error), refit on every fitting crop. Scored on
+    the validation crops.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    from skimgcls._selection import (
+        FROZEN_LEVELS,
+        SELECT_VALID_FRACTION,
+        _neighbourhood_split,
+        _standard_error,
+    )
+
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        net = lite0(X, levels=FROZEN_LEVELS)
+        F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
+
+        def fit(how, F_, y_):
+            if how == "standardized, C by CV":
+                return fit_linear_head(F_, y_, np.ones(len(y_)))
+            return LogisticRegression(max_iter=1000).fit(F_, y_)
+
+        hows = ("standardized, C by CV", "raw, C=1")
+        n_valid = max(7, int(round(SELECT_VALID_FRACTION * len(y))))
+        _, valid_idx = train_test_split(np.arange(len(y)), test_size=n_valid,
+                                        stratify=y, random_state=draw)
+        train_idx, valid_idx = _neighbourhood_split(F, y, valid_idx)
+        held = [float(np.mean(fit(h, F[train_idx], y[train_idx]).predict(F[valid_idx])
+                              == y[valid_idx])) for h in hows]
+        best = max(held)
+        bar = best - _standard_error(best, len(valid_idx))
+        chosen = next(h for h, a in zip(hows, held) if a >= bar)
+        scores = {h: float(np.mean(fit(h, F, y).predict(Fv) == yv)) for h in hows}
+        for how in hows:
+            emit({"experiment": "head", "condition": name, "draw": draw, "head": how,
+                  "accuracy": scores[how]})
+        emit({"experiment": "head", "condition": name, "draw": draw,
+              "head": "chosen on the selection's held-out part", "chosen": chosen,
+              "held_out": held, "accuracy": scores[chosen]})
+
+
+def ft_levels(name, emit, draws=(0, 1, 2)):
+    """LP-FT from a probe on one or four feature levels, on the shifted folds.
+
+    The fine-tuning recipe (``fine_tune_recipe``) as it is (``levels=1``: its
+    probe and head on the pooled output) and with ``module__levels=4`` (the
+    frozen features' levels, ``FROZEN_LEVELS``: the probe it starts from is
+    the frozen recipe's at 128 px), each scored with the recipe's
+    ``wise_alpha`` and with the fine-tuned weights alone, predicting at the
+    trained 128 px and at 224 px.
+    """
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        for n_levels in (1, 4):
+            recipe = fine_tune_recipe(X.shape[1:])
+            params = {**recipe.params, "wise_alpha": None, "module__levels": n_levels}
+            batches = math.ceil(len(X) / FINE_TUNE_BATCH)
+            clf = CNNClassifier(**params, max_epochs=max(1, math.ceil(
+                FINE_TUNE_STEPS / batches)), validation_fraction=None,
+                early_stopping=False, callbacks=[("capture", _Capture())],
+                random_state=draw)
+            start = time.perf_counter()
+            clf.fit(X, y)
+            fit_s = time.perf_counter() - start
+            module, capture = clf.net_.module_, dict(clf.net_.callbacks_)["capture"]
+            trained_size = module.adapter.resize.size
+            for alpha in (0.0, FINE_TUNE_WISE_ALPHA, 1.0):
+                module.load_state_dict(interpolate(capture.start_, capture.end_, alpha))
+                for predict_size in (trained_size, (224, 224)):
+                    module.adapter.resize.size = predict_size
+                    emit({"experiment": "ft_levels", "condition": name, "draw": draw,
+                          "levels": n_levels, "alpha": alpha,
+                          "predict_px": predict_size[0],
+                          "accuracy": float(clf.score(Xv, yv)), "fit_s": fit_s})
+                module.adapter.resize.size = trained_size
 
 
 #: The selection rules compared by ``rule``: recipes ordered simplest first
@@ -723,6 +827,38 @@ def report(path):
                   f"the selection runs): {means(photo_rows)}.",
                   "", "The digits and MNIST rows were measured with their frozen "
                   "features at 96 px, the rule for images under 32 px at the time."]
+    head_rows = [r for r in rows if r["experiment"] == "head"]
+    if head_rows:
+        lines += ["", "## The frozen features' linear head: fixed or chosen", "",
+                  "Shifted folds of `shift` (3 draws), frozen features at 224 px with "
+                  "`FROZEN_LEVELS`. `chosen`: the better of the two on the selection's "
+                  "neighbourhood held-out part of the fitting crops (the standardized one "
+                  "within one standard error), refit on all of them; its picks per draw "
+                  "(S standardized, R raw).", "",
+                  "| condition | head | accuracy | per draw | picks |",
+                  "|---|---|---|---|---|"]
+        for (condition, how), rs in _grouped(
+                head_rows, lambda r: (r["condition"], r["head"])).items():
+            picks = "".join(r["chosen"][0].upper() for r in rs if "chosen" in r)
+            lines.append(f"| {condition} | {how} | "
+                         f"{_mean_and_each([r['accuracy'] for r in rs])} | {picks} |")
+    ftl_rows = [r for r in rows if r["experiment"] == "ft_levels"]
+    if ftl_rows:
+        lines += ["", "## Fine-tuning from a probe on one or four feature levels", "",
+                  "Shifted folds of `shift` (3 draws). The LP-FT recipe trained at 128 "
+                  "px with `module__levels` 1 (as it is) or 4; weights `(1 - a)` probe + "
+                  "`a` fine-tuned (`a=0`: the probe alone at 128 px; `a=0.5`: the "
+                  "recipe's `wise_alpha`), predicting at 128 or 224 px. For comparison, "
+                  "the frozen recipe (224 px, levels=4, its head) scored 88.8 / 82.1 / "
+                  "92.1 / 86.2 % on these folds (`levels` above).", "",
+                  "| condition | levels | a | predict px | accuracy | per draw | fit s |",
+                  "|---|---|---|---|---|---|---|"]
+        for (condition, n_levels, alpha, px), rs in _grouped(
+                ftl_rows, lambda r: (r["condition"], r["levels"], r["alpha"],
+                                     r["predict_px"])).items():
+            lines.append(f"| {condition} | {n_levels} | {alpha:g} | {px} | "
+                         f"{_mean_and_each([r['accuracy'] for r in rs])} | "
+                         f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
     aug_rows = [r for r in rows if r["experiment"] == "augment"]
     if aug_rows:
         lines += ["", "## Augmentation of compact_cnn (informs its default `augment`)", "",
@@ -780,10 +916,11 @@ def main(argv=None):
         if experiment == "cost":
             cost(emit)
             continue
-        if experiment in ("shift", "flip", "split", "rule", "levels"):
+        if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head"):
             for name in chosen or SHIFT_CONDITIONS:
                 {"shift": shift, "flip": flip, "split": split, "rule": rule,
-                 "levels": levels}[experiment](name, emit)
+                 "levels": levels, "ft_levels": ft_levels, "head": head}[experiment](
+                    name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS,

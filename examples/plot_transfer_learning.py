@@ -81,8 +81,9 @@ print(weights_info("efficientnet_lite0"))
 # Linear probe
 # ------------
 # The crops are resized to 128x128 inside the network (``input_size``): less
-# than a third of the computation of the native 224x224. ``levels=4`` adds the
-# pooled outputs of the network's three block stages before the last.
+# than a third of the computation of the native 224x224. ``levels=4`` (what
+# ``levels='auto'`` gives this backbone) adds the pooled outputs of the
+# network's three block stages before the last.
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 

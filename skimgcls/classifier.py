@@ -35,7 +35,7 @@ from ._build import (
 )
 from ._checkpoint import Checkpointer, fit_fingerprint
 from ._data import ImageTensorDataset, collate_batch
-from ._device import resolve_device, resolve_precision, torch_threads
+from ._device import inference_batch_size, resolve_device, resolve_precision, torch_threads
 from ._docstring import Substitution
 from ._selection import candidate_recipes, install_linear_head, select_recipe
 from ._tta import TTA_PRESETS, resolve_tta
@@ -50,8 +50,10 @@ __all__ = ["CNNClassifier"]
 # final_estimator, is_multilabel, decision_rule, DecisionRule, input_spec,
 # InputSpec, rebuild_net. Not public API.
 
-#: Smallest batch used by predict/predict_proba: large enough to amortize the
-#: per-batch overhead, small enough that activations stay in cache.
+#: Largest batch of predict/predict_proba on a CPU: large enough to amortize
+#: the per-batch overhead on small images, small enough that activations stay
+#: in cache; networks with larger inputs take fewer images per batch
+#: (``inference_batch_size``: 8 at 224 px).
 PREDICT_BATCH_SIZE = 128
 
 
@@ -1023,11 +1025,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         their softmax (sigmoid for multi-label) is that average.
         """
         views = resolve_tta(self.tta)
-        # On the CPU, batches larger than PREDICT_BATCH_SIZE spill the
-        # activations out of cache and get slower; accelerators like them large.
-        batch_size = PREDICT_BATCH_SIZE
-        if torch.device(self.device_).type != "cpu":
-            batch_size = max(self.net_.batch_size, batch_size)
+        # On the CPU, larger batches spill the activations out of cache and
+        # get slower; accelerators like them large.
+        if torch.device(self.device_).type == "cpu":
+            adapter = getattr(self.net_.module_, "adapter", None)
+            size = getattr(adapter, "size", None) or (
+                None if self.image_shape_ is None else tuple(self.image_shape_[:2]))
+            batch_size = min(PREDICT_BATCH_SIZE, inference_batch_size("cpu", size))
+        else:
+            batch_size = max(self.net_.batch_size, PREDICT_BATCH_SIZE)
         batches, n_batches = self._batches(X, batch_size)
         batches = track(batches, total=n_batches, desc="predict", unit="batch",
                         verbose=self.verbose, delay=2.0 if self.verbose == 1 else 0.0,

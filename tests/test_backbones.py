@@ -171,8 +171,10 @@ def test_levels_add_the_pooled_outputs_of_the_blocks_before_the_last():
         assert net.body(net.adapter(x)).shape == (2, 512)  # the body alone: unchanged
     assert net.embedding_dim == 128 + 256 + 512 == net.head[-1].in_features
     assert net.levels == 3 and one.levels == 1
-    for bad in (0, 1.5):
-        with pytest.raises(ValueError, match="levels must be an int >= 1"):
+    # 'auto': what the source measured for frozen features (1 unless it did).
+    assert BackboneNet("resnet18", 3, input_size=32, levels="auto").levels == 1
+    for bad in (0, 1.5, "all"):
+        with pytest.raises(ValueError, match="levels must be an int >= 1 or 'auto'"):
             BackboneNet("resnet18", 3, input_size=32, levels=bad)
     with pytest.raises(ValueError, match="levels=9 but 'resnet18' has 5 feature levels"):
         BackboneNet("resnet18", 3, input_size=32, levels=9)

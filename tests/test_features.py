@@ -105,6 +105,28 @@ def test_linear_probe(digits):
     assert probe.score(X[1::2], y[1::2]) > 0.6
 
 
+@pytest.mark.parametrize("device, size, expected", [
+    ("cpu", 224, 8), ("cpu", (112, 112), 32), ("cpu", 64, 98), ("cpu", 8, 256),
+    ("cpu", None, 98), ("cuda", 224, 64), ("cuda:1", 32, 64),
+])
+def test_inference_batch_size_holds_a_fixed_number_of_pixels_on_a_cpu(device, size,
+                                                                      expected):
+    from skimgcls._device import inference_batch_size
+
+    assert inference_batch_size(device, size) == expected
+
+
+def test_batch_size_auto_follows_the_input_size_and_not_the_features(fitted, digits):
+    features, F = fitted
+    X = digits[0]
+    assert features.batch_size == "auto" and features.batch_size_ == 256  # 32 px: 392, at most 256
+    large = BackboneFeatures(**{**SMALL, "input_size": 224}).fit(X[:2])
+    assert large.batch_size_ == 8
+    five = clone(features).set_params(batch_size=5).fit(X)
+    assert five.batch_size_ == 5
+    np.testing.assert_allclose(five.transform(X), F, rtol=1e-4, atol=1e-5)
+
+
 def test_memory_computes_features_once_per_distinct_input(digits, tmp_path,
                                                            monkeypatch):
     X, y = digits

@@ -25,7 +25,9 @@ PACKAGE = Path(skimgcls.__file__).parent
 #: Lowest first. A module of layer i may import modules of layers <= i.
 LAYERS = [
     # 0. no dependency on the package
-    {"_version", "_docstring", "exceptions", "utils._random", "utils._progress"},
+    {"_version", "_docstring", "exceptions", "utils._random", "utils._progress",
+     # device, precision, threads, inference batch sizes: torch only
+     "_device"},
     # 1. tensor kernels: the one NHWC -> float NCHW conversion, resize, crop...
     {"_functional"},
     # 2. image files: decode, EXIF, draft, errors, stacking; the decode cache
@@ -41,7 +43,7 @@ LAYERS = [
      "backbones._torchvision", "backbones._timm", "backbones._pip", "backbones._user",
      "backbones._registry", "backbones._net"},
     # 5. training, on the skorch side
-    {"_device", "_data", "_checkpoint", "_skorch", "_accelerate", "_callbacks",
+    {"_data", "_checkpoint", "_skorch", "_accelerate", "_callbacks",
      "callbacks", "_build"},
     # 6. estimators
     {"classifier", "features", "_selection"},

@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 
 from skimgcls import BackboneFeatures, CNNClassifier, load, save
 from skimgcls._functional import to_float_nchw
+from skimgcls._selection import FROZEN_LEVELS
 from skimgcls.backbones import (
     BackboneNet,
     PretrainedWeightsError,
@@ -167,11 +168,13 @@ def test_frozen_body_keeps_the_imagenet_weights(crops, no_network):
 
 def test_features_and_persistence_offline(crops, tmp_path, no_network):
     X, y = crops
-    probe = make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=32),
+    probe = make_pipeline(BackboneFeatures("efficientnet_lite0", input_size=32, levels=1),
                           LogisticRegression(max_iter=500)).fit(X, y)
     assert probe[0].embedding_dim_ == 1280 and probe.score(X, y) > 0.8
-    # The frozen features of module='auto': the last three block stages too.
-    levels = BackboneFeatures("efficientnet_lite0", input_size=32, levels=4).fit(X)
+    # The default (levels='auto') and the frozen features of module='auto':
+    # the last three block stages too.
+    levels = BackboneFeatures("efficientnet_lite0", input_size=32).fit(X)
+    assert levels.levels == "auto" and levels.levels_ == 4 == FROZEN_LEVELS
     features = levels.transform(X)
     assert features.shape == (len(X), 1280 + 112 + 192 + 320)
     np.testing.assert_allclose(features[:, -1280:], probe[0].transform(X), atol=1e-5)

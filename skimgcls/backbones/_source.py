@@ -180,6 +180,15 @@ class BackboneSource:
                 for group in generic_block_groups(body)
                 if any(isinstance(m, nn.Module) for m in group)]
 
+    def frozen_levels(self, name):
+        """Return the feature levels of a frozen embedding of ``name`` (``levels='auto'``).
+
+        How many of :meth:`feature_levels` the embedding of
+        :class:`~skimgcls.BackboneFeatures` concatenates by default. 1 (the
+        body's output alone) unless a source measured better.
+        """
+        return 1
+
     def weights_info(self, name):
         """Return the :class:`WeightsInfo` of ``name``'s pretrained weights."""
         raise NotImplementedError
