@@ -295,6 +295,31 @@ def interpolate(start, end, alpha):
             else end[k] for k in end}
 
 
+def lp_ft_scores(X, y, Xv, yv, draw, alphas, **changes):
+    """Train the fine-tuning recipe (with ``changes``) once; score interpolations.
+
+    Yields ``(alpha, predict_px, accuracy, fit_s)`` for the weights ``(1 -
+    alpha) * probe + alpha * fine-tuned``, each predicting at the trained size
+    and at 224 px (FixRes: Touvron et al., NeurIPS 2019).
+    """
+    recipe = fine_tune_recipe(X.shape[1:])
+    batches = math.ceil(len(X) / FINE_TUNE_BATCH)
+    clf = CNNClassifier(**{**recipe.params, **changes}, max_epochs=max(1, math.ceil(
+        FINE_TUNE_STEPS / batches)), validation_fraction=None, early_stopping=False,
+        callbacks=[("capture", _Capture())], random_state=draw)
+    start = time.perf_counter()
+    clf.fit(X, y)
+    fit_s = time.perf_counter() - start
+    module, capture = clf.net_.module_, dict(clf.net_.callbacks_)["capture"]
+    trained_size = module.adapter.resize.size
+    for alpha in alphas:
+        module.load_state_dict(interpolate(capture.start_, capture.end_, alpha))
+        for predict_size in (trained_size, (224, 224)):
+            module.adapter.resize.size = predict_size
+            yield alpha, predict_size[0], float(clf.score(Xv, yv)), fit_s
+        module.adapter.resize.size = trained_size
+
+
 def shift(name, emit, draws=(0, 1, 2)):
     """Accuracy on shifted validation folds: frozen heads, LP-FT and its interpolations."""
     from sklearn.linear_model import LogisticRegression
@@ -321,27 +346,12 @@ def shift(name, emit, draws=(0, 1, 2)):
             emit({"experiment": "shift", "condition": name, "draw": draw,
                   "method": f"frozen {fsize} px, raw features C=1 (suite baseline)",
                   "accuracy": float(model.score(Fv, yv))})
-        recipe = fine_tune_recipe(X.shape[1:])
-        batches = math.ceil(len(X) / FINE_TUNE_BATCH)
-        clf = CNNClassifier(**recipe.params, max_epochs=max(1, math.ceil(
-            FINE_TUNE_STEPS / batches)), validation_fraction=None, early_stopping=False,
-            callbacks=[("capture", _Capture())], random_state=draw)
-        start = time.perf_counter()
-        clf.fit(X, y)
-        fit_s = time.perf_counter() - start
-        module, capture = clf.net_.module_, dict(clf.net_.callbacks_)["capture"]
-        trained_size = module.adapter.resize.size
-        for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
-            module.load_state_dict(interpolate(capture.start_, capture.end_, alpha))
-            # The same weights predict at the trained size and at 224 px
-            # (FixRes: Touvron et al., NeurIPS 2019).
-            for predict_size in (trained_size, (224, 224)):
-                module.adapter.resize.size = predict_size
-                emit({"experiment": "shift", "condition": name, "draw": draw,
-                      "method": f"LP-FT, weights (1-a) probe + a fine-tuned, a={alpha:g}"
-                                f", predicting at {predict_size[0]} px",
-                      "accuracy": float(clf.score(Xv, yv)), "fit_s": fit_s})
-            module.adapter.resize.size = trained_size
+        for alpha, predict_px, accuracy, fit_s in lp_ft_scores(
+                X, y, Xv, yv, draw, (0.0, 0.25, 0.5, 0.75, 1.0)):
+            emit({"experiment": "shift", "condition": name, "draw": draw,
+                  "method": f"LP-FT, weights (1-a) probe + a fine-tuned, a={alpha:g}"
+                            f", predicting at {predict_px} px",
+                  "accuracy": accuracy, "fit_s": fit_s})
 
 
 def flip(name, emit, draws=(0, 1, 2)):
@@ -513,27 +523,12 @@ def ft_levels(name, emit, draws=(0, 1, 2)):
         X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
         X, Xv = nhwc(X), nhwc(Xv)
         for n_levels in (1, 4):
-            recipe = fine_tune_recipe(X.shape[1:])
-            params = {**recipe.params, "wise_alpha": None, "module__levels": n_levels}
-            batches = math.ceil(len(X) / FINE_TUNE_BATCH)
-            clf = CNNClassifier(**params, max_epochs=max(1, math.ceil(
-                FINE_TUNE_STEPS / batches)), validation_fraction=None,
-                early_stopping=False, callbacks=[("capture", _Capture())],
-                random_state=draw)
-            start = time.perf_counter()
-            clf.fit(X, y)
-            fit_s = time.perf_counter() - start
-            module, capture = clf.net_.module_, dict(clf.net_.callbacks_)["capture"]
-            trained_size = module.adapter.resize.size
-            for alpha in (0.0, FINE_TUNE_WISE_ALPHA, 1.0):
-                module.load_state_dict(interpolate(capture.start_, capture.end_, alpha))
-                for predict_size in (trained_size, (224, 224)):
-                    module.adapter.resize.size = predict_size
-                    emit({"experiment": "ft_levels", "condition": name, "draw": draw,
-                          "levels": n_levels, "alpha": alpha,
-                          "predict_px": predict_size[0],
-                          "accuracy": float(clf.score(Xv, yv)), "fit_s": fit_s})
-                module.adapter.resize.size = trained_size
+            for alpha, predict_px, accuracy, fit_s in lp_ft_scores(
+                    X, y, Xv, yv, draw, (0.0, FINE_TUNE_WISE_ALPHA, 1.0),
+                    wise_alpha=None, module__levels=n_levels):
+                emit({"experiment": "ft_levels", "condition": name, "draw": draw,
+                      "levels": n_levels, "alpha": alpha, "predict_px": predict_px,
+                      "accuracy": accuracy, "fit_s": fit_s})
 
 
 #: The selection rules compared by ``rule``: recipes ordered simplest first

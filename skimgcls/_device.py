@@ -58,7 +58,7 @@ def resolve_precision(precision, device):
     return "fp32"
 
 
-def inference_batch_size(device, image_size):
+def inference_batch_size(device, image_size, module=None):
     """Images per forward pass when a frozen network computes features.
 
     On a CPU, as many as hold about ``CPU_BATCH_PIXELS`` input pixels (8
@@ -75,11 +75,14 @@ def inference_batch_size(device, image_size):
     device : str or torch.device
         Where the network runs.
     image_size : int, tuple of int or None
-        Size of the network's input (after any resizing); None: unknown (64 px
-        is assumed).
+        Size of the images; None: unknown (64 px is assumed).
+    module : torch.nn.Module, default=None
+        The network: when it resizes its input (``module.adapter.size``, as
+        backbone networks do), that size counts instead of ``image_size``.
     """
     if torch.device(device).type != "cpu":
         return 64
+    image_size = getattr(getattr(module, "adapter", None), "size", None) or image_size
     h, w = (image_size, image_size) if isinstance(image_size, int) else (
         image_size[:2] if image_size is not None else (64, 64))
     if not h > 0 < w:  # unknown

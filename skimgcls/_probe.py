@@ -94,9 +94,7 @@ def embed(module, X, *, device, precision):
 
     In batches of ``inference_batch_size`` images of the network's input size.
     """
-    adapter = getattr(module, "adapter", None)
-    batch_size = inference_batch_size(
-        device, getattr(adapter, "size", None) or tuple(X.shape[1:3]))
+    batch_size = inference_batch_size(device, X.shape[1:3], module)
     batches = (to_float_nchw(X[i:i + batch_size], device)
                for i in range(0, len(X), batch_size))
     return embed_batches(module, batches, device=device, precision=precision)
@@ -158,15 +156,16 @@ def _choose_C(Z, y, weights):
         return HEAD_CS[0] if len(HEAD_CS) == 1 else 1.0
     splits = StratifiedKFold(folds, shuffle=True, random_state=0).split(Z, y)
     scores = np.zeros((len(HEAD_CS), 2))  # minus summed accuracies, summed log-losses
+    path = sorted(HEAD_CS)  # most regularized first
     for tr, va in splits:
         model = LogisticRegression(solver=HEAD_SOLVER, max_iter=1000, warm_start=True)
-        for i, C in enumerate(sorted(HEAD_CS)):
+        for i, C in enumerate(path):
             model.set_params(C=C).fit(Z[tr], y[tr], sample_weight=weights[tr])
             accuracy, loss = accuracy_and_log_loss(
                 y[va], model.predict_proba(Z[va]), weights[va], model.classes_)
             scores[i] -= (accuracy, -loss)
     best = min(range(len(HEAD_CS)), key=lambda i: tuple(scores[i]))
-    return sorted(HEAD_CS)[best]
+    return path[best]
 
 
 def last_linear(module):

@@ -1028,10 +1028,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         # On the CPU, larger batches spill the activations out of cache and
         # get slower; accelerators like them large.
         if torch.device(self.device_).type == "cpu":
-            adapter = getattr(self.net_.module_, "adapter", None)
-            size = getattr(adapter, "size", None) or (
-                None if self.image_shape_ is None else tuple(self.image_shape_[:2]))
-            batch_size = min(PREDICT_BATCH_SIZE, inference_batch_size("cpu", size))
+            batch_size = min(PREDICT_BATCH_SIZE, inference_batch_size(
+                "cpu", self.image_shape_ and self.image_shape_[:2], self.net_.module_))
         else:
             batch_size = max(self.net_.batch_size, PREDICT_BATCH_SIZE)
         batches, n_batches = self._batches(X, batch_size)
