@@ -55,6 +55,12 @@ Experiments (``--experiments``, comma-separated):
   scored more than 0.4 points above the selection's 87.1 % mean).
 * ``ft_levels``: the LP-FT recipe with its probe and head on one or four
   feature levels (``module__levels``), on the shifted folds of ``shift``.
+* ``stop``: ``CNNClassifier()`` with and without ``SELECT_STOP_AHEAD`` (a
+  from-scratch candidate stops training in the selection once it is more than
+  one standard error above the simpler recipes), on 3-fold CV of the color
+  MNIST training parts (64 and 128 px, 1,000 images) and the shifted folds of
+  the photos: the recipe chosen, the accuracy, the selection's steps and the
+  seconds. Informs ``skimgcls._selection.SELECT_STOP_AHEAD``.
 * ``augment``: ``compact_cnn`` with and without ``RandomAugment()`` by 3-fold
   CV of the training parts of digits 5 / 20 and MNIST 500 / 4,000.
 * ``budget``: the ``'auto'`` step budget (250 / 500 / 1,000 steps at batch
@@ -75,6 +81,8 @@ Experiments (``--experiments``, comma-separated):
     python bench/_explore_defaults.py --report /tmp/rule.jsonl --report-out explore_rule.md
     python bench/_explore_defaults.py --experiments levels --out /tmp/levels.jsonl
     python bench/_explore_defaults.py --report /tmp/levels.jsonl --report-out explore_levels.md
+    python bench/_explore_defaults.py --experiments stop --out /tmp/stop.jsonl
+    python bench/_explore_defaults.py --report /tmp/stop.jsonl --report-out explore_stop.md
     python bench/_explore_defaults.py --experiments ft_levels --out /tmp/ftl.jsonl
     python bench/_explore_defaults.py --report /tmp/ftl.jsonl --report-out explore_ft_levels.md
 """
@@ -134,6 +142,8 @@ CONDITIONS = {
     "mnist_50": training_part(lambda: acc.mnist_split(50)),
     "mnist_500": training_part(lambda: acc.mnist_split(500)),
     "mnist_4000": training_part(lambda: acc.mnist_split(4000)),
+    "mnist_rgb64": training_part(lambda: acc.mnist_rgb_split(64, 1000, 1000)),
+    "mnist_rgb128": training_part(lambda: acc.mnist_rgb_split(128, 1000, 1000)),
 }
 
 FROZEN_CONDITIONS = ("photos_rgb48_30", "photos_rgb48_5", "photos_gray128_30",
@@ -402,6 +412,43 @@ def split(name, emit, draws=(0, 1, 2)):
                   "recipe": clf.recipe_, "accuracy": float(clf.score(Xv, yv)),
                   "valid_scores": clf.selection_results_ and clf.selection_results_[
                       "valid_score"], "fit_s": time.perf_counter() - start})
+
+
+#: Conditions of ``stop``: where the selection trains ``compact_cnn`` after
+#: the frozen features (color MNIST, 1,000 images) and the photos.
+STOP_CONDITIONS = ("mnist_rgb64", "mnist_rgb128", *SHIFT_CONDITIONS)
+
+
+def stop(name, emit, draws=(0, 1, 2)):
+    """``CNNClassifier()`` with and without ``SELECT_STOP_AHEAD``: the recipe it
+    chooses, the selection's steps and seconds, the fit's seconds and the
+    accuracy on the shifted validation crops (photos) or 3-fold CV of the
+    training part (color MNIST)."""
+    import skimgcls._selection as selection
+
+    if name in SHIFT_CONDITIONS:
+        folds_ = [(draw, shifted_fold(*SHIFT_CONDITIONS[name], draw)) for draw in draws]
+    else:
+        X, y = CONDITIONS[name]()
+        folds_ = [(i, (X[tr], y[tr], X[va], y[va]))
+                  for i, (tr, va) in enumerate(folds(y, k=3))]
+    default = selection.SELECT_STOP_AHEAD
+    try:
+        for draw, (X, y, Xv, yv) in folds_:
+            for ahead in (False, True):
+                selection.SELECT_STOP_AHEAD = ahead
+                clf = CNNClassifier(random_state=draw)
+                start = time.perf_counter()
+                clf.fit(X, y)
+                emit({"experiment": "stop", "condition": name, "draw": draw,
+                      "stop_ahead": ahead, "recipe": clf.recipe_,
+                      "accuracy": float(clf.score(Xv, yv)),
+                      "selection_steps": clf.selection_steps_,
+                      "selection_s": clf.selection_seconds_,
+                      "valid_scores": clf.selection_results_ and clf.selection_results_[
+                          "valid_score"], "fit_s": time.perf_counter() - start})
+    finally:
+        selection.SELECT_STOP_AHEAD = default
 
 
 def pooled_levels(net, X, blocks, batch_size=64):
@@ -881,6 +928,28 @@ def report(path):
         lines += ["", "Mean over the four conditions: " + "; ".join(
             f"{how} {100 * statistics.fmean(r['accuracy'] for r in rs):.1f}"
             for how, rs in _grouped(head_rows, lambda r: r["head"]).items()) + "."]
+    stop_rows = [r for r in rows if r["experiment"] == "stop"]
+    if stop_rows:
+        short = {"frozen_features": "F", "compact_cnn": "C", "fine_tune": "T"}
+        lines += ["", "## Stopping a candidate that is clearly ahead (informs "
+                  "`SELECT_STOP_AHEAD`)", "",
+                  "`CNNClassifier()` fitted with and without the early stop of "
+                  "`_StopWhenAhead`, scored on 3-fold CV of the training part (color "
+                  "MNIST) or the shifted folds of `shift` (photos). Picks per fold: F "
+                  "frozen features, C compact_cnn, T fine-tuning. Seconds: mean over "
+                  "the folds, the selection's and the whole fit's (selection and "
+                  "refit).", "",
+                  "| condition | early stop | accuracy | per fold | picks | selection "
+                  "steps | selection s | fit s |", "|---|---|---|---|---|---|---|---|"]
+        for (condition, ahead), rs in _grouped(
+                stop_rows, lambda r: (r["condition"], r["stop_ahead"])).items():
+            lines.append(
+                f"| {condition} | {'yes' if ahead else 'no'} | "
+                f"{_mean_and_each([r['accuracy'] for r in rs])} | "
+                f"{''.join(short.get(r['recipe'], '-') for r in rs)} | "
+                f"{', '.join(str(r['selection_steps']) for r in rs)} | "
+                f"{statistics.fmean(r['selection_s'] for r in rs):.1f} | "
+                f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
     ftl_rows = [r for r in rows if r["experiment"] == "ft_levels"]
     if ftl_rows:
         lines += ["", "## Fine-tuning from a probe on one or four feature levels", "",
@@ -955,11 +1024,13 @@ def main(argv=None):
         if experiment == "cost":
             cost(emit)
             continue
-        if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head"):
-            for name in chosen or SHIFT_CONDITIONS:
+        if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head",
+                          "stop"):
+            default = STOP_CONDITIONS if experiment == "stop" else SHIFT_CONDITIONS
+            for name in chosen or default:
                 {"shift": shift, "flip": flip, "split": split, "rule": rule,
-                 "levels": levels, "ft_levels": ft_levels, "head": head}[experiment](
-                    name, emit)
+                 "levels": levels, "ft_levels": ft_levels, "head": head,
+                 "stop": stop}[experiment](name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS,

@@ -33,7 +33,9 @@ budget: the ``'auto'`` one of ``compact_cnn``, 100 steps of fine-tuning), so
 that the candidates are compared as they would be used; a from-scratch network
 scored after a fraction of its budget would lose to one that is done. The
 cheap part: the features are computed once for every image and serve both the
-selection and the refit; the selection looks at most at
+selection and the refit; a from-scratch candidate stops training once it is
+more than one standard error above every simpler recipe, when the rule can no
+longer pass it over (``_StopWhenAhead``); the selection looks at most at
 ``SELECT_MAX_SAMPLES`` images. A recipe that does not apply (no pretrained
 weights installed, images smaller than ``MIN_PRETRAINED_SIDE``) is not a
 candidate; with one candidate, or classes too small to hold out one image each,
@@ -45,8 +47,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import train_test_split
+from skorch.callbacks import Callback
 
 from . import backbones
 from ._build import PRETRAINED_BACKBONE, auto_batch_size
@@ -94,6 +98,12 @@ SELECT_SPLIT = "neighbourhood"
 #: [--buffer]`` (data the selection never saw), the rule of ``_choose`` scored
 #: 84.3 % without it and 80.7 % with it.
 SELECT_BUFFER = False
+#: Whether a from-scratch candidate stops training in the selection once it is
+#: more than one standard error above every simpler recipe (``_StopWhenAhead``):
+#: ``_choose`` can then no longer pick a simpler one. Checked ``STOP_CHECKS``
+#: times over its budget.
+SELECT_STOP_AHEAD = True
+STOP_CHECKS = 10
 #: Optimizer steps of the fine-tuning recipe (in the selection and the refit).
 FINE_TUNE_STEPS = 100
 #: Peak learning rate (AdamW, one-cycle) of the fine-tuning recipe: 50x below
@@ -327,8 +337,12 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                 recipe, X, y_enc, weights, train_idx, valid_idx, cache,
                 device=device, precision=precision, build_module=build_module), 0
         else:
+            simpler = [a for a in results["valid_score"] if not math.isnan(a)]
+            ahead_of = (max(simpler) if SELECT_STOP_AHEAD and simpler
+                        and recipe.starts_from is None else None)
             (score, loss), used = _score_trained(
-                estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng)
+                estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
+                ahead_of=ahead_of)
         spent += used
         for key, value in (("recipe", recipe.name), ("steps", used),
                            ("valid_score", score), ("valid_log_loss", loss),
@@ -423,12 +437,52 @@ def _scores(y_true, proba, weights):
     return accuracy_and_log_loss(y_true, proba, weights, np.arange(proba.shape[1]))
 
 
-def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng):
+class _StopWhenAhead(Callback):
+    """Stops a candidate's training once ``_choose`` can no longer pass it over.
+
+    At ``STOP_CHECKS`` evenly spaced epoch ends, the network being trained is
+    scored on the held-out part; when its accuracy minus its standard error
+    exceeds ``ahead_of``, the best accuracy of the simpler recipes, none of
+    them is within one standard error of it, so the rule of ``_choose`` picks
+    it (or a later recipe) whatever the rest of its budget would add, and the
+    rest is skipped. (Its refit still trains on the whole budget.) Fine-tuning
+    from the simpler recipe's probe is ``_outclassed`` then too.
+    """
+
+    def __init__(self, X_valid, y_valid, weights, ahead_of):
+        self.X_valid = X_valid
+        self.y_valid = y_valid
+        self.weights = weights
+        self.ahead_of = ahead_of
+
+    def on_train_begin(self, net, **kwargs):
+        self.every_ = max(1, math.ceil(net.max_epochs / STOP_CHECKS))
+        self.stopped_at_ = None
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        if epoch % self.every_ or epoch >= net.max_epochs:
+            return
+        images = torch.from_numpy(self.X_valid)
+        with torch.inference_mode():
+            logits = torch.cat([net.predict_logits(images[i:i + 128])
+                                for i in range(0, len(images), 128)])
+        proba = torch.softmax(logits.float(), 1).cpu().numpy()
+        accuracy, _ = _scores(self.y_valid, proba, self.weights)
+        if accuracy - _standard_error(accuracy, len(self.y_valid)) > self.ahead_of:
+            self.stopped_at_ = epoch
+            raise KeyboardInterrupt  # skorch's way to end training after an epoch
+
+
+def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
+                   ahead_of=None):
     """Train a clone on the train part as the refit would train it; score it.
 
     The recipe's own budget (``recipe.steps`` optimizer steps, or the
     ``'auto'`` budget of the train part's size), so that every candidate is
-    compared as it would be used.
+    compared as it would be used; with ``ahead_of`` (the best accuracy of the
+    simpler recipes), less when it is clearly ahead (``_StopWhenAhead``).
+    Returns the accuracy and log-loss, and the optimizer steps taken.
     """
     n_train = len(train_idx)
     params = {**recipe.params, "validation_fraction": None, "early_stopping": False,
@@ -438,10 +492,15 @@ def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, r
         batch_size = recipe.params.get("batch_size") or auto_batch_size(n_train)
         params.update(batch_size=batch_size, max_epochs=max(
             1, math.ceil(recipe.steps / math.ceil(n_train / batch_size))))
-    clf = clone(estimator).set_params(**params)
+    clf = clone(estimator)
+    if ahead_of is not None:
+        stop = _StopWhenAhead(X[valid_idx], y_enc[valid_idx], weights[valid_idx],
+                              ahead_of)
+        params["callbacks"] = [*(estimator.callbacks or []), ("select_stop", stop)]
+    clf.set_params(**params)
     clf.fit(X[train_idx], y_enc[train_idx], sample_weight=weights[train_idx])
     proba = clf.predict_proba(X[valid_idx])
-    used = clf.max_epochs_ * math.ceil(n_train / clf.batch_size_)
+    used = len(clf.net_.history) * math.ceil(n_train / clf.batch_size_)
     return _scores(y_enc[valid_idx], proba, weights[valid_idx]), used
 
 

@@ -285,6 +285,49 @@ def test_fine_tuning_is_not_trained_when_its_start_was_clearly_beaten(
             "more than one standard error below another recipe") in capsys.readouterr().out
 
 
+def test_a_candidate_clearly_ahead_stops_training_early(recipes, weights_file, data,
+                                                        monkeypatch):
+    # Frozen features that score 0 on the held-out part: the scratch recipe
+    # (3 epochs of 10 batches, checked after each) is more than one standard
+    # error above it after its first epoch, and stops there.
+    X, y, X_test, _ = data
+    monkeypatch.setattr(selection_module, "_score_linear_head",
+                        lambda *args, **kwargs: (0.0, 5.0))
+    recipes(frozen(weights_file), scratch())
+    fitted = {}
+    for stop in (True, False):
+        monkeypatch.setattr(selection_module, "SELECT_STOP_AHEAD", stop)
+        clf = fitted[stop] = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
+        res = clf.selection_results_
+        assert clf.recipe_ == "compact_cnn"
+        assert res["valid_score"][1] - _standard_error(res["valid_score"][1], 20) > 0
+        assert res["steps"] == [0, 10 if stop else 30]
+        assert clf.selection_steps_ == res["steps"][1]
+    # The refit trains its whole budget either way: the same model.
+    assert len(fitted[True].history_) == 3
+    np.testing.assert_allclose(fitted[True].predict_proba(X_test),
+                               fitted[False].predict_proba(X_test), atol=1e-6)
+
+
+def test_the_early_stop_checks_spaced_epochs_and_never_the_last():
+    stop = selection_module._StopWhenAhead(np.zeros((4, 8, 8, 1), np.uint8),
+                                           np.array([0, 1, 0, 1]), np.ones(4), 0.0)
+
+    class Net:
+        max_epochs, history = 25, []
+
+        def predict_logits(self, images):
+            raise AssertionError("scored at an unchecked epoch")
+
+    net = Net()
+    stop.on_train_begin(net)
+    assert stop.every_ == 3  # ceil(25 / STOP_CHECKS)
+    for epoch in (1, 2, 4, 25):  # not a multiple of 3, or the last epoch
+        net.history = [{}] * epoch
+        stop.on_epoch_end(net)
+    assert stop.stopped_at_ is None
+
+
 def test_neighbourhood_split_holds_out_a_neighbourhood_per_class():
     rng = np.random.RandomState(0)
     # Class 0: two tight groups of 5 (directions e0 and e1); class 1: 10 near e2.
