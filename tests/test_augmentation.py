@@ -184,6 +184,17 @@ def test_flips_are_exact_on_non_square_images():
     torch.testing.assert_close(off(hflip=1.0, vflip=1.0)(x), x.flip(-1, -2))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(9, 9), (7, 12), (64, 48)])
+def test_sampling_grid_is_torchs_affine_grid(size, dtype):
+    from skimgcls.augmentation import _affine_grid
+
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0),
+                        dtype=dtype)
+    expected = torch.nn.functional.affine_grid(theta, [5, 3, *size], align_corners=False)
+    torch.testing.assert_close(_affine_grid(theta, *size), expected)
+
+
 def test_each_geometric_op_changes_images_and_keeps_shape():
     x = _batch(h=9, w=9)
     for aug in [off(degrees=30), off(translate=0.3), off(zoom=0.4),
