@@ -292,6 +292,15 @@ def shifted_fold(per_class, size, gray, draw, n_valid=20):
     return X, y, Xv, yv
 
 
+def validation_folds(name, draws):
+    """``(draw, (X, y, X_valid, y_valid))`` pairs of a condition's training part:
+    the shifted folds of ``shifted_fold`` (photos) or 3-fold CV (the others)."""
+    if name in SHIFT_CONDITIONS:
+        return [(draw, shifted_fold(*SHIFT_CONDITIONS[name], draw)) for draw in draws]
+    X, y = CONDITIONS[name]()
+    return [(i, (X[tr], y[tr], X[va], y[va])) for i, (tr, va) in enumerate(folds(y, k=3))]
+
+
 class _Capture(Callback):
     """Keeps the weights at the beginning (after the probe) and end of training."""
 
@@ -396,12 +405,7 @@ def split(name, emit, draws=(0, 1, 2)):
     shifted validation crops (photos) or 3-fold CV of the training part (digits)."""
     import skimgcls._selection as selection
 
-    if name in SHIFT_CONDITIONS:
-        folds_ = [(draw, shifted_fold(*SHIFT_CONDITIONS[name], draw)) for draw in draws]
-    else:
-        X, y = CONDITIONS[name]()
-        folds_ = [(i, (X[tr], y[tr], X[va], y[va]))
-                  for i, (tr, va) in enumerate(folds(y, k=3))]
+    folds_ = validation_folds(name, draws)
     for draw, (X, y, Xv, yv) in folds_:
         for how in ("random", "neighbourhood"):
             selection.SELECT_SPLIT = how
@@ -426,12 +430,7 @@ def stop(name, emit, draws=(0, 1, 2)):
     training part (color MNIST)."""
     import skimgcls._selection as selection
 
-    if name in SHIFT_CONDITIONS:
-        folds_ = [(draw, shifted_fold(*SHIFT_CONDITIONS[name], draw)) for draw in draws]
-    else:
-        X, y = CONDITIONS[name]()
-        folds_ = [(i, (X[tr], y[tr], X[va], y[va]))
-                  for i, (tr, va) in enumerate(folds(y, k=3))]
+    folds_ = validation_folds(name, draws)
     default = selection.SELECT_STOP_AHEAD
     try:
         for draw, (X, y, Xv, yv) in folds_:
@@ -676,12 +675,7 @@ def rule(name, emit, draws=(0, 1, 2)):
     import skimgcls._selection as selection
     import skimgcls.classifier as classifier
 
-    if name in SHIFT_CONDITIONS:
-        folds_ = [(draw, shifted_fold(*SHIFT_CONDITIONS[name], draw)) for draw in draws]
-    else:
-        X, y = CONDITIONS[name]()
-        folds_ = [(i, (X[tr], y[tr], X[va], y[va]))
-                  for i, (tr, va) in enumerate(folds(y, k=3))]
+    folds_ = validation_folds(name, draws)
     real_select, real_features = classifier.select_recipe, selection._features
     caches, found = {}, {}
 

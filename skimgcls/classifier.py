@@ -364,7 +364,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     selection_results_ : dict of lists or None
         One entry per candidate of the selection, as ``cv_results_``:
         ``'recipe'``, ``'steps'``
-        (optimizer steps; 0 for the frozen features), ``'valid_score'``
+        (optimizer steps; 0 for the frozen features; fewer than the recipe's
+        budget when ``compact_cnn`` was already more than one standard error
+        above the frozen features and stopped there: it wins whatever the
+        rest would add, and its refit trains the whole budget), ``'valid_score'``
         (accuracy on the held-out part of the training data),
         ``'valid_log_loss'`` (log-loss there, reported) and ``'fit_s'``
         (seconds), simplest recipe first; scores are NaN for a recipe that
