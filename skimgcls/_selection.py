@@ -155,7 +155,11 @@ def fine_tune_input_size(image_shape):
     On 3-fold CV of the photo training parts (``bench/_explore_defaults.py``,
     ``fine_tune``), 128 px scored 94.4 / 97.2 / 99.5 % where 96 px scored
     88.4 / 91.4 / 98.6 % (48 px RGB 5 and 30 per class, 128 px gray 5 per
-    class), at 1.3-1.4x the seconds per step; 224 px would cost 3x more.
+    class), at 1.3-1.4x the seconds per step. 224 px costs 3x more and, on
+    the shifted validation crops (``--experiments ft_size``, 3 draws), scored
+    84.5 / 82.1 / 87.6 / 86.4 % (48 px RGB 30 and 5 per class, 128 px gray 30
+    and 5), no better than the 224 px probe it starts from (the frozen
+    features: 88.8 / 81.9 / 91.4 / 86.2 %).
     """
     return FINE_TUNE_SIZE
 
