@@ -336,6 +336,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                 results[key].append(value)
             _log(verbose, f"{recipe.name:<16} not trained: {why}")
             continue
+        used_text = None
         if recipe.linear_head:
             (score, loss), used = _score_linear_head(
                 recipe, X, y_enc, weights, train_idx, valid_idx, cache,
@@ -344,16 +345,20 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
             simpler = [a for a in results["valid_score"] if not math.isnan(a)]
             ahead_of = (max(simpler) if SELECT_STOP_AHEAD and simpler
                         and recipe.starts_from is None else None)
-            (score, loss), used = _score_trained(
+            (score, loss), used, budget = _score_trained(
                 estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
                 ahead_of=ahead_of)
+            if used < budget:
+                used_text = (f"{used} of {budget} steps, stopped: more than one "
+                             "standard error above the simpler recipes")
         spent += used
         for key, value in (("recipe", recipe.name), ("steps", used),
                            ("valid_score", score), ("valid_log_loss", loss),
                            ("fit_s", time.perf_counter() - t0)):
             results[key].append(value)
         _log(verbose, f"{recipe.name:<16} valid accuracy {score:.3f}, log-loss "
-                      f"{loss:.3f} ({used} steps, {time.perf_counter() - t0:.1f} s)")
+                      f"{loss:.3f} ({used_text or f'{used} steps'}, "
+                      f"{time.perf_counter() - t0:.1f} s)")
     best = _choose(recipes, results["valid_score"], len(valid_idx))
     _log(verbose, f"chose {recipes[best].name} (valid accuracy "
                   f"{results['valid_score'][best]:.3f}) in "
@@ -486,7 +491,8 @@ def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, r
     ``'auto'`` budget of the train part's size), so that every candidate is
     compared as it would be used; with ``ahead_of`` (the best accuracy of the
     simpler recipes), less when it is clearly ahead (``_StopWhenAhead``).
-    Returns the accuracy and log-loss, and the optimizer steps taken.
+    Returns the accuracy and log-loss, the optimizer steps taken and the
+    budget's.
     """
     n_train = len(train_idx)
     params = {**recipe.params, "validation_fraction": None, "early_stopping": False,
@@ -504,8 +510,9 @@ def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, r
     clf.set_params(**params)
     clf.fit(X[train_idx], y_enc[train_idx], sample_weight=weights[train_idx])
     proba = clf.predict_proba(X[valid_idx])
-    used = len(clf.net_.history) * math.ceil(n_train / clf.batch_size_)
-    return _scores(y_enc[valid_idx], proba, weights[valid_idx]), used
+    per_epoch = math.ceil(n_train / clf.batch_size_)
+    return (_scores(y_enc[valid_idx], proba, weights[valid_idx]),
+            len(clf.net_.history) * per_epoch, clf.max_epochs_ * per_epoch)
 
 
 def _features(recipe, X, cache, *, device, precision, build_module):

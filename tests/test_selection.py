@@ -286,7 +286,7 @@ def test_fine_tuning_is_not_trained_when_its_start_was_clearly_beaten(
 
 
 def test_a_candidate_clearly_ahead_stops_training_early(recipes, weights_file, data,
-                                                        monkeypatch):
+                                                        monkeypatch, capsys):
     # Frozen features that score 0 on the held-out part: the scratch recipe
     # (3 epochs of 10 batches, checked after each) is more than one standard
     # error above it after its first epoch, and stops there.
@@ -297,8 +297,12 @@ def test_a_candidate_clearly_ahead_stops_training_early(recipes, weights_file, d
     fitted = {}
     for stop in (True, False):
         monkeypatch.setattr(selection_module, "SELECT_STOP_AHEAD", stop)
-        clf = fitted[stop] = CNNClassifier(random_state=0, precision="fp32").fit(X, y)
+        clf = fitted[stop] = CNNClassifier(random_state=0, precision="fp32",
+                                           verbose=1).fit(X, y)
         res = clf.selection_results_
+        shown = ("10 of 30 steps, stopped: more than one standard error above the "
+                 "simpler recipes")
+        assert (shown in capsys.readouterr().out) == stop
         assert clf.recipe_ == "compact_cnn"
         assert res["valid_score"][1] - _standard_error(res["valid_score"][1], 20) > 0
         assert res["steps"] == [0, 10 if stop else 30]
