@@ -349,7 +349,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                 estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
                 ahead_of=ahead_of)
             if used < budget:
-                used_text = (f"{used} of {budget} steps, stopped: more than one "
+                used_text = (f"{used} of {budget} steps: stopped when more than one "
                              "standard error above the simpler recipes")
         spent += used
         for key, value in (("recipe", recipe.name), ("steps", used),
@@ -456,6 +456,10 @@ class _StopWhenAhead(Callback):
     it (or a later recipe) whatever the rest of its budget would add, and the
     rest is skipped. (Its refit still trains on the whole budget.) Fine-tuning
     from the simpler recipe's probe is ``_outclassed`` then too.
+
+    The network is scored as it stands at that epoch's end, with the
+    BatchNorm statistics of training; the score reported for it is taken
+    after ``UpdateBatchNorm`` recomputed them at the end, and can differ.
     """
 
     def __init__(self, X_valid, y_valid, weights, ahead_of):

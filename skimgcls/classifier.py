@@ -35,7 +35,13 @@ from ._build import (
 )
 from ._checkpoint import Checkpointer, fit_fingerprint
 from ._data import ImageTensorDataset, collate_batch
-from ._device import inference_batch_size, resolve_device, resolve_precision, torch_threads
+from ._device import (
+    inference_batch_size,
+    resolve_device,
+    resolve_precision,
+    torch_threads,
+    training_precision,
+)
 from ._docstring import Substitution
 from ._selection import candidate_recipes, install_linear_head, select_recipe
 from ._tta import TTA_PRESETS, resolve_tta
@@ -341,7 +347,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The device the network was trained on.
     precision_ : {'fp32', 'bf16', 'fp16'}
         The precision ``'auto'`` resolved to (``'fp16'`` only through an
-        accelerator).
+        accelerator). On a CPU with native bf16, ``'auto'`` trains a network
+        with trainable depthwise convolutions (a fine-tuned EfficientNet or
+        MobileNet) in fp32, which is faster there (``bench/bench_precision.py``:
+        0.76x the seconds for EfficientNet-Lite0), and every other one in bf16.
     max_epochs_ : int
         The epochs of the last ``fit`` (``max_epochs`` or what ``'auto'``
         resolved to); early stopping may end training before.
@@ -763,6 +772,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 epochs = self.max_epochs_
             if not warm:
                 self.net_ = self._build_net(accelerator, paths=X.ndim == 1)
+                if accelerator is None:  # the network is known now: trained how?
+                    self.precision_ = self.net_.precision = training_precision(
+                        self.precision, self.device_, self.net_.module_)
             if selection is not None and selection.recipe.linear_head:
                 # Frozen features + linear head: no optimizer steps to take.
                 install_linear_head(self.net_.module_, selection, X, y_enc, weights,

@@ -300,8 +300,8 @@ def test_a_candidate_clearly_ahead_stops_training_early(recipes, weights_file, d
         clf = fitted[stop] = CNNClassifier(random_state=0, precision="fp32",
                                            verbose=1).fit(X, y)
         res = clf.selection_results_
-        shown = ("10 of 30 steps, stopped: more than one standard error above the "
-                 "simpler recipes")
+        shown = ("10 of 30 steps: stopped when more than one standard error above "
+                 "the simpler recipes")
         assert (shown in capsys.readouterr().out) == stop
         assert clf.recipe_ == "compact_cnn"
         assert res["valid_score"][1] - _standard_error(res["valid_score"][1], 20) > 0

@@ -273,6 +273,37 @@ def test_auto_precision_follows_the_cpu(monkeypatch, native, expected):
     assert resolve_precision("auto", "mps") == "fp32"
 
 
+def test_auto_trains_depthwise_convolutions_in_fp32_on_a_cpu(monkeypatch):
+    from torchvision.models import mobilenet_v3_small
+
+    from skimgcls.networks import CompactCNN
+
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)
+    depthwise = mobilenet_v3_small(num_classes=3)
+    dense = CompactCNN(3, 3, (32, 32))
+    assert _device.trains_depthwise(depthwise) and not _device.trains_depthwise(dense)
+    assert _device.training_precision("auto", "cpu", depthwise) == "fp32"
+    assert _device.training_precision("auto", "cpu", dense) == "bf16"
+    assert _device.training_precision("bf16", "cpu", depthwise) == "bf16"  # asked for
+    depthwise.features.requires_grad_(False)  # a frozen body trains no convolution
+    assert not _device.trains_depthwise(depthwise)
+    assert _device.training_precision("auto", "cpu", depthwise) == "bf16"
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: False)
+    assert _device.training_precision("auto", "cpu", dense) == "fp32"
+
+
+@pytest.mark.parametrize("freeze, expected", [("none", "fp32"), ("backbone", "bf16")])
+def test_fit_resolves_precision_with_the_network(monkeypatch, freeze, expected):
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)
+    rng = np.random.RandomState(0)
+    X, y = rng.randint(0, 256, (12, 32, 32, 3)).astype(np.uint8), np.arange(12) % 3
+    clf = CNNClassifier(module="mobilenet_v3_small", pretrained=False, freeze=freeze,
+                        module__input_size=32, max_epochs=1, batch_size=6,
+                        validation_fraction=None, random_state=0).fit(X, y)
+    assert clf.precision_ == clf.net_.precision == expected
+    assert clf.predict(X).shape == (12,)
+
+
 # -- compile ---------------------------------------------------------------------
 def test_compile_is_passed_to_skorch():
     clf = _clf(compile=False).fit(*_data())
