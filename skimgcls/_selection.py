@@ -54,6 +54,7 @@ from skorch.callbacks import Callback
 
 from . import backbones
 from ._build import PRETRAINED_BACKBONE, auto_batch_size
+from ._device import inference_batch_size
 from ._probe import (
     accuracy_and_log_loss,
     embed,
@@ -477,9 +478,10 @@ class _StopWhenAhead(Callback):
         if epoch % self.every_ or epoch >= net.max_epochs:
             return
         images = torch.from_numpy(self.X_valid)
+        size = inference_batch_size(net.device, images.shape[1:3], net.module_)
         with torch.inference_mode():
-            logits = torch.cat([net.predict_logits(images[i:i + 128])
-                                for i in range(0, len(images), 128)])
+            logits = torch.cat([net.predict_logits(images[i:i + size])
+                                for i in range(0, len(images), size)])
         proba = torch.softmax(logits.float(), 1).cpu().numpy()
         accuracy, _ = _scores(self.y_valid, proba, self.weights)
         if accuracy - _standard_error(accuracy, len(self.y_valid)) > self.ahead_of:
