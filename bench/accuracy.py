@@ -194,22 +194,32 @@ def load_photos():
 #: crops from the rest: no test pixel was ever in a training crop.
 TRAIN_REGION = 0.55
 
+#: Where the training region lies in a layout (the test region is the rest):
+#: the suite's conditions use 'left'; ``bench/photo_layouts.py`` all four.
+LAYOUTS = ("left", "right", "top", "bottom")
 
-def photo_crops(photo, n, size, region, rng, gray=False):
+
+def photo_crops(photo, n, size, region, rng, gray=False, layout="left"):
     """``n`` random square crops (side 15-35 % of the photo's shorter side) inside
-    ``region`` ('train': the left part, 'test': the right part), resized to
-    ``size`` x ``size``: uint8 (n, size, size, 3), or (n, size, size) when ``gray``."""
+    ``region`` ('train': the TRAIN_REGION part on the ``layout`` side, 'test': the
+    rest), resized to ``size`` x ``size``: uint8 (n, size, size, 3), or
+    (n, size, size) when ``gray``."""
     from PIL import Image
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     h, w = photo.shape[:2]
-    cut = int(TRAIN_REGION * w)
-    x_lo, x_hi = (0, cut) if region == "train" else (cut, w)
+    along = w if layout in ("left", "right") else h  # the axis the regions split
+    first = layout in ("left", "top")  # the training region starts at 0
+    cut = int(TRAIN_REGION * along) if first else along - int(TRAIN_REGION * along)
+    lo, hi = (0, cut) if (region == "train") == first else (cut, along)
     out = []
     for _ in range(n):
         side = int(rng.uniform(0.15, 0.35) * min(h, w))
-        side = min(side, x_hi - x_lo)
-        x = rng.randint(x_lo, x_hi - side + 1)
-        y = rng.randint(0, h - side + 1)
+        side = min(side, hi - lo)
+        a = rng.randint(lo, hi - side + 1)  # along the split axis
+        b = rng.randint(0, (h if along == w else w) - side + 1)
+        y, x = (b, a) if layout in ("left", "right") else (a, b)
         crop = Image.fromarray(photo[y:y + side, x:x + side])
         if gray:
             crop = crop.convert("L")
@@ -217,14 +227,14 @@ def photo_crops(photo, n, size, region, rng, gray=False):
     return np.stack(out)
 
 
-def photos_split(per_class, size, gray, n_test=50):
+def photos_split(per_class, size, gray, n_test=50, layout="left", seed=DATA_SEED):
     """Natural-photo crops: ``per_class`` training and ``n_test`` test crops per photo,
     training and test crops from disjoint regions (see ``photo_crops``)."""
-    rng = np.random.RandomState(DATA_SEED)
+    rng = np.random.RandomState(seed)
     parts = {"train": [], "test": []}
     for label, (_, photo) in enumerate(load_photos()):
         for region, n in (("train", per_class), ("test", n_test)):
-            parts[region].append((photo_crops(photo, n, size, region, rng, gray),
+            parts[region].append((photo_crops(photo, n, size, region, rng, gray, layout),
                                   np.full(n, label)))
     (X_train, y_train), (X_test, y_test) = (
         (np.concatenate([x for x, _ in parts[r]]), np.concatenate([t for _, t in parts[r]]))
