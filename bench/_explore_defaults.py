@@ -263,7 +263,7 @@ SHIFT_CONDITIONS = {"photos_rgb48_30": (30, 48, False), "photos_rgb48_5": (5, 48
                     "photos_gray128_30": (30, 128, True), "photos_gray128_5": (5, 128, True)}
 
 
-def shifted_fold(per_class, size, gray, draw, n_valid=20):
+def shifted_fold(per_class, size, gray, draw, n_valid=20, axis="x"):
     """A validation fold of the *training region* that is shifted as the test is.
 
     The suite's training crops come from the left ``acc.TRAIN_REGION`` of each
@@ -272,21 +272,26 @@ def shifted_fold(per_class, size, gray, draw, n_valid=20):
     its right part, so that no validation pixel was in a fitting crop (random
     folds of overlapping crops score 94-100 % and cannot tell recipes apart).
     Crop sides are drawn as the suite draws them (15-35 % of the photo's
-    shorter side). The test region is never read.
+    shorter side). The test region is never read. ``axis='y'`` cuts the
+    training region across instead: fitting crops from its top part,
+    validation crops from its bottom part (other draws).
     """
     from PIL import Image
 
-    rng = np.random.RandomState(1000 + draw)
+    rng = np.random.RandomState((1000 if axis == "x" else 2000) + draw)
     parts = {"fit": ([], []), "valid": ([], [])}
     for label, (_, photo) in enumerate(acc.load_photos()):
         h, w = photo.shape[:2]
         region = int(acc.TRAIN_REGION * w)  # pixels right of it are the test's
-        inner = int(acc.TRAIN_REGION * region)
+        along = region if axis == "x" else h
+        inner = int(acc.TRAIN_REGION * along)
         for part, (lo, hi), n in (("fit", (0, inner), per_class),
-                                  ("valid", (inner, region), n_valid)):
+                                  ("valid", (inner, along), n_valid)):
             for _ in range(n):
-                side = min(int(rng.uniform(0.15, 0.35) * min(h, w)), hi - lo)
-                x, y0 = rng.randint(lo, hi - side + 1), rng.randint(0, h - side + 1)
+                side = min(int(rng.uniform(0.15, 0.35) * min(h, w)), hi - lo, region)
+                a = rng.randint(lo, hi - side + 1)
+                b = rng.randint(0, (h if axis == "x" else region) - side + 1)
+                x, y0 = (a, b) if axis == "x" else (b, a)
                 crop = Image.fromarray(photo[y0:y0 + side, x:x + side])
                 crop = crop.convert("L") if gray else crop
                 parts[part][0].append(np.asarray(crop.resize((size, size),
@@ -528,7 +533,6 @@ def head(name, emit, draws=(0, 1, 2)):
         FROZEN_LEVELS,
         SELECT_VALID_FRACTION,
         _neighbourhood_split,
-        _standard_error,
     )
 
     per_class, size, gray = SHIFT_CONDITIONS[name]
@@ -551,7 +555,7 @@ def head(name, emit, draws=(0, 1, 2)):
         held = [float(np.mean(fit(h, F[train_idx], y[train_idx]).predict(F[valid_idx])
                               == y[valid_idx])) for h in hows]
         best = max(held)
-        bar = best - _standard_error(best, len(valid_idx))
+        bar = best - standard_error(best, len(valid_idx))
         chosen = next(h for h, a in zip(hows, held) if a >= bar)
         scores = {h: float(np.mean(fit(h, F, y).predict(Fv) == yv)) for h in hows}
         for how, proba in head_variants(F, y, Fv).items():
@@ -665,17 +669,28 @@ def _rule_simplest_equal(recipes, accuracies, losses, n_valid):
     return _refinement_rule(recipes, accuracies, order, n_valid)
 
 
+def standard_error(accuracy, n_valid):
+    """Standard error of a held-out accuracy, two successes and two failures added
+    (Agresti and Coull): the one-standard-error rule's, the selection's before
+    McNemar's test."""
+    p = (n_valid * accuracy + 2) / (n_valid + 4)
+    return math.sqrt(p * (1 - p) / n_valid)
+
+
+def one_se_choice(accuracies, n_valid):
+    """The simplest (first) within one standard error of the best; NaN: not trained."""
+    trained = [i for i, a in enumerate(accuracies) if not math.isnan(a)]
+    best = max(trained, key=accuracies.__getitem__)
+    bar = accuracies[best] - standard_error(accuracies[best], n_valid)
+    return next(i for i in trained if accuracies[i] >= bar)
+
+
 def _rule_one_se(recipes, accuracies, losses, n_valid):
-    """The rule adopted: the simplest within one standard error of the best."""
-    from skimgcls._selection import _choose
-
-    return _choose(recipes, accuracies, n_valid)
+    """The simplest within one standard error of the best."""
+    return one_se_choice(accuracies, n_valid)
 
 
-def selection_standard_error(accuracy, n_valid):
-    from skimgcls._selection import _standard_error
-
-    return _standard_error(accuracy, n_valid)
+selection_standard_error = standard_error
 
 
 RULES = {"accuracy, then log-loss (before)": _rule_log_loss,
@@ -736,6 +751,127 @@ def rule(name, emit, draws=(0, 1, 2)):
                       "valid_scores": res["valid_score"]})
     finally:
         classifier.select_recipe, selection._features = real_select, real_features
+
+
+def _nan(values):
+    return [math.nan if v is None else v for v in values]
+
+
+def _select_one_se(row):
+    """The simplest within one standard error of the best accuracy (the rule before)."""
+    return one_se_choice(_nan(row["valid_scores"]), row["n_valid"])
+
+
+def _select_one_se_and_loss(row):
+    """The same, or a held-out log-loss no higher than the best's: a more complex
+    recipe must win on both."""
+    accuracies, losses = _nan(row["valid_scores"]), _nan(row["valid_log_loss"])
+    trained = [i for i, a in enumerate(accuracies) if not math.isnan(a)]
+    best = max(trained, key=accuracies.__getitem__)
+    bar = accuracies[best] - standard_error(accuracies[best], row["n_valid"])
+    return next(i for i in trained if accuracies[i] >= bar or losses[i] <= losses[best])
+
+
+def _select_log_loss(row):
+    """The simplest recipe whose held-out log-loss is within 10 % of the lowest."""
+    losses = _nan(row["valid_log_loss"])
+    trained = [i for i, v in enumerate(losses) if not math.isnan(v)]
+    low = min(losses[i] for i in trained)
+    return next(i for i in trained if losses[i] <= 1.1 * low)
+
+
+def _select_mcnemar(row):
+    """The simplest recipe that no other significantly beats (McNemar, 5 %)."""
+    from skimgcls._selection import _choose
+
+    correct = [None if c is None or math.isnan(a) else np.asarray(c, bool)
+               for c, a in zip(row["correct"], _nan(row["valid_scores"]))]
+    return _choose(correct, np.ones(row["n_valid"]))
+
+
+SELECT_RULES = {
+    "simplest within one standard error of the best accuracy": _select_one_se,
+    "the same, or a log-loss no higher than the best's": _select_one_se_and_loss,
+    "simplest with a log-loss within 10 % of the lowest": _select_log_loss,
+    "simplest that no other beats significantly (McNemar, 5 %)": _select_mcnemar,
+}
+
+
+def select_all(name, emit, draws=(0, 1, 2)):
+    """Every candidate's held-out scores in the selection and its accuracy, refit as
+    ``fit`` refits it, on shifted folds cut along both axes of the training region.
+
+    Any selection rule can then be judged offline (``SELECT_RULES``): its pick's
+    refit accuracy on validation crops the selection never saw. The test region
+    is never read.
+    """
+    from dataclasses import replace
+
+    import skimgcls._selection as selection
+    import skimgcls.classifier as classifier
+
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    real_select, real_features = classifier.select_recipe, selection._features
+    real_cannot_win = selection._cannot_win
+    caches, found = {}, {}
+
+    def features(recipe, X, cache, **kwargs):
+        caches["cache"] = cache
+        return real_features(recipe, X, cache, **kwargs)
+
+    def select(*args, **kwargs):
+        found["selection"], found["recipes"] = real_select(*args, **kwargs), args[4]
+        return found["selection"]
+
+    real_scores, real_linear, real_trained = (selection._scores, selection._score_linear_head,
+                                              selection._score_trained)
+    calls, correct = [], {}
+
+    def scores(y_true, proba, weights):  # every held-out scoring, stop checks included
+        calls.append((np.asarray(proba).argmax(1) == y_true).astype(int).tolist())
+        return real_scores(y_true, proba, weights)
+
+    def linear(recipe, *args, **kwargs):
+        out = real_linear(recipe, *args, **kwargs)
+        correct[recipe.name] = calls[-1]
+        return out
+
+    def trained(estimator, recipe, *args, **kwargs):
+        out = real_trained(estimator, recipe, *args, **kwargs)
+        correct[recipe.name] = calls[-1]
+        return out
+
+    selection._cannot_win = lambda *args: False
+    selection._features = features
+    selection._scores, selection._score_linear_head = scores, linear
+    selection._score_trained = trained
+    try:
+        for axis in ("x", "y"):
+            for draw in draws:
+                X, y, Xv, yv = shifted_fold(per_class, size, gray, draw, axis=axis)
+                classifier.select_recipe = select
+                CNNClassifier(random_state=draw).fit(X, y)
+                chosen, recipes = found["selection"], found["recipes"]
+                res = chosen.results
+                refit = []
+                for recipe in recipes:
+                    entry = caches["cache"].get(recipe.name, {})
+                    fixed = replace(chosen, recipe=recipe, features=entry.get("features"),
+                                    body_state=entry.get("body_state"))
+                    classifier.select_recipe = lambda *a, fixed=fixed, **k: fixed
+                    refit.append(float(CNNClassifier(random_state=draw).fit(X, y)
+                                       .score(Xv, yv)))
+                emit({"experiment": "select_all", "condition": name, "axis": axis,
+                      "draw": draw, "recipes": [r.name for r in recipes],
+                      "n_valid": chosen.n_valid, "valid_scores": res["valid_score"],
+                      "valid_log_loss": res["valid_log_loss"], "steps": res["steps"],
+                      "refit": refit,
+                      "correct": [correct.pop(r.name, None) for r in recipes]})
+    finally:
+        classifier.select_recipe, selection._features = real_select, real_features
+        selection._cannot_win = real_cannot_win
+        selection._scores, selection._score_linear_head = real_scores, real_linear
+        selection._score_trained = real_trained
 
 
 def budget(name, X, y, emit, seeds=(0,)):
@@ -925,6 +1061,52 @@ def report(path):
                   f"the selection runs): {means(photo_rows)}.",
                   "", "The digits and MNIST rows were measured with their frozen "
                   "features at 96 px, the rule for images under 32 px at the time."]
+    select_rows = [r for r in rows if r["experiment"] == "select_all"]
+    if select_rows:
+        short = {"frozen_features": "F", "compact_cnn": "C", "fine_tune": "T"}
+
+        def triple(values, digits=2):
+            return "/".join("-" if math.isnan(v) else f"{v:.{digits}f}" for v in values)
+
+        def pick(fn, r):
+            return fn(r)
+
+        lines += ["", "## Every candidate refit, on shifted folds along both axes "
+                  "(informs `_choose`)", "",
+                  "Per photo condition, 3 draws of the shifted folds of `shift` (axis x: "
+                  "fitting crops from the left part of the training region, validation "
+                  "crops from its right part) and 3 cut across (axis y: top part, bottom "
+                  "part). One selection per fold with every candidate trained; every "
+                  "candidate then refit as `fit` refits it and scored on the validation "
+                  "crops. Held-out: the selection's own held-out part of the fitting "
+                  "crops (accuracy, log-loss; F frozen features, C compact_cnn, T "
+                  "fine-tuning, `-` not trained). Picks: one letter per rule of "
+                  "`SELECT_RULES`, in the order of the summary.", "",
+                  "| condition | fold | held-out accuracy | held-out log-loss | "
+                  "refit accuracy | picks |", "|---|---|---|---|---|---|"]
+        for r in select_rows:
+            picks = "".join(short[r["recipes"][pick(fn, r)]] for fn in SELECT_RULES.values())
+            lines.append(
+                f"| {r['condition']} | {r['axis']}{r['draw']} | "
+                f"{triple([math.nan if v is None else v for v in r['valid_scores']])} | "
+                f"{triple([math.nan if v is None else v for v in r['valid_log_loss']])} | "
+                f"{triple(r['refit'], 3)} | {picks} |")
+        lines += ["", "| rule | mean refit accuracy | per condition | worst fold |",
+                  "|---|---|---|---|"]
+        always = {f"always {name}": (lambda i: (lambda r: i))(i)
+                  for i, name in enumerate(select_rows[0]["recipes"])}
+        for label, fn in {**SELECT_RULES, **always}.items():
+            got = [r["refit"][pick(fn, r)] for r in select_rows]
+            per = ", ".join(
+                f"{100 * statistics.fmean(r['refit'][pick(fn, r)] for r in rs):.1f}"
+                for _, rs in _grouped(select_rows, lambda r: r["condition"]).items())
+            lines.append(f"| {label} | {100 * statistics.fmean(got):.1f} | {per} | "
+                         f"{100 * min(got):.1f} |")
+        best = [max(r["refit"]) for r in select_rows]
+        lines.append(f"| the best refit of each fold (not a rule) | "
+                     f"{100 * statistics.fmean(best):.1f} | | {100 * min(best):.1f} |")
+        lines += ["", "Conditions in the per-condition column: " + ", ".join(
+            _grouped(select_rows, lambda r: r["condition"])) + "."]
     head_rows = [r for r in rows if r["experiment"] == "head"]
     if head_rows:
         lines += ["", "## The frozen features' linear head: fixed or chosen", "",
@@ -1056,12 +1238,13 @@ def main(argv=None):
             cost(emit)
             continue
         if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head",
-                          "stop", "ft_size"):
+                          "stop", "ft_size", "select_all"):
             default = STOP_CONDITIONS if experiment == "stop" else SHIFT_CONDITIONS
             for name in chosen or default:
                 {"shift": shift, "flip": flip, "split": split, "rule": rule,
                  "levels": levels, "ft_levels": ft_levels, "head": head,
-                 "stop": stop, "ft_size": ft_size}[experiment](name, emit)
+                 "stop": stop, "ft_size": ft_size,
+                 "select_all": select_all}[experiment](name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS,

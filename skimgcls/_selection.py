@@ -22,20 +22,21 @@ directly), simplest first:
   weights halfway between the fine-tuned ones and the probe's (WiSE-FT)
   (4.7 M).
 
-The simplest recipe within one standard error of the best held-out accuracy
-wins (the one-standard-error rule; simplest: fewest parameters fitted to the
-data, the order above). A recipe that can no longer win is not trained
-(``_cannot_win``), nor is fine-tuning when another recipe beat the frozen
-features it starts from by more than one standard error (``_outclassed``).
+The simplest recipe that no other recipe beats significantly on the held-out
+images wins (McNemar's test, the test Dietterich (1998) recommends for two
+classifiers scored on one held-out set; simplest: fewest parameters fitted to
+the data, the order above). A recipe that can no longer win is not trained
+(``_cannot_win``), nor is fine-tuning when another recipe significantly beat
+the frozen features it starts from (``_outclassed``).
 
 Each candidate is trained on the rest as its refit would train it (its own
 budget: the ``'auto'`` one of ``compact_cnn``, 100 steps of fine-tuning), so
 that the candidates are compared as they would be used; a from-scratch network
 scored after a fraction of its budget would lose to one that is done. The
 cheap part: the features are computed once for every image and serve both the
-selection and the refit; a from-scratch candidate stops training once it is
-more than one standard error above every simpler recipe, when the rule can no
-longer pass it over (``_StopWhenAhead``); the selection looks at most at
+selection and the refit; a from-scratch candidate stops training once it
+significantly beats every simpler recipe, when the rule can no longer pass it
+over (``_StopWhenAhead``); the selection looks at most at
 ``SELECT_MAX_SAMPLES`` images. A recipe that does not apply (no pretrained
 weights installed, images smaller than ``MIN_PRETRAINED_SIDE``) is not a
 candidate; with one candidate, or classes too small to hold out one image each,
@@ -99,10 +100,10 @@ SELECT_SPLIT = "neighbourhood"
 #: [--buffer]`` (data the selection never saw), the rule of ``_choose`` scored
 #: 84.3 % without it and 80.7 % with it.
 SELECT_BUFFER = False
-#: Whether a from-scratch candidate stops training in the selection once it is
-#: more than one standard error above every simpler recipe (``_StopWhenAhead``):
-#: ``_choose`` can then no longer pick a simpler one. Checked ``STOP_CHECKS``
-#: times over its budget.
+#: Whether a from-scratch candidate stops training in the selection once it
+#: significantly beats every simpler recipe (``_StopWhenAhead``): ``_choose``
+#: can then no longer pick a simpler one. Checked ``STOP_CHECKS`` times over
+#: its budget.
 SELECT_STOP_AHEAD = True
 STOP_CHECKS = 10
 #: Optimizer steps of the fine-tuning recipe (in the selection and the refit).
@@ -311,6 +312,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                                             stratify=y_enc, random_state=rng)
     results = {"recipe": [], "steps": [], "valid_score": [], "valid_log_loss": [],
                "fit_s": []}
+    correct = []  # per recipe: which held-out images it got right (None: not trained)
     cache, spent, early_s = {}, 0, {}
     linear = [r for r in recipes if r.linear_head]
     if SELECT_SPLIT == "neighbourhood" and linear:
@@ -323,35 +325,38 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     for recipe in recipes:
         t0 = time.perf_counter() - early_s.get(recipe.name, 0.0)
         why = None
-        if _cannot_win(results["valid_score"], len(valid_idx)):
+        held_weights = weights[valid_idx]
+        if _cannot_win(correct, held_weights):
             # By the rule of ``_choose``, whatever it scores, a simpler one wins.
-            why = "a simpler recipe is within one standard error of a perfect score"
-        elif _outclassed(recipe, results["recipe"], results["valid_score"],
-                         len(valid_idx)):
-            why = (f"{recipe.starts_from}, which it starts from, is more than one "
-                   "standard error below another recipe")
+            why = ("a simpler recipe makes too few errors on the held-out part to be "
+                   "beaten significantly")
+        elif _outclassed(recipe, results["recipe"], correct, held_weights):
+            why = (f"another recipe significantly beats {recipe.starts_from}, which "
+                   "it starts from")
         if why is not None:
             for key, value in (("recipe", recipe.name), ("steps", 0),
                                ("valid_score", math.nan), ("valid_log_loss", math.nan),
                                ("fit_s", 0.0)):
                 results[key].append(value)
+            correct.append(None)
             _log(verbose, f"{recipe.name:<16} not trained: {why}")
             continue
         used_text = None
         if recipe.linear_head:
-            (score, loss), used = _score_linear_head(
+            (score, loss, right), used = _score_linear_head(
                 recipe, X, y_enc, weights, train_idx, valid_idx, cache,
                 device=device, precision=precision, build_module=build_module), 0
         else:
-            simpler = [a for a in results["valid_score"] if not math.isnan(a)]
-            ahead_of = (max(simpler) if SELECT_STOP_AHEAD and simpler
+            simpler = [c for c in correct if c is not None]
+            ahead_of = (simpler if SELECT_STOP_AHEAD and simpler
                         and recipe.starts_from is None else None)
-            (score, loss), used, budget = _score_trained(
+            (score, loss, right), used, budget = _score_trained(
                 estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
                 ahead_of=ahead_of)
             if used < budget:
-                used_text = (f"{used} of {budget} steps: stopped when more than one "
-                             "standard error above the simpler recipes")
+                used_text = (f"{used} of {budget} steps: stopped when it significantly "
+                             "beat the simpler recipes")
+        correct.append(right)
         spent += used
         for key, value in (("recipe", recipe.name), ("steps", used),
                            ("valid_score", score), ("valid_log_loss", loss),
@@ -360,7 +365,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
         _log(verbose, f"{recipe.name:<16} valid accuracy {score:.3f}, log-loss "
                       f"{loss:.3f} ({used_text or f'{used} steps'}, "
                       f"{time.perf_counter() - t0:.1f} s)")
-    best = _choose(recipes, results["valid_score"], len(valid_idx))
+    best = _choose(correct, weights[valid_idx])
     _log(verbose, f"chose {recipes[best].name} (valid accuracy "
                   f"{results['valid_score'][best]:.3f}) in "
                   f"{time.perf_counter() - start:.1f} s")
@@ -371,92 +376,118 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                      entry.get("body_state"))
 
 
-def _choose(recipes, accuracies, n_valid):
-    """Index of the chosen recipe: the simplest within one standard error of the best.
+#: McNemar's statistic above which one recipe beats another on the held-out
+#: part: the chi-squared quantile of 1 degree of freedom at 5 %.
+MCNEMAR_CHI2 = 3.841
 
-    ``recipes`` are ordered simplest first (fewest parameters fitted to the
-    data); NaN accuracies were not trained (see ``_cannot_win``). The chosen
-    recipe is the simplest whose held-out accuracy is within one standard
-    error of the best one's, the one-standard-error rule (Breiman et al.,
-    1984; Hastie et al., *The Elements of Statistical Learning*, 7.10). The
-    error is ``sqrt(p (1 - p) / n)`` with ``p`` the best accuracy with two
-    successes and two failures added (Agresti and Coull, 1998): a perfect score
-    on 42 images has an error of 0.03, one miss is within it, two are not.
+
+def _discordant(right_a, right_b, weights):
+    """Held-out images that ``a`` got right and ``b`` wrong, and the reverse.
+
+    Counted in images: the sample weights are rescaled to a mean of 1.
+    """
+    w = np.asarray(weights, dtype=float)
+    w = w / w.mean() if w.sum() > 0 else np.ones_like(w)
+    a, b = np.asarray(right_a, bool), np.asarray(right_b, bool)
+    return float(w[a & ~b].sum()), float(w[b & ~a].sum())
+
+
+def _beats(wins, losses):
+    """Whether ``wins`` against ``losses`` discordant images is a significant win.
+
+    McNemar's test with Edwards' continuity correction, at 5 % (two-sided), as
+    Dietterich (*Neural Computation*, 1998) recommends for comparing two
+    classifiers on one held-out set: ``(|wins - losses| - 1)**2 / (wins +
+    losses) > 3.841``. With no losses it takes 6 wins: 5 images that one
+    recipe gets right and the other wrong can be chance.
+    """
+    return wins > losses and (abs(wins - losses) - 1) ** 2 > MCNEMAR_CHI2 * (wins + losses)
+
+
+def _choose(correct, weights):
+    """Index of the chosen recipe: the simplest that no other significantly beats.
+
+    ``correct[i]`` says which held-out images recipe ``i`` got right (None:
+    not trained, see ``_cannot_win``), the recipes ordered simplest first
+    (fewest parameters fitted to the data). Two recipes are compared on
+    the same held-out images, by the images where they disagree
+    (``_beats``).
 
     A small held-out part cannot tell close recipes apart, and one of images
     with near-duplicates in the training part (crops of the same photos,
     frames of the same scene) scores the recipes that memorize them near
     1.0: the simpler recipe is the safer bet on images unlike the training
     ones. Judged on data the selection never saw (``bench/_explore_defaults.py
-    --experiments rule``: crops from another part of each photo's training
-    region, 4 photo conditions x 3 draws), this rule scored 84.3 %, against
-    73.6 % for ranking by accuracy then log-loss (the rule before) and 78.8 %
-    for giving equal accuracies to the simplest; it chose the frozen features
-    on every fold.
+    --experiments select_all``: crops from another part of each photo's
+    training region, cut along both axes, 4 photo conditions x 6 folds), see
+    ``bench/results/explore_select.md``. Before this rule, the simplest
+    recipe within one standard error of the best accuracy won; it let
+    ``compact_cnn`` win with 3 more held-out images right out of 42 and
+    lose 28 points on the validation crops.
     """
-    trained = [i for i, a in enumerate(accuracies) if not math.isnan(a)]
-    best = max(trained, key=accuracies.__getitem__)  # equal ones: the simplest
-    bar = accuracies[best] - _standard_error(accuracies[best], n_valid)
-    return next(i for i in trained if accuracies[i] >= bar)
+    trained = [i for i, c in enumerate(correct) if c is not None]
+    for i in trained:
+        if not any(_beats(*_discordant(correct[j], correct[i], weights))
+                   for j in trained if j != i):
+            return i
+    # Not reached with a transitive outcome; the most accurate otherwise.
+    return max(trained, key=lambda i: np.average(correct[i], weights=weights))
 
 
-def _standard_error(accuracy, n_valid):
-    """Standard error of a held-out accuracy, two successes and two failures added."""
-    p = (n_valid * accuracy + 2) / (n_valid + 4)
-    return math.sqrt(p * (1 - p) / n_valid)
+def _cannot_win(correct, weights):
+    """Whether a recipe after those with held-out results ``correct`` can no longer win.
 
-
-def _cannot_win(accuracies, n_valid):
-    """Whether a recipe after those that scored ``accuracies`` can no longer win.
-
-    The bar of ``_choose`` (best accuracy minus its standard error) grows with
-    the accuracy and is highest for a perfect score, at ``1 - SE(1)``. A
-    simpler recipe already above it stays within one standard error of
-    whatever the next one scores, so training that one is wasted
-    (fine-tuning's 17-20 s on 2 cores).
+    The recipe ``_choose`` picks among them stays picked unless a later one
+    beats it; a later one can at best get every image right, so it cannot
+    when the errors of the pick are too few to be beaten (fewer than 6
+    images). Training it is then wasted (fine-tuning's 17-20 s on 2 cores).
     """
-    bar = 1 - _standard_error(1.0, n_valid)
-    return any(a >= bar for a in accuracies if not math.isnan(a))
+    if not any(c is not None for c in correct):
+        return False
+    pick = correct[_choose(correct, weights)]
+    wrong, _ = _discordant(np.ones(len(pick), bool), pick, weights)
+    return not _beats(wrong, 0.0)
 
 
-def _outclassed(recipe, names, accuracies, n_valid):
-    """Whether ``recipe`` starts from a recipe that another one clearly beat.
+def _outclassed(recipe, names, correct, weights):
+    """Whether ``recipe`` starts from a recipe that another one significantly beat.
 
     Fine-tuning starts from the frozen features' linear probe, at a learning
     rate 50x below the from-scratch one, and its final weights are halfway
     back to that probe (WiSE-FT): it refines the frozen features rather than
     replacing them. When another recipe (``compact_cnn``) beats the frozen
-    features by more than one standard error, fine-tuning did not catch up
-    with it on any held-out part where that happened: 6 validation folds of
-    the digits and MNIST training parts (``bench/_explore_defaults.py
-    --experiments rule``) and the 6 fits of the color-MNIST conditions of
-    ``bench/accuracy.py`` (held-out 0.58-0.85 against 0.955-0.98), so
-    training it (20-30 s on 2 cores) is skipped there.
+    features clearly, fine-tuning did not catch up with it on any held-out
+    part where that happened: 6 validation folds of the digits and MNIST
+    training parts (``bench/_explore_defaults.py --experiments rule``) and
+    the 6 fits of the color-MNIST conditions of ``bench/accuracy.py``
+    (held-out 0.58-0.85 against 0.955-0.98), so training it (20-30 s on 2
+    cores) is skipped there.
     """
     if recipe.starts_from not in names:
         return False
-    base = accuracies[names.index(recipe.starts_from)]
-    if math.isnan(base):
+    base = correct[names.index(recipe.starts_from)]
+    if base is None:
         return False
-    return any(a - _standard_error(a, n_valid) > base
-               for a in accuracies if not math.isnan(a))
+    return any(_beats(*_discordant(c, base, weights)) for c in correct if c is not None)
 
 
 def _scores(y_true, proba, weights):
-    """Accuracy and log-loss of ``proba``, one column per class index."""
-    return accuracy_and_log_loss(y_true, proba, weights, np.arange(proba.shape[1]))
+    """Accuracy, log-loss and which images are right, of ``proba`` (a column per class)."""
+    accuracy, loss = accuracy_and_log_loss(y_true, proba, weights,
+                                           np.arange(proba.shape[1]))
+    return accuracy, loss, proba.argmax(1) == y_true
 
 
 class _StopWhenAhead(Callback):
     """Stops a candidate's training once ``_choose`` can no longer pass it over.
 
     At ``STOP_CHECKS`` evenly spaced epoch ends, the network being trained is
-    scored on the held-out part; when its accuracy minus its standard error
-    exceeds ``ahead_of``, the best accuracy of the simpler recipes, none of
-    them is within one standard error of it, so the rule of ``_choose`` picks
-    it (or a later recipe) whatever the rest of its budget would add, and the
-    rest is skipped. (Its refit still trains on the whole budget.) Fine-tuning
-    from the simpler recipe's probe is ``_outclassed`` then too.
+    scored on the held-out part; when it significantly beats every simpler
+    recipe (``ahead_of``: which held-out images each got right; ``_beats``),
+    the rule of ``_choose`` picks it (or a later recipe) whatever the rest of
+    its budget would add, and the rest is skipped. (Its refit still trains on
+    the whole budget.) Fine-tuning from the simpler recipe's probe is
+    ``_outclassed`` then too.
 
     The network is scored as it stands at that epoch's end, with the
     BatchNorm statistics of training; the score reported for it is taken
@@ -483,8 +514,9 @@ class _StopWhenAhead(Callback):
             logits = torch.cat([net.predict_logits(images[i:i + size])
                                 for i in range(0, len(images), size)])
         proba = torch.softmax(logits.float(), 1).cpu().numpy()
-        accuracy, _ = _scores(self.y_valid, proba, self.weights)
-        if accuracy - _standard_error(accuracy, len(self.y_valid)) > self.ahead_of:
+        _, _, right = _scores(self.y_valid, proba, self.weights)
+        if all(_beats(*_discordant(right, other, self.weights))
+               for other in self.ahead_of):
             self.stopped_at_ = epoch
             raise KeyboardInterrupt  # skorch's way to end training after an epoch
 
@@ -495,10 +527,10 @@ def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, r
 
     The recipe's own budget (``recipe.steps`` optimizer steps, or the
     ``'auto'`` budget of the train part's size), so that every candidate is
-    compared as it would be used; with ``ahead_of`` (the best accuracy of the
-    simpler recipes), less when it is clearly ahead (``_StopWhenAhead``).
-    Returns the accuracy and log-loss, the optimizer steps taken and the
-    budget's.
+    compared as it would be used; with ``ahead_of`` (which held-out images
+    each simpler recipe got right), less when it is clearly ahead
+    (``_StopWhenAhead``). Returns the scores of ``_scores``, the optimizer
+    steps taken and the budget's.
     """
     n_train = len(train_idx)
     params = {**recipe.params, "validation_fraction": None, "early_stopping": False,

@@ -374,16 +374,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         One entry per candidate of the selection, as ``cv_results_``:
         ``'recipe'``, ``'steps'``
         (optimizer steps; 0 for the frozen features; fewer than the recipe's
-        budget when ``compact_cnn`` was already more than one standard error
-        above the frozen features and stopped there: it wins whatever the
-        rest would add, and its refit trains the whole budget), ``'valid_score'``
+        budget when ``compact_cnn`` already significantly beat the frozen
+        features on the held-out images and stopped there: it wins whatever
+        the rest would add, and its refit trains the whole budget), ``'valid_score'``
         (accuracy on the held-out part of the training data),
         ``'valid_log_loss'`` (log-loss there, reported) and ``'fit_s'``
         (seconds), simplest recipe first; scores are NaN for a recipe that
         was not trained because it could no longer be chosen (a simpler one
-        was within one standard error of a perfect score), or, for
-        fine-tuning, because ``compact_cnn`` beat the frozen features it
-        starts from by more than one standard error.
+        made too few held-out errors to be beaten significantly), or, for
+        fine-tuning, because ``compact_cnn`` significantly beat the frozen
+        features it starts from.
         None when no selection ran.
     selection_steps_ : int
         Optimizer steps the selection spent (0 without selection).
@@ -424,12 +424,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     BatchNorm layers frozen (``freeze='bn'``), at 128 px, 100 steps of 8
     images, ending halfway between the fine-tuned and the starting weights
     (``wise_alpha=0.5``). Each trained recipe is trained on the rest with the
-    budget of its refit. The simplest recipe within one standard error of
-    the best held-out accuracy wins (the one-standard-error rule): a small
-    held-out part, or crops of the same photos as the training ones, cannot
-    tell close recipes apart. A recipe that can no longer win is not
-    trained, nor is fine-tuning when ``compact_cnn`` beat the frozen
-    features it starts from by more than one standard error. No selection
+    budget of its refit. The simplest recipe that no other significantly
+    beats on the held-out images wins (McNemar's test at 5 %, on the images
+    where two recipes disagree): a small held-out part, or crops of the same
+    photos as the training ones, cannot tell close recipes apart. A recipe
+    that can no longer win is not trained, nor is fine-tuning when
+    ``compact_cnn`` significantly beat the frozen features it starts from.
+    No selection
     runs (and
     ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images

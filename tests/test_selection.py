@@ -19,8 +19,8 @@ from skimgcls._build import net_params, resolve_auto
 from skimgcls._probe import embed, fit_linear_head
 from skimgcls._selection import (
     Recipe,
+    _beats,
     _choose,
-    _standard_error,
     candidate_recipes,
     fine_tune_input_size,
     frozen_input_size,
@@ -77,12 +77,13 @@ def test_selection_reports_every_candidate_and_the_winner(recipes, weights_file,
     assert results["recipe"] == ["compact_cnn", "frozen_features"]
     assert all(0 <= s <= 1 for s in results["valid_score"])
     assert all(loss > 0 for loss in results["valid_log_loss"])
-    # The simplest (first) within one standard error of the best.
-    accuracies, n_valid = results["valid_score"], 20  # a fifth of 100
-    top = max(accuracies)
-    best = results["recipe"][
-        0 if accuracies[0] >= top - _standard_error(top, n_valid) else 1]
-    assert clf.recipe_ == best
+    # The simplest (first) unless the other beats it significantly, which
+    # takes at least 6 more of the 20 held-out images (a fifth of 100) right.
+    accuracies = results["valid_score"]
+    best = clf.recipe_
+    assert best in results["recipe"]
+    if best == "frozen_features":
+        assert 20 * (accuracies[1] - accuracies[0]) >= 6 - 1e-9
     # The scratch recipe trains its own budget (30 steps: 3 epochs of 10
     # batches on the 80 training images); the frozen one takes no steps.
     assert clf.selection_steps_ == results["steps"][0] == 30 and results["steps"][1] == 0
@@ -208,21 +209,53 @@ def test_auto_resolves_without_selection():
     assert params["module"] == "compact_cnn" and params["pretrained"] is False
 
 
-@pytest.mark.parametrize("accuracies, n_valid, chosen", [
-    ([41 / 42, 0.5, 1.0], 42, 0),  # one error in 42: within one standard error
-    ([40 / 42, 1.0, 0.9], 42, 1),  # two errors: the next simplest
-    ([40 / 42, 41 / 42, 1.0], 42, 1),
-    ([38 / 42, 39 / 42, 1.0], 42, 2),  # only the best is within its error
-    ([0.70, 0.5, 0.85], 7, 0),     # 7 held-out images: too few to tell
-    ([0.90, 0.5, 0.99], 400, 2),
-    ([1.0, 1.0, 1.0], 24, 0),      # equal accuracies: the simplest
-    ([0.5, 1.0, math.nan], 24, 1),  # not trained (see _cannot_win): never chosen
+def right(n, *wrong):
+    """Which of ``n`` held-out images a recipe got right: all but ``wrong``."""
+    out = np.ones(n, bool)
+    out[list(wrong)] = False
+    return out
+
+
+@pytest.mark.parametrize("wins, losses, beats", [
+    (6, 0, True),     # 6 images one recipe gets right and the other wrong
+    (5, 0, False),    # 5 can be chance
+    (0, 6, False),
+    (10, 3, False),   # (7 - 1)**2 = 36 < 3.841 * 13
+    (12, 3, True),    # (9 - 1)**2 = 64 > 3.841 * 15
+    (40, 4, True),
+    (0, 0, False),
+    (6.0, 0.0, True),  # weighted counts
 ])
-def test_the_simplest_recipe_within_one_standard_error_of_the_best_wins(
-        accuracies, n_valid, chosen):
-    recipes = candidate_recipes_for((48, 48, 3))
-    assert [r.name for r in recipes] == ["frozen_features", "compact_cnn", "fine_tune"]
-    assert _choose(recipes, accuracies, n_valid) == chosen
+def test_a_significant_win_is_mcnemars_test_at_five_percent(wins, losses, beats):
+    assert _beats(wins, losses) == beats
+    assert not (_beats(wins, losses) and _beats(losses, wins))
+
+
+@pytest.mark.parametrize("correct, chosen", [
+    ([right(42, 0), right(42, *range(21)), right(42)], 0),  # one error in 42
+    ([right(42, *range(6)), right(42), right(42, 6, 7)], 1),  # 6 errors: beaten
+    ([right(42, *range(5)), right(42), right(42)], 0),  # 5 errors: not beaten
+    ([right(42, *range(3)), right(42), None], 0),  # 3 more right of 42 (too few)
+    ([right(42, *range(10)), right(42, 10, 11, 12), None], 0),  # 10 against 3
+    ([right(42, *range(8)), right(42, *range(8)), right(42)], 2),  # both beaten
+    ([right(7, 0, 1), right(7), right(7)], 0),  # 7 held-out images: too few to tell
+    ([right(400, *range(40)), right(400, 50), right(400, 50, 51)], 1),
+    ([right(24), right(24), right(24)], 0),  # equal: the simplest
+    ([right(24, *range(12)), right(24), None], 1),  # None: not trained, never chosen
+])
+def test_the_simplest_recipe_that_no_other_significantly_beats_wins(correct, chosen):
+    n = len(next(c for c in correct if c is not None))
+    assert _choose(correct, np.ones(n)) == chosen
+
+
+def test_the_rule_counts_weighted_images():
+    # 3 images that the frozen features miss weigh 3 each against 1 for the
+    # other 39: 7.9 images' worth of weight (in a mean weight of 1), a win.
+    weights = np.ones(42)
+    weights[:3] = 3.0
+    correct = [right(42, 0, 1, 2), right(42)]
+    assert _choose(correct, np.ones(42)) == 0
+    assert _choose(correct, weights) == 1
 
 
 def candidate_recipes_for(shape):
@@ -231,22 +264,21 @@ def candidate_recipes_for(shape):
     return [frozen_recipe(shape), scratch_recipe(), fine_tune_recipe(shape)]
 
 
-def test_the_standard_error_bar_grows_with_the_accuracy():
-    # So a perfect best score sets the highest bar (see _cannot_win).
-    bars = [a - _standard_error(a, 42) for a in np.linspace(0, 1, 43)]
-    assert np.all(np.diff(bars) > 0)
-    assert _standard_error(1.0, 42) == pytest.approx(0.0315, abs=1e-4)
+def test_candidates_are_ordered_simplest_first():
+    recipes = candidate_recipes_for((48, 48, 3))
+    assert [r.name for r in recipes] == ["frozen_features", "compact_cnn", "fine_tune"]
 
 
 def test_a_recipe_that_cannot_win_is_not_trained(recipes, weights_file, data,
                                                  monkeypatch, tmp_path):
     X, y, _, _ = data
     cannot_win = selection_module._cannot_win
-    assert cannot_win([0.5, 41 / 42], 42)  # 1 miss in 42
-    assert not cannot_win([0.5, 40 / 42], 42)
-    assert not cannot_win([], 42) and not cannot_win([math.nan], 42)
-    # In fit: with a standard error of 1, nothing after the first is trained.
-    monkeypatch.setattr(selection_module, "_standard_error", lambda accuracy, n: 1.0)
+    ones = np.ones(42)
+    assert cannot_win([right(42, *range(21)), right(42, *range(5))], ones)  # 5 misses
+    assert not cannot_win([right(42, *range(21)), right(42, *range(6))], ones)
+    assert not cannot_win([], ones) and not cannot_win([None], ones)
+    # In fit: when nothing can beat anything, nothing after the first is trained.
+    monkeypatch.setattr(selection_module, "_beats", lambda wins, losses: False)
     last = Recipe("fine_tune", {"module": "compact_cnn", "pretrained": False,
                                 "module__width": 8}, steps=30)
     recipes(frozen(weights_file), scratch(), last)
@@ -259,40 +291,48 @@ def test_a_recipe_that_cannot_win_is_not_trained(recipes, weights_file, data,
     assert np.isnan(load(tmp_path / "model").selection_results_["valid_score"][2])
 
 
+def all_wrong(score):
+    """A stand-in for ``_score_linear_head``: every held-out image wrong."""
+    def scores(recipe, X, y_enc, weights, train_idx, valid_idx, *args, **kwargs):
+        return score, 5.0, np.zeros(len(valid_idx), bool)
+    return scores
+
+
 def test_fine_tuning_is_not_trained_when_its_start_was_clearly_beaten(
         recipes, weights_file, data, monkeypatch, capsys):
     outclassed = selection_module._outclassed
     tune = Recipe("fine_tune", {}, starts_from="frozen_features")
     names = ["frozen_features", "compact_cnn"]
-    assert outclassed(tune, names, [0.80, 0.97], 200)  # 0.97 - 0.013 > 0.80
-    assert not outclassed(tune, names, [0.96, 0.97], 200)  # within one error (0.014)
-    assert not outclassed(tune, names, [math.nan, 1.0], 200)  # the start not trained
-    assert not outclassed(Recipe("other", {}), names, [0.1, 1.0], 200)
-    # In fit: frozen features that score 0.1 on the held-out part.
+    ones = np.ones(200)
+    assert outclassed(tune, names, [right(200, *range(40)), right(200, 0, 1)], ones)
+    assert not outclassed(tune, names, [right(200, *range(5)), right(200)], ones)
+    assert not outclassed(tune, names, [None, right(200)], ones)  # the start not trained
+    assert not outclassed(Recipe("other", {}), names,
+                          [right(200, *range(40)), right(200)], ones)
+    # In fit: frozen features that get every held-out image wrong.
     X, y, _, _ = data
-    monkeypatch.setattr(selection_module, "_score_linear_head",
-                        lambda *args, **kwargs: (0.1, 2.0))
+    monkeypatch.setattr(selection_module, "_score_linear_head", all_wrong(0.0))
     last = Recipe("fine_tune", {"module": "compact_cnn", "pretrained": False,
                                 "module__width": 8}, steps=30,
                   starts_from="frozen_features")
     recipes(frozen(weights_file), scratch(), last)
     clf = CNNClassifier(random_state=0, precision="fp32", verbose=1).fit(X, y)
     res = clf.selection_results_
-    assert res["valid_score"][1] - _standard_error(res["valid_score"][1], 20) > 0.1
+    assert 20 * res["valid_score"][1] >= 6  # 6 of the 20 held-out images right
     assert res["steps"][2] == 0 and math.isnan(res["valid_score"][2])
     assert clf.recipe_ == "compact_cnn"
-    assert ("fine_tune        not trained: frozen_features, which it starts from, is "
-            "more than one standard error below another recipe") in capsys.readouterr().out
+    assert ("fine_tune        not trained: another recipe significantly beats "
+            "frozen_features, which it starts from") in capsys.readouterr().out
 
 
 def test_a_candidate_clearly_ahead_stops_training_early(recipes, weights_file, data,
                                                         monkeypatch, capsys):
-    # Frozen features that score 0 on the held-out part: the scratch recipe
-    # (3 epochs of 10 batches, checked after each) is more than one standard
-    # error above it after its first epoch, and stops there.
+    # Frozen features that get every held-out image wrong, and any win counted
+    # as significant: the scratch recipe (3 epochs of 10 batches, checked
+    # after each but the last) wins after its first epoch and stops there.
     X, y, X_test, _ = data
-    monkeypatch.setattr(selection_module, "_score_linear_head",
-                        lambda *args, **kwargs: (0.0, 5.0))
+    monkeypatch.setattr(selection_module, "_score_linear_head", all_wrong(0.0))
+    monkeypatch.setattr(selection_module, "_beats", lambda wins, losses: wins > losses)
     recipes(frozen(weights_file), scratch())
     fitted = {}
     for stop in (True, False):
@@ -300,11 +340,9 @@ def test_a_candidate_clearly_ahead_stops_training_early(recipes, weights_file, d
         clf = fitted[stop] = CNNClassifier(random_state=0, precision="fp32",
                                            verbose=1).fit(X, y)
         res = clf.selection_results_
-        shown = ("10 of 30 steps: stopped when more than one standard error above "
-                 "the simpler recipes")
+        shown = "10 of 30 steps: stopped when it significantly beat the simpler recipes"
         assert (shown in capsys.readouterr().out) == stop
-        assert clf.recipe_ == "compact_cnn"
-        assert res["valid_score"][1] - _standard_error(res["valid_score"][1], 20) > 0
+        assert clf.recipe_ == "compact_cnn" and res["valid_score"][1] > 0
         assert res["steps"] == [0, 10 if stop else 30]
         assert clf.selection_steps_ == res["steps"][1]
     # The refit trains its whole budget either way: the same model.
@@ -315,7 +353,8 @@ def test_a_candidate_clearly_ahead_stops_training_early(recipes, weights_file, d
 
 def test_the_early_stop_checks_spaced_epochs_and_never_the_last():
     stop = selection_module._StopWhenAhead(np.zeros((4, 8, 8, 1), np.uint8),
-                                           np.array([0, 1, 0, 1]), np.ones(4), 0.0)
+                                           np.array([0, 1, 0, 1]), np.ones(4),
+                                           [np.zeros(4, bool)])
 
     class Net:
         max_epochs, history = 25, []
