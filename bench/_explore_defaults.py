@@ -149,6 +149,12 @@ CONDITIONS = {
     "mnist_4000": training_part(lambda: acc.mnist_split(4000)),
     "mnist_rgb64": training_part(lambda: acc.mnist_rgb_split(64, 1000, 1000)),
     "mnist_rgb128": training_part(lambda: acc.mnist_rgb_split(128, 1000, 1000)),
+    # Few color-MNIST images (10 and 30 per class of the 64 px training part):
+    # where the selection's rule must still let compact_cnn win, on few held-out images.
+    "mnist_rgb64_10pc": lambda: acc.per_class_subset(
+        *training_part(lambda: acc.mnist_rgb_split(64, 1000, 1000))(), 10),
+    "mnist_rgb64_30pc": lambda: acc.per_class_subset(
+        *training_part(lambda: acc.mnist_rgb_split(64, 1000, 1000))(), 30),
 }
 
 FROZEN_CONDITIONS = ("photos_rgb48_30", "photos_rgb48_5", "photos_gray128_30",
@@ -799,7 +805,8 @@ SELECT_RULES = {
 
 def select_all(name, emit, draws=(0, 1, 2)):
     """Every candidate's held-out scores in the selection and its accuracy, refit as
-    ``fit`` refits it, on shifted folds cut along both axes of the training region.
+    ``fit`` refits it, on shifted folds cut along both axes of the training region
+    (photos) or 3-fold CV of the training part (the others).
 
     Any selection rule can then be judged offline (``SELECT_RULES``): its pick's
     refit accuracy on validation crops the selection never saw. The test region
@@ -810,7 +817,6 @@ def select_all(name, emit, draws=(0, 1, 2)):
     import skimgcls._selection as selection
     import skimgcls.classifier as classifier
 
-    per_class, size, gray = SHIFT_CONDITIONS[name]
     real_select, real_features = classifier.select_recipe, selection._features
     real_cannot_win = selection._cannot_win
     caches, found = {}, {}
@@ -841,32 +847,38 @@ def select_all(name, emit, draws=(0, 1, 2)):
         correct[recipe.name] = calls[-1]
         return out
 
+    if name in SHIFT_CONDITIONS:
+        per_class, size, gray = SHIFT_CONDITIONS[name]
+        folds_ = [(f"{axis}{draw}", shifted_fold(per_class, size, gray, draw, axis=axis))
+                  for axis in ("x", "y") for draw in draws]
+    else:  # 3-fold CV of the training part
+        folds_ = [(f"cv{i}", fold) for i, fold in validation_folds(name, draws)]
     selection._cannot_win = lambda *args: False
     selection._features = features
     selection._scores, selection._score_linear_head = scores, linear
     selection._score_trained = trained
     try:
-        for axis in ("x", "y"):
-            for draw in draws:
-                X, y, Xv, yv = shifted_fold(per_class, size, gray, draw, axis=axis)
-                classifier.select_recipe = select
-                CNNClassifier(random_state=draw).fit(X, y)
-                chosen, recipes = found["selection"], found["recipes"]
-                res = chosen.results
-                refit = []
-                for recipe in recipes:
-                    entry = caches["cache"].get(recipe.name, {})
-                    fixed = replace(chosen, recipe=recipe, features=entry.get("features"),
-                                    body_state=entry.get("body_state"))
-                    classifier.select_recipe = lambda *a, fixed=fixed, **k: fixed
-                    refit.append(float(CNNClassifier(random_state=draw).fit(X, y)
-                                       .score(Xv, yv)))
-                emit({"experiment": "select_all", "condition": name, "axis": axis,
-                      "draw": draw, "recipes": [r.name for r in recipes],
-                      "n_valid": chosen.n_valid, "valid_scores": res["valid_score"],
-                      "valid_log_loss": res["valid_log_loss"], "steps": res["steps"],
-                      "refit": refit,
-                      "correct": [correct.pop(r.name, None) for r in recipes]})
+        for fold_name, (X, y, Xv, yv) in folds_:
+            draw = int(fold_name[-1])
+            classifier.select_recipe = select
+            CNNClassifier(random_state=draw).fit(X, y)
+            chosen, recipes = found["selection"], found["recipes"]
+            res = chosen.results
+            refit = []
+            for recipe in recipes:
+                entry = caches["cache"].get(recipe.name, {})
+                fixed = replace(chosen, recipe=recipe, features=entry.get("features"),
+                                body_state=entry.get("body_state"))
+                classifier.select_recipe = lambda *a, fixed=fixed, **k: fixed
+                refit.append(float(CNNClassifier(random_state=draw).fit(X, y)
+                                   .score(Xv, yv)))
+            emit({"experiment": "select_all", "condition": name,
+                  "axis": fold_name[:-1], "draw": draw,
+                  "recipes": [r.name for r in recipes],
+                  "n_valid": chosen.n_valid, "valid_scores": res["valid_score"],
+                  "valid_log_loss": res["valid_log_loss"], "steps": res["steps"],
+                  "refit": refit,
+                  "correct": [correct.pop(r.name, None) for r in recipes]})
     finally:
         classifier.select_recipe, selection._features = real_select, real_features
         selection._cannot_win = real_cannot_win
@@ -1076,7 +1088,8 @@ def report(path):
                   "Per photo condition, 3 draws of the shifted folds of `shift` (axis x: "
                   "fitting crops from the left part of the training region, validation "
                   "crops from its right part) and 3 cut across (axis y: top part, bottom "
-                  "part). One selection per fold with every candidate trained; every "
+                  "part); the other conditions: 3-fold CV of their training part "
+                  "(fold `cv`). One selection per fold with every candidate trained; every "
                   "candidate then refit as `fit` refits it and scored on the validation "
                   "crops. Held-out: the selection's own held-out part of the fitting "
                   "crops (accuracy, log-loss; F frozen features, C compact_cnn, T "
@@ -1091,22 +1104,29 @@ def report(path):
                 f"{triple([math.nan if v is None else v for v in r['valid_scores']])} | "
                 f"{triple([math.nan if v is None else v for v in r['valid_log_loss']])} | "
                 f"{triple(r['refit'], 3)} | {picks} |")
-        lines += ["", "| rule | mean refit accuracy | per condition | worst fold |",
-                  "|---|---|---|---|"]
         always = {f"always {name}": (lambda i: (lambda r: i))(i)
                   for i, name in enumerate(select_rows[0]["recipes"])}
-        for label, fn in {**SELECT_RULES, **always}.items():
-            got = [r["refit"][pick(fn, r)] for r in select_rows]
-            per = ", ".join(
-                f"{100 * statistics.fmean(r['refit'][pick(fn, r)] for r in rs):.1f}"
-                for _, rs in _grouped(select_rows, lambda r: r["condition"]).items())
-            lines.append(f"| {label} | {100 * statistics.fmean(got):.1f} | {per} | "
-                         f"{100 * min(got):.1f} |")
-        best = [max(r["refit"]) for r in select_rows]
-        lines.append(f"| the best refit of each fold (not a rule) | "
-                     f"{100 * statistics.fmean(best):.1f} | | {100 * min(best):.1f} |")
-        lines += ["", "Conditions in the per-condition column: " + ", ".join(
-            _grouped(select_rows, lambda r: r["condition"])) + "."]
+        groups = {"the photo conditions": [r for r in select_rows
+                                           if r["condition"] in SHIFT_CONDITIONS],
+                  "the other conditions": [r for r in select_rows
+                                           if r["condition"] not in SHIFT_CONDITIONS]}
+        for group, group_rows in groups.items():
+            if not group_rows:
+                continue
+            names = list(_grouped(group_rows, lambda r: r["condition"]))
+            lines += ["", f"Over {group} ({', '.join(names)}; {len(group_rows)} folds):", "",
+                      "| rule | mean refit accuracy | per condition | worst fold |",
+                      "|---|---|---|---|"]
+            for label, fn in {**SELECT_RULES, **always}.items():
+                got = [r["refit"][pick(fn, r)] for r in group_rows]
+                per = ", ".join(
+                    f"{100 * statistics.fmean(r['refit'][pick(fn, r)] for r in rs):.1f}"
+                    for rs in _grouped(group_rows, lambda r: r["condition"]).values())
+                lines.append(f"| {label} | {100 * statistics.fmean(got):.1f} | {per} | "
+                             f"{100 * min(got):.1f} |")
+            best = [max(r["refit"]) for r in group_rows]
+            lines.append(f"| the best refit of each fold (not a rule) | "
+                         f"{100 * statistics.fmean(best):.1f} | | {100 * min(best):.1f} |")
     head_rows = [r for r in rows if r["experiment"] == "head"]
     if head_rows:
         lines += ["", "## The frozen features' linear head: fixed or chosen", "",
