@@ -426,6 +426,11 @@ def _choose(correct, weights):
     85.4 % (worst 60.0 %): on one fold that rule took ``compact_cnn``, right
     on 3 more of 42 held-out images, and it scored 28 points below the
     frozen features on the validation crops. Both agree on the other 23.
+    On 3-fold CV of 10 and 30 color-MNIST images of 64x64 per class, where
+    ``compact_cnn`` wins, they differ on one fold of 6, with 13 held-out
+    images (the frozen features 5 right, ``compact_cnn`` 10): McNemar's test
+    kept the frozen features, 2.9 points below; 71.6 against 72.1 % in all.
+    Both pick ``compact_cnn`` on every fold with 30 images per class.
     """
     trained = [i for i, c in enumerate(correct) if c is not None]
     for i in trained:
