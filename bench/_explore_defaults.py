@@ -41,8 +41,14 @@ Experiments (``--experiments``, comma-separated):
   error of the best), each pick refit as ``fit`` refits it and scored on the
   shifted folds (photos) or 3-fold CV of the training part (digits 5 / 20,
   MNIST 500); with ``--buffer``, the neighbourhood held-out part leaves a
-  buffer out of the training part. Informs ``skimgcls._selection._choose``
-  and ``SELECT_BUFFER``.
+  buffer out of the training part. Informed the one-standard-error rule of
+  ``skimgcls._selection._choose`` and ``SELECT_BUFFER``.
+* ``select_all``: one selection per fold with every candidate trained, and
+  every candidate refit and scored, so that any rule of ``SELECT_RULES`` is
+  judged offline: the shifted folds of ``shift`` cut along both axes of the
+  training region (photos; 3 draws each) or 3-fold CV of the training part
+  (10 and 30 color-MNIST images per class). Informs
+  ``skimgcls._selection._choose`` (McNemar's test).
 * ``levels``: frozen features from several depths (the head's pooled output
   concatenated with globally averaged outputs of earlier block stages) on
   the shifted folds of ``shift``, with the selection's linear head and the
@@ -56,8 +62,8 @@ Experiments (``--experiments``, comma-separated):
 * ``ft_levels``: the LP-FT recipe with its probe and head on one or four
   feature levels (``module__levels``), on the shifted folds of ``shift``.
 * ``stop``: ``CNNClassifier()`` with and without ``SELECT_STOP_AHEAD`` (a
-  from-scratch candidate stops training in the selection once it is more than
-  one standard error above the simpler recipes), on 3-fold CV of the color
+  from-scratch candidate stops training in the selection once it is clearly
+  ahead of the simpler recipes), on 3-fold CV of the color
   MNIST training parts (64 and 128 px, 1,000 images) and the shifted folds of
   the photos: the recipe chosen, the accuracy, the selection's steps and the
   seconds. Informs ``skimgcls._selection.SELECT_STOP_AHEAD``.
@@ -90,6 +96,10 @@ Experiments (``--experiments``, comma-separated):
     python bench/_explore_defaults.py --report /tmp/stop.jsonl --report-out explore_stop.md
     python bench/_explore_defaults.py --experiments ft_levels --out /tmp/ftl.jsonl
     python bench/_explore_defaults.py --report /tmp/ftl.jsonl --report-out explore_ft_levels.md
+    python bench/_explore_defaults.py --experiments select_all --out /tmp/select.jsonl
+    python bench/_explore_defaults.py --experiments select_all \
+        --conditions mnist_rgb64_10pc,mnist_rgb64_30pc --out /tmp/select.jsonl
+    python bench/_explore_defaults.py --report /tmp/select.jsonl --report-out explore_select.md
 """
 
 import argparse
