@@ -433,12 +433,12 @@ def _choose(correct, weights):
     Both pick ``compact_cnn`` on every fold with 30 images per class.
     """
     trained = [i for i, c in enumerate(correct) if c is not None]
-    for i in trained:
-        if not any(_beats(*_discordant(correct[j], correct[i], weights))
-                   for j in trained if j != i):
-            return i
-    # Not reached with a transitive outcome; the most accurate otherwise.
-    return max(trained, key=lambda i: np.average(correct[i], weights=weights))
+    # A win takes a higher (weighted) accuracy: the discordant images' balance
+    # is the difference of the two accuracies. The most accurate recipe is
+    # never beaten, so there is always one to choose.
+    return next(i for i in trained
+                if not any(_beats(*_discordant(correct[j], correct[i], weights))
+                           for j in trained if j != i))
 
 
 def _cannot_win(correct, weights):

@@ -248,6 +248,20 @@ def test_the_simplest_recipe_that_no_other_significantly_beats_wins(correct, cho
     assert _choose(correct, np.ones(n)) == chosen
 
 
+def test_the_chosen_recipe_is_never_beaten_and_the_most_accurate_never_is():
+    rng = np.random.RandomState(0)
+    for _ in range(300):
+        n = rng.randint(1, 60)
+        weights = rng.choice([0.5, 1.0, 3.0], n)
+        correct = [rng.rand(n) < rng.uniform(0.3, 1.0) for _ in range(3)]
+        chosen = _choose(correct, weights)
+        beaten = [any(_beats(*selection_module._discordant(correct[j], correct[i], weights))
+                      for j in range(3) if j != i) for i in range(3)]
+        assert not beaten[chosen] and all(beaten[:chosen])
+        accuracy = [np.average(c, weights=weights) for c in correct]
+        assert not beaten[int(np.argmax(accuracy))]
+
+
 def test_the_rule_counts_weighted_images():
     # 3 images that the frozen features miss weigh 3 each against 1 for the
     # other 39: 7.9 images' worth of weight (in a mean weight of 1), a win.
