@@ -177,6 +177,7 @@ def test_verbose_shows_the_selection(recipes, weights_file, data, capsys):
     recipes(scratch(), frozen(weights_file))
     CNNClassifier(random_state=0, precision="fp32", verbose=1).fit(X, y)
     out = capsys.readouterr().out
+    assert "[recipe selection] 20 of 100 images held out" in out
     assert "[recipe selection] compact_cnn" in out
     assert "frozen_features" in out and "chose" in out
 
