@@ -103,6 +103,7 @@ Experiments (``--experiments``, comma-separated):
 """
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import json
@@ -723,50 +724,21 @@ def rule(name, emit, draws=(0, 1, 2)):
     trained (``_cannot_win`` off), then refits, as ``fit`` does, the recipe
     each rule chooses from those held-out scores, and scores it.
     """
-    from dataclasses import replace
-
     import skimgcls._selection as selection
-    import skimgcls.classifier as classifier
 
-    folds_ = validation_folds(name, draws)
-    real_select, real_features = classifier.select_recipe, selection._features
-    caches, found = {}, {}
-
-    def features(recipe, X, cache, **kwargs):
-        caches["cache"] = cache
-        return real_features(recipe, X, cache, **kwargs)
-
-    def select(*args, **kwargs):
-        found["selection"], found["recipes"] = real_select(*args, **kwargs), args[4]
-        return found["selection"]
-
-    selection._cannot_win = lambda *args: False
-    selection.MIN_PRETRAINED_SIDE = 8  # digits and MNIST were compared too
-    selection._features = features
-    try:
-        for draw, (X, y, Xv, yv) in folds_:
-            classifier.select_recipe = select
-            CNNClassifier(random_state=draw).fit(X, y)
-            chosen, recipes = found["selection"], found["recipes"]
+    with every_candidate_trained(min_side=8) as run:  # digits and MNIST compared too
+        for draw, (X, y, Xv, yv) in validation_folds(name, draws):
+            chosen, recipes = run.select(X, y, draw)
             res = chosen.results
             picks = {label: fn(recipes, res["valid_score"], res["valid_log_loss"],
                                chosen.n_valid) for label, fn in RULES.items()}
-            scores = {}
-            for index in sorted(set(picks.values())):
-                entry = caches["cache"].get(recipes[index].name, {})
-                fixed = replace(chosen, recipe=recipes[index],
-                                features=entry.get("features"),
-                                body_state=entry.get("body_state"))
-                classifier.select_recipe = lambda *a, fixed=fixed, **k: fixed
-                clf = CNNClassifier(random_state=draw).fit(X, y)
-                scores[index] = float(clf.score(Xv, yv))
+            scores = {index: run.refit_score(recipes[index], X, y, Xv, yv, draw)
+                      for index in sorted(set(picks.values()))}
             for label, index in picks.items():
                 emit({"experiment": "rule", "condition": name, "draw": draw,
-                      "rule": label + (" + buffer" if selection.SELECT_BUFFER else ""), "recipe": recipes[index].name,
-                      "accuracy": scores[index], "n_valid": chosen.n_valid,
-                      "valid_scores": res["valid_score"]})
-    finally:
-        classifier.select_recipe, selection._features = real_select, real_features
+                      "rule": label + (" + buffer" if selection.SELECT_BUFFER else ""),
+                      "recipe": recipes[index].name, "accuracy": scores[index],
+                      "n_valid": chosen.n_valid, "valid_scores": res["valid_score"]})
 
 
 def _nan(values):
@@ -822,14 +794,70 @@ def select_all(name, emit, draws=(0, 1, 2)):
     refit accuracy on validation crops the selection never saw. The test region
     is never read.
     """
-    from dataclasses import replace
+    if name in SHIFT_CONDITIONS:
+        per_class, size, gray = SHIFT_CONDITIONS[name]
+        folds_ = [(f"{axis}{draw}", shifted_fold(per_class, size, gray, draw, axis=axis))
+                  for axis in ("x", "y") for draw in draws]
+    else:  # 3-fold CV of the training part
+        folds_ = [(f"cv{i}", fold) for i, fold in validation_folds(name, draws)]
+    with every_candidate_trained() as run:
+        for fold_name, (X, y, Xv, yv) in folds_:
+            draw = int(fold_name[-1])
+            chosen, recipes = run.select(X, y, draw)
+            res = chosen.results
+            emit({"experiment": "select_all", "condition": name,
+                  "axis": fold_name[:-1], "draw": draw,
+                  "recipes": [r.name for r in recipes],
+                  "n_valid": chosen.n_valid, "valid_scores": res["valid_score"],
+                  "valid_log_loss": res["valid_log_loss"], "steps": res["steps"],
+                  "refit": [run.refit_score(r, X, y, Xv, yv, draw) for r in recipes],
+                  "correct": [None if c is None else c.astype(int).tolist()
+                              for c in chosen.correct]})
 
+
+class _EveryCandidate:
+    """What ``every_candidate_trained`` yields: a selection, then refits of its recipes."""
+
+    def __init__(self, found, caches):
+        self.found, self.caches = found, caches
+
+    def select(self, X, y, seed):
+        """Fit ``CNNClassifier(random_state=seed)``; its Selection and its candidates."""
+        import skimgcls.classifier as classifier
+
+        classifier.select_recipe = self.found["wrapper"]
+        CNNClassifier(random_state=seed).fit(X, y)
+        return self.found["selection"], self.found["recipes"]
+
+    def refit_score(self, recipe, X, y, Xv, yv, seed):
+        """Refit ``recipe`` as ``fit`` refits the winner of the last selection; its
+        accuracy on ``(Xv, yv)``."""
+        from dataclasses import replace
+
+        import skimgcls.classifier as classifier
+
+        entry = self.caches["cache"].get(recipe.name, {})
+        fixed = replace(self.found["selection"], recipe=recipe,
+                        features=entry.get("features"), body_state=entry.get("body_state"))
+        classifier.select_recipe = lambda *a, **k: fixed
+        try:
+            return float(CNNClassifier(random_state=seed).fit(X, y).score(Xv, yv))
+        finally:
+            classifier.select_recipe = self.found["wrapper"]
+
+
+@contextlib.contextmanager
+def every_candidate_trained(min_side=None):
+    """Inside, ``CNNClassifier``'s selection trains every candidate (``_cannot_win``
+    off) and keeps what it found; yields an ``_EveryCandidate``. ``min_side``
+    overrides ``MIN_PRETRAINED_SIDE``. Everything is restored on the way out."""
     import skimgcls._selection as selection
     import skimgcls.classifier as classifier
 
-    real_select, real_features = classifier.select_recipe, selection._features
-    real_cannot_win = selection._cannot_win
-    caches, found = {}, {}
+    saved = (classifier.select_recipe, selection._features, selection._cannot_win,
+             selection.MIN_PRETRAINED_SIDE)
+    real_select, real_features = saved[0], saved[1]
+    found, caches = {}, {}
 
     def features(recipe, X, cache, **kwargs):
         caches["cache"] = cache
@@ -839,61 +867,17 @@ def select_all(name, emit, draws=(0, 1, 2)):
         found["selection"], found["recipes"] = real_select(*args, **kwargs), args[4]
         return found["selection"]
 
-    real_scores, real_linear, real_trained = (selection._scores, selection._score_linear_head,
-                                              selection._score_trained)
-    calls, correct = [], {}
-
-    def scores(y_true, proba, weights):  # every held-out scoring, stop checks included
-        calls.append((np.asarray(proba).argmax(1) == y_true).astype(int).tolist())
-        return real_scores(y_true, proba, weights)
-
-    def linear(recipe, *args, **kwargs):
-        out = real_linear(recipe, *args, **kwargs)
-        correct[recipe.name] = calls[-1]
-        return out
-
-    def trained(estimator, recipe, *args, **kwargs):
-        out = real_trained(estimator, recipe, *args, **kwargs)
-        correct[recipe.name] = calls[-1]
-        return out
-
-    if name in SHIFT_CONDITIONS:
-        per_class, size, gray = SHIFT_CONDITIONS[name]
-        folds_ = [(f"{axis}{draw}", shifted_fold(per_class, size, gray, draw, axis=axis))
-                  for axis in ("x", "y") for draw in draws]
-    else:  # 3-fold CV of the training part
-        folds_ = [(f"cv{i}", fold) for i, fold in validation_folds(name, draws)]
+    found["wrapper"] = select
     selection._cannot_win = lambda *args: False
     selection._features = features
-    selection._scores, selection._score_linear_head = scores, linear
-    selection._score_trained = trained
+    if min_side is not None:
+        selection.MIN_PRETRAINED_SIDE = min_side
+    classifier.select_recipe = select
     try:
-        for fold_name, (X, y, Xv, yv) in folds_:
-            draw = int(fold_name[-1])
-            classifier.select_recipe = select
-            CNNClassifier(random_state=draw).fit(X, y)
-            chosen, recipes = found["selection"], found["recipes"]
-            res = chosen.results
-            refit = []
-            for recipe in recipes:
-                entry = caches["cache"].get(recipe.name, {})
-                fixed = replace(chosen, recipe=recipe, features=entry.get("features"),
-                                body_state=entry.get("body_state"))
-                classifier.select_recipe = lambda *a, fixed=fixed, **k: fixed
-                refit.append(float(CNNClassifier(random_state=draw).fit(X, y)
-                                   .score(Xv, yv)))
-            emit({"experiment": "select_all", "condition": name,
-                  "axis": fold_name[:-1], "draw": draw,
-                  "recipes": [r.name for r in recipes],
-                  "n_valid": chosen.n_valid, "valid_scores": res["valid_score"],
-                  "valid_log_loss": res["valid_log_loss"], "steps": res["steps"],
-                  "refit": refit,
-                  "correct": [correct.pop(r.name, None) for r in recipes]})
+        yield _EveryCandidate(found, caches)
     finally:
-        classifier.select_recipe, selection._features = real_select, real_features
-        selection._cannot_win = real_cannot_win
-        selection._scores, selection._score_linear_head = real_scores, real_linear
-        selection._score_trained = real_trained
+        (classifier.select_recipe, selection._features, selection._cannot_win,
+         selection.MIN_PRETRAINED_SIDE) = saved
 
 
 def budget(name, X, y, emit, seeds=(0,)):

@@ -267,6 +267,8 @@ class Selection:
     rows: np.ndarray = field(default=None, repr=False)  # the images it looked at
     features: object = field(default=None, repr=False)  # for a linear-head winner
     body_state: dict = field(default=None, repr=False)
+    # Per candidate, which held-out images it got right (None: not trained).
+    correct: list = field(default=None, repr=False)
 
 
 def _log(verbose, text):
@@ -378,7 +380,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     entry = cache.get(best.name, {})
     return Selection(best, results, spent, time.perf_counter() - start,
                      len(train_idx), len(valid_idx), rows, entry.get("features"),
-                     entry.get("body_state"))
+                     entry.get("body_state"), correct)
 
 
 #: McNemar's statistic above which one recipe beats another on the held-out
