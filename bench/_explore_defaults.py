@@ -531,7 +531,7 @@ def levels(name, emit, draws=(0, 1, 2)):
                       "accuracy": float(accuracy)})
 
 
-def head(name, emit, draws=(0, 1, 2)):
+def head(name, emit, draws=(0, 1, 2), axes=("x", "y")):
     """The frozen features' linear head, fixed or chosen on the selection's split.
 
     On the shifted folds of ``shift`` with the frozen recipe's features (224
@@ -541,7 +541,8 @@ def head(name, emit, draws=(0, 1, 2)):
     the two that scores better on the selection's own held-out part of the
     fitting crops (``_neighbourhood_split``; the simpler, standardized one
     when within one standard error), refit on every fitting crop. Scored on
-    the validation crops.
+    the validation crops. ``axes``: the shifted folds cut along each axis of
+    the training region (see ``shifted_fold``).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
@@ -553,8 +554,8 @@ def head(name, emit, draws=(0, 1, 2)):
     )
 
     per_class, size, gray = SHIFT_CONDITIONS[name]
-    for draw in draws:
-        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+    for axis, draw in ((axis, draw) for axis in axes for draw in draws):
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw, axis=axis)
         X, Xv = nhwc(X), nhwc(Xv)
         net = lite0(X, levels=FROZEN_LEVELS)
         F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
@@ -578,9 +579,9 @@ def head(name, emit, draws=(0, 1, 2)):
         for how, proba in head_variants(F, y, Fv).items():
             scores[how] = float(np.mean(proba.argmax(1) == yv))
         for how in scores:
-            emit({"experiment": "head", "condition": name, "draw": draw, "head": how,
-                  "accuracy": scores[how]})
-        emit({"experiment": "head", "condition": name, "draw": draw,
+            emit({"experiment": "head", "condition": name, "axis": axis, "draw": draw,
+                  "head": how, "accuracy": scores[how]})
+        emit({"experiment": "head", "condition": name, "axis": axis, "draw": draw,
               "head": "chosen on the selection's held-out part", "chosen": chosen,
               "held_out": held, "accuracy": scores[chosen]})
 
@@ -1124,7 +1125,9 @@ def report(path):
     head_rows = [r for r in rows if r["experiment"] == "head"]
     if head_rows:
         lines += ["", "## The frozen features' linear head: fixed or chosen", "",
-                  "Shifted folds of `shift` (3 draws), frozen features at 224 px with "
+                  "Shifted folds of `shift` (3 draws; runs since 2026-12-07 add 3 cut "
+                  "across the training region, `shifted_fold(axis='y')`, listed after "
+                  "them), frozen features at 224 px with "
                   "`FROZEN_LEVELS`. `chosen`: the better of the two on the selection's "
                   "neighbourhood held-out part of the fitting crops (the standardized one "
                   "within one standard error), refit on all of them; its picks per draw "
