@@ -271,7 +271,8 @@ class ProbeHead(Callback):
 
     At the beginning of training, the network's features of the training
     images (one pass in eval mode, no augmentation) are fitted by logistic
-    regression (standardized features, ``C`` by 3-fold cross-validation) and
+    regression (standardized features with a floor under each scale, ``C`` by
+    3-fold cross-validation; see ``fit_linear_head``) and
     the result is written into the last linear layer of the head. Fine-tuning
     then starts from a head that already separates the classes, so the first
     steps do not push large random-head gradients into the pretrained body:
