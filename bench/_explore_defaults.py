@@ -872,17 +872,15 @@ def select_all(name, emit, draws=(0, 1, 2)):
     """
     if name in SHIFT_CONDITIONS:
         per_class, size, gray = SHIFT_CONDITIONS[name]
-        folds_ = [(f"{axis}{draw}", shifted_fold(per_class, size, gray, draw, axis=axis))
+        folds_ = [(axis, draw, shifted_fold(per_class, size, gray, draw, axis=axis))
                   for axis in ("x", "y") for draw in draws]
     else:  # 3-fold CV of the training part
-        folds_ = [(f"cv{i}", fold) for i, fold in validation_folds(name, draws)]
+        folds_ = [("cv", i, fold) for i, fold in validation_folds(name, draws)]
     with every_candidate_trained() as run:
-        for fold_name, (X, y, Xv, yv) in folds_:
-            draw = int(fold_name[-1])
+        for axis, draw, (X, y, Xv, yv) in folds_:
             chosen, recipes = run.select(X, y, draw)
             res = chosen.results
-            emit({"experiment": "select_all", "condition": name,
-                  "axis": fold_name[:-1], "draw": draw,
+            emit({"experiment": "select_all", "condition": name, "axis": axis, "draw": draw,
                   "recipes": [r.name for r in recipes],
                   "n_valid": chosen.n_valid, "valid_scores": res["valid_score"],
                   "valid_log_loss": res["valid_log_loss"], "steps": res["steps"],

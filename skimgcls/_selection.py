@@ -302,8 +302,9 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
         parameters, built as ``fit`` builds it (pretrained weights, freezing).
     """
     start = time.perf_counter()
-    rows = rows_all = np.arange(len(X))
-    if len(X) > SELECT_MAX_SAMPLES:
+    rows = np.arange(len(X))
+    subsampled = len(X) > SELECT_MAX_SAMPLES
+    if subsampled:
         rows, _ = train_test_split(rows, train_size=SELECT_MAX_SAMPLES, stratify=y_enc,
                                    random_state=rng)
         rows.sort()
@@ -324,15 +325,14 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
         early_s[linear[0].name] = time.perf_counter() - t0  # counted as its fit_s
         train_idx, valid_idx = _neighbourhood_split(features, y_enc, valid_idx,
                                                     buffer=SELECT_BUFFER)
-    looked_at = f"the {len(X)} images looked at" if len(X) < len(rows_all) else (
-        f"{len(X)} images")
+    looked_at = f"the {len(X)} images looked at" if subsampled else f"{len(X)} images"
+    held_weights = weights[valid_idx]
     _log(verbose, f"{len(valid_idx)} of {looked_at} held out; a recipe beats a "
                   "simpler one by getting significantly more of them right (McNemar's "
                   "test at 5 %)")
     for recipe in recipes:
         t0 = time.perf_counter() - early_s.get(recipe.name, 0.0)
         why = None
-        held_weights = weights[valid_idx]
         if _cannot_win(correct, held_weights):
             # By the rule of ``_choose``, whatever it scores, a simpler one wins.
             why = ("a simpler recipe makes too few errors on the held-out part to be "
@@ -372,7 +372,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
         _log(verbose, f"{recipe.name:<16} valid accuracy {score:.3f}, log-loss "
                       f"{loss:.3f} ({used_text or f'{used} steps'}, "
                       f"{time.perf_counter() - t0:.1f} s)")
-    best = _choose(correct, weights[valid_idx])
+    best = _choose(correct, held_weights)
     _log(verbose, f"chose {recipes[best].name} (valid accuracy "
                   f"{results['valid_score'][best]:.3f}) in "
                   f"{time.perf_counter() - start:.1f} s")
