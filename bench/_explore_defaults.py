@@ -49,6 +49,12 @@ Experiments (``--experiments``, comma-separated):
   training region (photos; 3 draws each) or 3-fold CV of the training part
   (10 and 30 color-MNIST images per class). Informs
   ``skimgcls._selection._choose`` (McNemar's test).
+* ``kfold``: McNemar's test between the frozen features and ``compact_cnn``
+  on one held-out fifth of the fitting data (the product's) against every
+  image held out once over 5 folds (random or neighbourhoods), on 3-fold CV
+  of 10 and 30 color-MNIST images per class. Asks whether K-fold selection
+  fixes the small-data case where one fifth cannot tell (no: see
+  ``bench/results/explore_kfold.md``).
 * ``levels``: frozen features from several depths (the head's pooled output
   concatenated with globally averaged outputs of earlier block stages) on
   the shifted folds of ``shift``, with the selection's linear head and the
@@ -108,6 +114,8 @@ Experiments (``--experiments``, comma-separated):
     python bench/_explore_defaults.py --experiments select_all \
         --conditions mnist_rgb64_10pc,mnist_rgb64_30pc --out /tmp/select.jsonl
     python bench/_explore_defaults.py --report /tmp/select.jsonl --report-out explore_select.md
+    python bench/_explore_defaults.py --experiments kfold --out /tmp/kfold.jsonl
+    python bench/_explore_defaults.py --report /tmp/kfold.jsonl --report-out explore_kfold.md
 """
 
 import argparse
@@ -182,6 +190,7 @@ FROZEN_CONDITIONS = ("photos_rgb48_30", "photos_rgb48_5", "photos_gray128_30",
 FINE_TUNE_CONDITIONS = ("photos_rgb48_5", "photos_gray128_5", "photos_rgb48_30",
                         "photos_gray128_30")
 BUDGET_CONDITIONS = ("digits_5", "digits_20", "mnist_50", "mnist_500")
+KFOLD_CONDITIONS = ("mnist_rgb64_10pc", "mnist_rgb64_30pc")
 
 
 def folds(y, k=5, seed=0):
@@ -848,7 +857,8 @@ def _select_mcnemar(row):
     """The simplest recipe that no other significantly beats (McNemar, 5 %)."""
     from skimgcls._selection import _choose
 
-    correct = [None if c is None or math.isnan(a) else np.asarray(c, bool)
+    correct = [None if c is None or math.isnan(a)  # None inside: not scored there
+               else np.array([np.nan if v is None else v for v in c], float)
                for c, a in zip(row["correct"], _nan(row["valid_scores"]))]
     return _choose(correct, np.ones(row["n_valid"]))
 
@@ -885,7 +895,9 @@ def select_all(name, emit, draws=(0, 1, 2)):
                   "n_valid": chosen.n_valid, "valid_scores": res["valid_score"],
                   "valid_log_loss": res["valid_log_loss"], "steps": res["steps"],
                   "refit": [run.refit_score(r, X, y, Xv, yv, draw) for r in recipes],
-                  "correct": [None if c is None else c.astype(int).tolist()
+                  "n_folds": chosen.n_folds,
+                  "correct": [None if c is None else
+                              [None if np.isnan(v) else int(v) for v in np.asarray(c, float)]
                               for c in chosen.correct]})
 
 
@@ -952,6 +964,81 @@ def every_candidate_trained(min_side=None):
     finally:
         (classifier.select_recipe, selection._features, selection._cannot_win,
          selection.MIN_PRETRAINED_SIDE) = saved
+
+
+def neighbourhood_folds(features, y, k, rng):
+    """Fold index per image: in each class, ``k`` neighbourhoods in the features.
+
+    The K-fold version of the selection's held-out part
+    (``_neighbourhood_split``): repeatedly, a random remaining image and its
+    nearest remaining neighbours (cosine distance) form the next fold's part
+    of the class, ``n_c / k`` images each.
+    """
+    unit = features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-12)
+    fold = np.empty(len(y), int)
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        sizes = [len(members) // k + (i < len(members) % k) for i in range(k)]
+        for f in rng.permutation(k):
+            distance = 1 - unit[members] @ unit[members[0]]
+            order = members[np.argsort(distance, kind="stable")]
+            fold[order[:sizes[f]]] = f
+            members = order[sizes[f]:]
+    return fold
+
+
+def kfold(name, emit, draws=(0, 1, 2)):
+    """The selection between the frozen features and ``compact_cnn`` held out on
+    K = 5 folds of the fitting data (every image held out once) instead of one
+    fifth, on 3-fold CV of the training part.
+
+    Where the training data are few (10 color-MNIST images per class: 13
+    held-out images), McNemar's test on one fifth cannot tell the recipes
+    apart and keeps the simpler one. Pooled over 5 folds it sees every image,
+    at 5x the training cost. Both fold kinds (stratified random, and
+    ``neighbourhood_folds``); ``first fold only`` is the product's single
+    held-out part. Each pick's refit accuracy on the CV validation part.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    import skimgcls._selection as selection
+
+    for draw, (X, y, Xv, yv) in validation_folds(name, draws):
+        X, Xv = nhwc(X), nhwc(Xv)
+        net = lite0(X, levels=selection.FROZEN_LEVELS)
+        F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
+        ones = np.ones(len(y))
+        refit = [float(np.mean(fit_linear_head(F, y, ones).predict(Fv) == yv)),
+                 float(CNNClassifier(module="compact_cnn", pretrained=False,
+                                     random_state=draw).fit(X, y).score(Xv, yv))]
+        k = min(5, int(np.bincount(y).min()))
+        for kind in ("random", "neighbourhood"):
+            if kind == "random":
+                fold = np.empty(len(y), int)
+                splits = StratifiedKFold(k, shuffle=True, random_state=draw).split(y, y)
+                for f, (_, va) in enumerate(splits):
+                    fold[va] = f
+            else:
+                fold = neighbourhood_folds(F, y, k, np.random.RandomState(draw))
+            right = np.zeros((2, len(y)), bool)
+            rng, start = np.random.RandomState(draw), time.perf_counter()
+            for f in range(k):
+                tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+                right[0, va] = fit_linear_head(F[tr], y[tr], ones[tr]).predict(F[va]) == y[va]
+                (_, _, right[1, va]), _, _ = selection._score_trained(
+                    CNNClassifier(random_state=draw), selection.scratch_recipe(), X, y,
+                    ones, tr, va, rng)
+            seconds = time.perf_counter() - start
+            for held, mask in (("first fold only", fold == 0), ("all folds", fold >= 0)):
+                correct = [right[0, mask], right[1, mask]]
+                chosen = selection._choose(correct, ones[mask])
+                emit({"experiment": "kfold", "condition": name, "draw": draw,
+                      "folds": kind, "held_out": held, "n_held_out": int(mask.sum()),
+                      "held_out_accuracy": [float(c.mean()) for c in correct],
+                      "discordant": selection._discordant(*correct, ones[mask]),
+                      "pick": ["frozen_features", "compact_cnn"][chosen],
+                      "refit": refit, "accuracy": refit[chosen],
+                      "compact_fit_s": seconds if held == "all folds" else seconds / k})
 
 
 def budget(name, X, y, emit, seeds=(0,)):
@@ -1195,6 +1282,36 @@ def report(path):
             best = [max(r["refit"]) for r in group_rows]
             lines.append(f"| the best refit of each fold (not a rule) | "
                          f"{100 * statistics.fmean(best):.1f} | | {100 * min(best):.1f} |")
+    kfold_rows = [r for r in rows if r["experiment"] == "kfold"]
+    if kfold_rows:
+        lines += ["", "## One held-out fifth against every image held out once (5 folds)", "",
+                  "`--experiments kfold`: 3-fold CV of the training part. Inside each "
+                  "fitting part, the frozen features (F) and `compact_cnn` (C) are scored "
+                  "on 5 folds (stratified random, or `neighbourhood_folds`), and "
+                  "McNemar's test (`_choose`) picks on the first fold's held-out images "
+                  "(the product's single held-out fifth) or on all of them. Refit: each "
+                  "recipe fitted on the whole fitting part, scored on the CV validation "
+                  "part; the pick's is the accuracy. C s: seconds of `compact_cnn`'s "
+                  "fits (one fold, or all five).", "",
+                  "| condition | fold | folds | held out | images | held-out F/C | "
+                  "discordant F/C | pick | refit F/C | C s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in kfold_rows:
+            lines.append(
+                f"| {r['condition']} | cv{r['draw']} | {r['folds']} | {r['held_out']} | "
+                f"{r['n_held_out']} | "
+                f"{'/'.join(f'{v:.2f}' for v in r['held_out_accuracy'])} | "
+                f"{'/'.join(f'{v:g}' for v in r['discordant'])} | {r['pick']} | "
+                f"{'/'.join(f'{v:.3f}' for v in r['refit'])} | {r['compact_fit_s']:.1f} |")
+        lines += ["", "| condition | folds | held out | mean accuracy of the pick | "
+                  "always compact_cnn | C s (mean) |", "|---|---|---|---|---|---|"]
+        groups = _grouped(kfold_rows, lambda r: (r["condition"], r["folds"], r["held_out"]))
+        for (condition, kind, held), rs in groups.items():
+            lines.append(
+                f"| {condition} | {kind} | {held} | "
+                f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} | "
+                f"{100 * statistics.fmean(r['refit'][1] for r in rs):.1f} | "
+                f"{statistics.fmean(r['compact_fit_s'] for r in rs):.1f} |")
     other_rows = [r for r in rows if r["experiment"] == "head_other"]
     if other_rows:
         lines += ["", "## The frozen features' linear head on photos the suite never uses", "",
@@ -1359,13 +1476,15 @@ def main(argv=None):
             cost(emit)
             continue
         if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head",
-                          "stop", "ft_size", "select_all", "head_other"):
-            default = STOP_CONDITIONS if experiment == "stop" else SHIFT_CONDITIONS
+                          "stop", "ft_size", "select_all", "head_other", "kfold"):
+            default = {"stop": STOP_CONDITIONS, "kfold": KFOLD_CONDITIONS}.get(
+                experiment, SHIFT_CONDITIONS)
             for name in chosen or default:
                 {"shift": shift, "flip": flip, "split": split, "rule": rule,
                  "levels": levels, "ft_levels": ft_levels, "head": head,
                  "stop": stop, "ft_size": ft_size,
-                 "select_all": select_all, "head_other": head_other}[experiment](name, emit)
+                 "select_all": select_all, "head_other": head_other,
+                 "kfold": kfold}[experiment](name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "budget": BUDGET_CONDITIONS,
                            "fine_tune": FINE_TUNE_CONDITIONS,

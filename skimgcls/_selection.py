@@ -5,7 +5,9 @@ What ``fit`` does by default is decided on the data it is given, as
 'auto')`` decide: candidate recipes are compared on a held-out part of the
 *training* data (a fifth of each class: an image and its nearest neighbours
 in the pretrained features, so that few held-out images keep a near-duplicate
-in the training part), and ``fit`` then refits the winner on everything.
+in the training part; below 500 images, several such fifths one after the
+other, each candidate trained on the rest every time, see
+``SELECT_MIN_HELD_OUT``), and ``fit`` then refits the winner on everything.
 
 Recipes (each a set of ``CNNClassifier`` parameters, so a user can ask for one
 directly), simplest first:
@@ -93,6 +95,20 @@ SELECT_MAX_SAMPLES = 2000
 #: (per class, an image and its nearest neighbours in the pretrained features;
 #: see ``_neighbourhood_split``).
 SELECT_SPLIT = "neighbourhood"
+#: When one held-out fifth would hold fewer images than this, the selection
+#: holds out more fifths, one after the other (``SELECT_FOLDS`` in all, each
+#: image in one), and trains each candidate once per fifth on the rest: a
+#: fifth of a few hundred images is too few for McNemar's test to tell
+#: recipes 10-15 points apart. On 3-fold CV of 30 color-MNIST images of
+#: 64x64 per class (``bench/_explore_defaults.py --experiments kfold``,
+#: ``bench/results/explore_kfold.md``), one fifth (40 images) kept the frozen
+#: features on 2 of 3 folds, where ``compact_cnn`` refit scored 14 points
+#: higher (78.3 % against 91.3 %); all five fifths chose ``compact_cnn`` on
+#: every fold. The fine-tuning recipe is scored on the first fifth only
+#: (``Recipe.folds``).
+SELECT_MIN_HELD_OUT = 100
+#: Parts the data is cut into when more than one fifth is held out.
+SELECT_FOLDS = 5
 #: Whether the neighbourhood split also leaves out of the selection's training
 #: part, per class, as many of the next nearest images as it holds out (a
 #: buffer zone, as spatial block cross-validation leaves between its blocks).
@@ -127,8 +143,10 @@ class Recipe:
     steps); the others train with the estimator's loop, ``steps`` optimizer
     steps when refit (None: the ``'auto'`` budget). ``starts_from`` names the
     recipe whose result it starts from (fine-tuning starts from the frozen
-    features' probe; see ``_outclassed``). Lists of recipes are ordered
-    simplest first (see ``_choose``).
+    features' probe; see ``_outclassed``). ``folds``: on how many of the
+    held-out parts it is scored at most, when the selection holds out
+    several (None: all; see ``SELECT_MIN_HELD_OUT``). Lists of recipes are
+    ordered simplest first (see ``_choose``).
     """
 
     name: str
@@ -136,6 +154,7 @@ class Recipe:
     linear_head: bool = False
     steps: int = None
     starts_from: str = None
+    folds: int = None
 
 
 def frozen_input_size(image_shape):
@@ -226,7 +245,9 @@ def fine_tune_recipe(image_shape, backbone=PRETRAINED_BACKBONE):
                                  crop_scale=0.6),
         "module__input_size": fine_tune_input_size(image_shape),
         "module__levels": FROZEN_LEVELS},
-        steps=FINE_TUNE_STEPS, starts_from="frozen_features")
+        # 17-20 s per training on 2 cores: scored on one held-out part only. No
+        # measurement had it win on a few hundred images (see _choose).
+        steps=FINE_TUNE_STEPS, starts_from="frozen_features", folds=1)
 
 
 def pretrained_available(name=PRETRAINED_BACKBONE):
@@ -267,8 +288,10 @@ class Selection:
     rows: np.ndarray = field(default=None, repr=False)  # the images it looked at
     features: object = field(default=None, repr=False)  # for a linear-head winner
     body_state: dict = field(default=None, repr=False)
-    # Per candidate, which held-out images it got right (None: not trained).
+    # Per candidate, which held-out images it got right (None: not trained;
+    # NaN where it was not scored, see Recipe.folds).
     correct: list = field(default=None, repr=False)
+    n_folds: int = 1  # held-out parts, each trained on the rest
 
 
 def _log(verbose, text):
@@ -311,29 +334,33 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     X, y_enc, weights = X[rows], y_enc[rows], weights[rows]
     n_classes = int(y_enc.max()) + 1
     n_valid = max(n_classes, int(round(SELECT_VALID_FRACTION * len(X))))
-    train_idx, valid_idx = train_test_split(np.arange(len(X)), test_size=n_valid,
-                                            stratify=y_enc, random_state=rng)
     results = {"recipe": [], "steps": [], "valid_score": [], "valid_log_loss": [],
                "fit_s": []}
     correct = []  # per recipe: which held-out images it got right (None: not trained)
     cache, spent, early_s = {}, 0, {}
     linear = [r for r in recipes if r.linear_head]
+    features = None
     if SELECT_SPLIT == "neighbourhood" and linear:
         t0 = time.perf_counter()
         features = _features(linear[0], X, cache, device=device, precision=precision,
                              build_module=build_module)
         early_s[linear[0].name] = time.perf_counter() - t0  # counted as its fit_s
-        train_idx, valid_idx = _neighbourhood_split(features, y_enc, valid_idx,
-                                                    buffer=SELECT_BUFFER)
+    folds = _held_out_folds(features, y_enc, n_valid, rng)
+    held_idx = np.concatenate([valid for _, valid in folds])
+    held_weights = weights[held_idx]
     looked_at = f"the {len(X)} images looked at" if subsampled else f"{len(X)} images"
-    held_weights = weights[valid_idx]
-    _log(verbose, f"{len(valid_idx)} of {looked_at} held out; a recipe beats a "
+    parts = (f" in {len(folds)} parts, each scored after training on the rest"
+             if len(folds) > 1 else "")
+    _log(verbose, f"{len(held_idx)} of {looked_at} held out{parts}; a recipe beats a "
                   "simpler one by getting significantly more of them right (McNemar's "
                   "test at 5 %)")
     for recipe in recipes:
         t0 = time.perf_counter() - early_s.get(recipe.name, 0.0)
+        used_folds = folds[:recipe.folds or len(folds)]
+        scored = np.zeros(len(held_idx), bool)
+        scored[:sum(len(valid) for _, valid in used_folds)] = True
         why = None
-        if _cannot_win(correct, held_weights):
+        if _cannot_win(correct, held_weights, scored):
             # By the rule of ``_choose``, whatever it scores, a simpler one wins.
             why = ("a simpler recipe makes too few errors on the held-out part to be "
                    "beaten significantly")
@@ -348,30 +375,44 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
             correct.append(None)
             _log(verbose, f"{recipe.name:<16} not trained: {why}")
             continue
-        used_text = None
-        if recipe.linear_head:
-            (score, loss, right), used = _score_linear_head(
-                recipe, X, y_enc, weights, train_idx, valid_idx, cache,
-                device=device, precision=precision, build_module=build_module), 0
-        else:
-            simpler = [c for c in correct if c is not None]
-            ahead_of = (simpler if SELECT_STOP_AHEAD and simpler
-                        and recipe.starts_from is None else None)
-            (score, loss, right), used, budget = _score_trained(
-                estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
-                ahead_of=ahead_of)
-            if used < budget:
-                used_text = (f"{used} of {budget} steps: stopped when it significantly "
-                             "beat the simpler recipes")
+        right = np.full(len(held_idx), np.nan)
+        scores, used, budget, offset = [], 0, 0, 0
+        for train_idx, valid_idx in used_folds:
+            here = slice(offset, offset + len(valid_idx))
+            offset += len(valid_idx)
+            if recipe.linear_head:
+                score, loss, fold_right = _score_linear_head(
+                    recipe, X, y_enc, weights, train_idx, valid_idx, cache,
+                    device=device, precision=precision, build_module=build_module)
+            else:
+                simpler = [c[here] for c in correct if c is not None
+                           and not np.isnan(np.asarray(c[here], float)).any()]
+                ahead_of = (simpler if SELECT_STOP_AHEAD and simpler
+                            and recipe.starts_from is None else None)
+                (score, loss, fold_right), fold_used, fold_budget = _score_trained(
+                    estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
+                    ahead_of=ahead_of)
+                used, budget = used + fold_used, budget + fold_budget
+            right[here] = fold_right
+            scores.append((score, loss, weights[valid_idx].sum()))
+        if not np.isnan(right).any():
+            right = right.astype(bool)
+        # Each part's accuracy and log-loss, weighted by its held-out weight.
+        part_weights = [w for _, _, w in scores] if sum(w for *_, w in scores) > 0 else None
+        score, loss = (float(np.average([part[i] for part in scores],
+                                        weights=part_weights)) for i in (0, 1))
         correct.append(right)
         spent += used
         for key, value in (("recipe", recipe.name), ("steps", used),
                            ("valid_score", score), ("valid_log_loss", loss),
                            ("fit_s", time.perf_counter() - t0)):
             results[key].append(value)
+        used_text = (f"{used} of {budget} steps: stopped when it significantly beat "
+                     "the simpler recipes" if used < budget else f"{used} steps")
+        if len(used_folds) < len(folds):
+            used_text += f"; scored on {len(used_folds)} of the {len(folds)} parts"
         _log(verbose, f"{recipe.name:<16} valid accuracy {score:.3f}, log-loss "
-                      f"{loss:.3f} ({used_text or f'{used} steps'}, "
-                      f"{time.perf_counter() - t0:.1f} s)")
+                      f"{loss:.3f} ({used_text}, {time.perf_counter() - t0:.1f} s)")
     best = _choose(correct, held_weights)
     _log(verbose, f"chose {recipes[best].name} (valid accuracy "
                   f"{results['valid_score'][best]:.3f}) in "
@@ -379,8 +420,58 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     best = recipes[best]
     entry = cache.get(best.name, {})
     return Selection(best, results, spent, time.perf_counter() - start,
-                     len(train_idx), len(valid_idx), rows, entry.get("features"),
-                     entry.get("body_state"), correct)
+                     len(folds[0][0]), len(held_idx), rows, entry.get("features"),
+                     entry.get("body_state"), correct, len(folds))
+
+
+def _held_out_folds(features, y_enc, n_valid, rng):
+    """``(train_idx, valid_idx)`` pairs: the held-out parts of the selection.
+
+    One part of ``n_valid`` images (stratified; a neighbourhood per class
+    when there are ``features``, see ``_neighbourhood_split``) when that is
+    at least ``SELECT_MIN_HELD_OUT`` images; otherwise the data is cut into
+    ``SELECT_FOLDS`` parts (per class, neighbourhoods one after the other,
+    see ``_neighbourhood_parts``) and as many of them are held out, each
+    with the rest as its training part, as it takes to hold out that many
+    images (all of them at most).
+    """
+    indices = np.arange(len(y_enc))
+    n_folds = (1 if n_valid >= SELECT_MIN_HELD_OUT
+               else min(SELECT_FOLDS, math.ceil(SELECT_MIN_HELD_OUT / n_valid)))
+    if n_folds == 1:
+        train_idx, valid_idx = train_test_split(indices, test_size=n_valid,
+                                                stratify=y_enc, random_state=rng)
+        if features is not None:
+            train_idx, valid_idx = _neighbourhood_split(features, y_enc, valid_idx,
+                                                        buffer=SELECT_BUFFER)
+        return [(train_idx, valid_idx)]
+    part = _neighbourhood_parts(features, y_enc, SELECT_FOLDS, rng)
+    return [(np.flatnonzero(part != f), np.flatnonzero(part == f))
+            for f in range(n_folds)]
+
+
+def _neighbourhood_parts(features, y_enc, k, rng):
+    """The part (0 to ``k - 1``) of each image: in each class, ``k`` neighbourhoods.
+
+    Per class, a random remaining image and its nearest remaining
+    neighbours (cosine distance of ``features``) make the next part, one
+    ``k``-th of the class each (the first parts one image more when it does
+    not divide); without ``features``, random images instead of neighbours.
+    A class of ``k`` images or fewer has at most one image in each part.
+    """
+    unit = (None if features is None else
+            features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-12))
+    part = np.empty(len(y_enc), int)
+    for c in range(int(y_enc.max()) + 1):
+        members = rng.permutation(np.flatnonzero(y_enc == c))
+        sizes = [len(members) // k + (i < len(members) % k) for i in range(k)]
+        for f in range(k):
+            if unit is not None and len(members):
+                distance = 1 - unit[members] @ unit[members[0]]
+                members = members[np.argsort(distance, kind="stable")]
+            part[members[:sizes[f]]] = f
+            members = members[sizes[f]:]
+    return part
 
 
 #: McNemar's statistic above which one recipe beats another on the held-out
@@ -391,12 +482,15 @@ MCNEMAR_CHI2 = 3.841
 def _discordant(right_a, right_b, weights):
     """Held-out images that ``a`` got right and ``b`` wrong, and the reverse.
 
-    Counted in images: the sample weights are rescaled to a mean of 1.
+    Counted in images: the sample weights are rescaled to a mean of 1. Images
+    that either was not scored on (NaN) do not count.
     """
     w = np.asarray(weights, dtype=float)
     w = w / w.mean() if w.sum() > 0 else np.ones_like(w)
-    a, b = np.asarray(right_a, bool), np.asarray(right_b, bool)
-    return float(w[a & ~b].sum()), float(w[b & ~a].sum())
+    a, b = np.asarray(right_a, float), np.asarray(right_b, float)
+    both = ~(np.isnan(a) | np.isnan(b))  # images that both were scored on
+    a, b = a == 1, b == 1
+    return float(w[a & ~b & both].sum()), float(w[b & ~a & both].sum())
 
 
 def _beats(wins, losses):
@@ -442,24 +536,28 @@ def _choose(correct, weights):
     trained = [i for i, c in enumerate(correct) if c is not None]
     # A win takes a higher (weighted) accuracy: the discordant images' balance
     # is the difference of the two accuracies. The most accurate recipe is
-    # never beaten, so there is always one to choose.
-    return next(i for i in trained
-                if not any(_beats(*_discordant(correct[j], correct[i], weights))
-                           for j in trained if j != i))
+    # never beaten, so there is always one to choose, when all were scored
+    # on the same images; when one was scored on fewer (``Recipe.folds``)
+    # and the wins go round in a circle, the simplest.
+    return next((i for i in trained
+                 if not any(_beats(*_discordant(correct[j], correct[i], weights))
+                            for j in trained if j != i)), trained[0])
 
 
-def _cannot_win(correct, weights):
+def _cannot_win(correct, weights, scored=None):
     """Whether a recipe after those with held-out results ``correct`` can no longer win.
 
     The recipe ``_choose`` picks among them stays picked unless a later one
-    beats it; a later one can at best get every image right, so it cannot
-    when the errors of the pick are too few to be beaten (fewer than 6
-    images). Training it is then wasted (fine-tuning's 17-20 s on 2 cores).
+    beats it; a later one can at best get every image it is scored on
+    (``scored``, a mask; all by default) right, so it cannot when the errors
+    of the pick there are too few to be beaten (fewer than 6 images).
+    Training it is then wasted (fine-tuning's 17-20 s on 2 cores).
     """
     if not any(c is not None for c in correct):
         return False
     pick = correct[_choose(correct, weights)]
-    wrong, _ = _discordant(np.ones(len(pick), bool), pick, weights)
+    best = np.where(np.ones(len(pick), bool) if scored is None else scored, 1.0, np.nan)
+    wrong, _ = _discordant(best, pick, weights)
     return not _beats(wrong, 0.0)
 
 

@@ -55,7 +55,13 @@ def frozen(path):
 
 @pytest.fixture
 def recipes(monkeypatch):
-    """Replace the candidates of ``fit`` by the given list."""
+    """Replace the candidates of ``fit`` by the given list.
+
+    The selection holds out one fifth of the 100 images, as it does from 500
+    images on (``SELECT_MIN_HELD_OUT``); the held-out parts of smaller sets
+    have their own tests.
+    """
+    monkeypatch.setattr(selection_module, "SELECT_MIN_HELD_OUT", 0)
 
     def use(*candidates):
         monkeypatch.setattr(classifier_module, "candidate_recipes",
@@ -419,6 +425,80 @@ def test_neighbourhood_split_leaves_a_buffer_out_of_the_training_part():
     train, valid = selection_module._neighbourhood_split(
         features[[0, 1, 6, 7]], np.array([0, 0, 1, 1]), np.array([0, 2]), buffer=True)
     assert train.tolist() == [1, 3] and valid.tolist() == [0, 2]
+
+
+def test_few_images_are_held_out_in_several_parts(recipes, weights_file, data,
+                                                   monkeypatch, capsys):
+    # 100 images: a fifth is 20, fewer than the 50 asked for, so 3 of the 5
+    # parts are held out one after the other; each candidate trains once per
+    # part, but one with folds=1 only on the first.
+    X, y, _, _ = data
+    sizes = [[n // 5 + (i < n % 5) for i in range(5)] for n in np.bincount(y)]
+    first, held = sum(s[0] for s in sizes), sum(sum(s[:3]) for s in sizes)
+    assert first >= 20 and held >= 60
+    monkeypatch.setattr(selection_module, "SELECT_MIN_HELD_OUT", 50)
+    monkeypatch.setattr(selection_module, "SELECT_STOP_AHEAD", False)
+    monkeypatch.setattr(selection_module, "_cannot_win", lambda *args: False)
+    found = {}
+    real = classifier_module.select_recipe
+
+    def keep(*args, **kwargs):
+        found["selection"] = real(*args, **kwargs)
+        return found["selection"]
+
+    monkeypatch.setattr(classifier_module, "select_recipe", keep)
+    once = Recipe("fine_tune", {"module": "compact_cnn", "pretrained": False,
+                                "module__width": 8}, steps=30, folds=1)
+    recipes(frozen(weights_file), scratch(), once)
+    clf = CNNClassifier(random_state=0, precision="fp32", verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    assert (f"{held} of 100 images held out in 3 parts, each scored after training "
+            "on the rest") in out
+    assert "30 steps; scored on 1 of the 3 parts" in out
+    selection = found["selection"]
+    assert selection.n_folds == 3 and selection.n_valid == held
+    assert selection.n_train == 100 - first  # each part trains on the others
+    steps = clf.selection_results_["steps"]  # 3 trainings of 30 steps or more, then 1
+    assert steps[0] == 0 and steps[1] >= 90 and 30 <= steps[2] < 60
+    frozen_right, scratch_right, once_right = selection.correct
+    assert frozen_right.dtype == bool and scratch_right.dtype == bool
+    assert not np.isnan(once_right[:first]).any() and np.isnan(once_right[first:]).all()
+    assert 0 <= clf.selection_results_["valid_score"][2] <= 1
+
+
+def test_the_held_out_parts_cover_every_image_once_in_neighbourhoods(monkeypatch):
+    rng = np.random.RandomState(0)
+    # Class 0: two tight groups of 5 (directions e0 and e1); class 1: 11 near e2.
+    features = np.eye(3)[[0] * 5 + [1] * 5 + [2] * 11] + 0.01 * rng.rand(21, 3)
+    y = np.array([0] * 10 + [1] * 11)
+    part = selection_module._neighbourhood_parts(features, y, 2, rng)
+    assert np.bincount(part[y == 0]).tolist() == [5, 5]  # one group each
+    assert len(set(part[:5])) == 1 and len(set(part[5:10])) == 1
+    assert np.bincount(part[y == 1]).tolist() == [6, 5]  # the first one more
+    # Without features: random parts of the same sizes.
+    part = selection_module._neighbourhood_parts(None, y, 5, rng)
+    assert np.bincount(part[y == 1]).tolist() == [3, 2, 2, 2, 2]
+    # One part of a fifth from SELECT_MIN_HELD_OUT images on, several below.
+    monkeypatch.setattr(selection_module, "SELECT_MIN_HELD_OUT", 10)
+    folds = selection_module._held_out_folds(features, y, 4, rng)  # 3 parts of 5
+    assert len(folds) == 3
+    held = np.concatenate([valid for _, valid in folds])
+    assert len(np.unique(held)) == len(held) >= 10
+    for train, valid in folds:
+        assert np.array_equal(np.sort(np.r_[train, valid]), np.arange(21))
+    assert len(selection_module._held_out_folds(features, y, 10, rng)) == 1
+
+
+def test_recipes_scored_on_fewer_images_are_compared_where_both_were():
+    nan = np.nan
+    a = np.array([1, 1, 1, 0, nan, nan])
+    b = np.array([0, 0, 1, 1, 1, 0], bool)
+    assert selection_module._discordant(a, b, np.ones(6)) == (2.0, 1.0)
+    # The pick's errors only count where the next recipe will be scored.
+    pick = right(12, *range(8))  # 8 errors, 4 of them in the first third
+    first_third = np.arange(12) < 4
+    assert not selection_module._cannot_win([pick], np.ones(12))
+    assert selection_module._cannot_win([pick], np.ones(12), first_third)
 
 
 def test_the_frozen_features_fit_seconds_include_computing_the_features(
