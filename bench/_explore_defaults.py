@@ -48,13 +48,15 @@ Experiments (``--experiments``, comma-separated):
   judged offline: the shifted folds of ``shift`` cut along both axes of the
   training region (photos; 3 draws each) or 3-fold CV of the training part
   (10 and 30 color-MNIST images per class). Informs
-  ``skimgcls._selection._choose`` (McNemar's test).
+  ``skimgcls._selection._choose`` (McNemar's test) and, with ``kfold``,
+  ``SELECT_MIN_HELD_OUT``.
 * ``kfold``: McNemar's test between the frozen features and ``compact_cnn``
   on one held-out fifth of the fitting data (the product's) against every
   image held out once over 5 folds (random or neighbourhoods), on 3-fold CV
-  of 10 and 30 color-MNIST images per class. Asks whether K-fold selection
-  fixes the small-data case where one fifth cannot tell (no: see
-  ``bench/results/explore_kfold.md``).
+  of 10 and 30 color-MNIST images per class. Informs
+  ``skimgcls._selection.SELECT_MIN_HELD_OUT`` (all five fifths chose
+  ``compact_cnn`` on every fold with 30 images per class, where one fifth
+  kept the frozen features on 1-2 of 3; with 10 per class neither helped).
 * ``levels``: frozen features from several depths (the head's pooled output
   concatenated with globally averaged outputs of earlier block stages) on
   the shifted folds of ``shift``, with the selection's linear head and the
