@@ -56,7 +56,7 @@ Experiments (``--experiments``, comma-separated):
   of 10 and 30 color-MNIST images per class. Informs
   ``skimgcls._selection.SELECT_MIN_HELD_OUT`` (all five fifths chose
   ``compact_cnn`` on every fold with 30 images per class, where one fifth
-  kept the frozen features on 1-2 of 3; with 10 per class neither helped).
+  kept the frozen features on 1-3 of 3; with 10 per class neither helped).
 * ``levels``: frozen features from several depths (the head's pooled output
   concatenated with globally averaged outputs of earlier block stages) on
   the shifted folds of ``shift``, with the selection's linear head and the
