@@ -1064,6 +1064,10 @@ RULES_CONDITIONS = ("digits_5", "digits_20", "mnist_50", "mnist_500", "mnist_400
                     "mnist_imbalanced")
 
 
+def _accuracy(y_true, y_pred):
+    return float(np.mean(y_true == y_pred))
+
+
 def _epochs_for(steps, n_train, batch_size):
     """``max_epochs='auto'`` with another step budget (same bounds)."""
     per_epoch = math.ceil(n_train / batch_size)
@@ -1118,27 +1122,28 @@ def rules(name, X, y, emit, seeds=(0, 1)):
     """
     from sklearn.metrics import balanced_accuracy_score
 
-    metric = balanced_accuracy_score if name == "mnist_imbalanced" else (
-        lambda a, b: float(np.mean(a == b)))
+    metric = balanced_accuracy_score if name == "mnist_imbalanced" else _accuracy
     for seed in seeds:
         for fold, (tr, va) in enumerate(folds(y, k=3, seed=seed)):
             reference_s = None
             if len(tr) >= 2000:
                 reference_s = acc.reference_loop((X[tr], y[tr], X[va], y[va]), seed)["fit_s"]
             for label, params in _rule_variants(name, len(tr), len(np.unique(y))):
-                clf = CNNClassifier(random_state=seed, **params)
-                start = time.perf_counter()
-                clf.fit(X[tr], y[tr])
-                fit_s = time.perf_counter() - start
-                emit({"experiment": "rules", "condition": name, "seed": seed,
-                      "fold": fold, "variant": label, "n_train": len(tr),
-                      "batch_size": int(clf.batch_size_) if hasattr(clf, "batch_size_")
-                      else params.get("batch_size"),
-                      "max_epochs": int(clf.max_epochs_) if hasattr(clf, "max_epochs_")
-                      else params.get("max_epochs"),
-                      "score": float(metric(y[va], clf.predict(X[va]))),
-                      "fit_s": fit_s, "reference_s": reference_s,
-                      "load": os.getloadavg()[0]})
+                emit(_rule_fit(name, seed, fold, label, params, X, y, tr, va, metric,
+                               reference_s))
+
+
+def _rule_fit(condition, seed, fold, label, params, X, y, tr, va, metric, reference_s):
+    """One ``rules`` row: ``CNNClassifier(**params)`` fitted on ``tr``, scored on ``va``."""
+    clf = CNNClassifier(random_state=seed, **params)
+    start = time.perf_counter()
+    clf.fit(X[tr], y[tr])
+    fit_s = time.perf_counter() - start
+    return {"experiment": "rules", "condition": condition, "seed": seed, "fold": fold,
+            "variant": label, "n_train": len(tr), "batch_size": int(clf.batch_size_),
+            "max_epochs": int(clf.max_epochs_),
+            "score": float(metric(y[va], clf.predict(X[va]))), "fit_s": fit_s,
+            "reference_s": reference_s, "load": os.getloadavg()[0]}
 
 
 def rules_large(name, X, y, emit, seed=0):
@@ -1155,15 +1160,8 @@ def rules_large(name, X, y, emit, seed=0):
                               ("batch 64, 8 epochs", {"batch_size": 64, "max_epochs": 8}),
                               ("batch 64, 10 epochs", {"batch_size": 64, "max_epochs": 10}),
                               ("batch 64, 12 epochs", {"batch_size": 64, "max_epochs": 12})]:
-            clf = CNNClassifier(random_state=seed, **params)
-            start = time.perf_counter()
-            clf.fit(X[tr], y[tr])
-            fit_s = time.perf_counter() - start
-            emit({"experiment": "rules", "condition": f"{name} (5 folds)", "seed": seed,
-                  "fold": fold, "variant": label, "n_train": len(tr),
-                  "batch_size": int(clf.batch_size_), "max_epochs": int(clf.max_epochs_),
-                  "score": float(clf.score(X[va], y[va])), "fit_s": fit_s,
-                  "reference_s": reference_s, "load": os.getloadavg()[0]})
+            emit(_rule_fit(f"{name} (5 folds)", seed, fold, label, params, X, y, tr, va,
+                           _accuracy, reference_s))
 
 
 def rules_cost(name, X, y, emit, sizes=(1000, 200)):
