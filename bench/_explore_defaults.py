@@ -77,6 +77,11 @@ Experiments (``--experiments``, comma-separated):
   over plain standardization, better on 21 of 32 folds, worse on 5).
 * ``ft_levels``: the LP-FT recipe with its probe and head on one or four
   feature levels (``module__levels``), on the shifted folds of ``shift``.
+* ``ft_augment``: the LP-FT recipe with its own augmentation and with a
+  stronger one (``STRONG_AUGMENT``: crops down to 30 %, rotations, brightness,
+  contrast, erasing), beside the frozen recipe, on the shifted folds of
+  ``shift``: whether fine-tuning falls below its probe because it learns the
+  fitting region's textures (no consistent gain: no change).
 * ``stop``: ``CNNClassifier()`` with and without ``SELECT_STOP_AHEAD`` (a
   from-scratch candidate stops training in the selection once it is clearly
   ahead of the simpler recipes), on 3-fold CV of the color
@@ -119,6 +124,8 @@ Experiments (``--experiments``, comma-separated):
     python bench/_explore_defaults.py --report /tmp/stop.jsonl --report-out explore_stop.md
     python bench/_explore_defaults.py --experiments ft_levels --out /tmp/ftl.jsonl
     python bench/_explore_defaults.py --report /tmp/ftl.jsonl --report-out explore_ft_levels.md
+    python bench/_explore_defaults.py --experiments ft_augment --out /tmp/fta.jsonl
+    python bench/_explore_defaults.py --report /tmp/fta.jsonl --report-out explore_ft_augment.md
     python bench/_explore_defaults.py --experiments select_all --out /tmp/select.jsonl
     python bench/_explore_defaults.py --experiments select_all \
         --conditions mnist_rgb64_10pc,mnist_rgb64_30pc --out /tmp/select.jsonl
@@ -742,6 +749,46 @@ def ft_levels(name, emit, draws=(0, 1, 2)):
                     wise_alpha=None, module__levels=n_levels):
                 emit({"experiment": "ft_levels", "condition": name, "draw": draw,
                       "levels": n_levels, "alpha": alpha, "predict_px": predict_px,
+                      "accuracy": accuracy, "fit_s": fit_s})
+
+
+#: The stronger augmentation of ``ft_augment``: larger crops, rotations,
+#: brightness and contrast, random erasing, on top of the recipe's flips.
+STRONG_AUGMENT = dict(degrees=15.0, translate=0.1, zoom=0.2, hflip=0.5, crop_scale=0.3,
+                      brightness=0.3, contrast=0.3, erasing=0.25)
+
+
+def ft_augment(name, emit, draws=(0, 1, 2)):
+    """LP-FT with a stronger augmentation than the recipe's, on the shifted folds.
+
+    Whether fine-tuning falls below its probe because it learns the fitting
+    region's textures, which a stronger augmentation would hide: the recipe
+    (``module__levels=4``, 128 px) with its own augmentation (flips and mild
+    crops) and with ``STRONG_AUGMENT``, scored as ``ft_levels`` scores it,
+    beside the frozen recipe (224 px, four levels, ``fit_linear_head``) on the
+    same folds.
+    """
+    import skimgcls._selection as selection
+    from skimgcls import RandomAugment
+
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        net = lite0(X, levels=selection.FROZEN_LEVELS)
+        F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
+        emit({"experiment": "ft_augment", "condition": name, "draw": draw,
+              "augment": "frozen features (224 px)", "alpha": None, "predict_px": 224,
+              "accuracy": float(np.mean(
+                  fit_linear_head(F, y, np.ones(len(y))).predict(Fv) == yv)),
+              "fit_s": None})
+        for how, changes in (("recipe", {}),
+                             ("strong", {"augment": RandomAugment(**STRONG_AUGMENT)})):
+            for alpha, predict_px, accuracy, fit_s in lp_ft_scores(
+                    X, y, Xv, yv, draw, (0.0, 0.25, FINE_TUNE_WISE_ALPHA, 1.0),
+                    wise_alpha=None, **changes):
+                emit({"experiment": "ft_augment", "condition": name, "draw": draw,
+                      "augment": how, "alpha": alpha, "predict_px": predict_px,
                       "accuracy": accuracy, "fit_s": fit_s})
 
 
@@ -1585,6 +1632,23 @@ def report(path):
             lines.append(f"| {condition} | {n_levels} | {alpha:g} | {px} | "
                          f"{_mean_and_each([r['accuracy'] for r in rs])} | "
                          f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
+    fta_rows = [r for r in rows if r["experiment"] == "ft_augment"]
+    if fta_rows:
+        lines += ["", "## Fine-tuning with a stronger augmentation", "",
+                  "Shifted folds of `shift` (3 draws), this release's code (the floored "
+                  "head). The LP-FT recipe (128 px, four levels) with its own "
+                  "augmentation and with `STRONG_AUGMENT`; weights `(1 - a)` probe + `a` "
+                  "fine-tuned (`a=0.5`: the recipe's `wise_alpha`; the recipe predicts "
+                  "at 128 px), beside the frozen recipe on the same folds.", "",
+                  "| condition | augment | a | predict px | accuracy | per draw | fit s |",
+                  "|---|---|---|---|---|---|---|"]
+        for (condition, how, alpha, px), rs in _grouped(
+                fta_rows, lambda r: (r["condition"], r["augment"], r["alpha"],
+                                     r["predict_px"])).items():
+            fit = ("-" if rs[0]["fit_s"] is None
+                   else f"{statistics.fmean(r['fit_s'] for r in rs):.1f}")
+            lines.append(f"| {condition} | {how} | {'-' if alpha is None else format(alpha, 'g')} "
+                         f"| {px} | {_mean_and_each([r['accuracy'] for r in rs])} | {fit} |")
     aug_rows = [r for r in rows if r["experiment"] == "augment"]
     if aug_rows:
         lines += ["", "## Augmentation of compact_cnn (informs its default `augment`)", "",
@@ -1647,12 +1711,14 @@ def main(argv=None):
             cost(emit)
             continue
         if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head",
+                          "ft_augment",
                           "stop", "ft_size", "select_all", "head_other", "kfold"):
             default = {"stop": STOP_CONDITIONS, "kfold": KFOLD_CONDITIONS}.get(
                 experiment, SHIFT_CONDITIONS)
             for name in chosen or default:
                 {"shift": shift, "flip": flip, "split": split, "rule": rule,
                  "levels": levels, "ft_levels": ft_levels, "head": head,
+                 "ft_augment": ft_augment,
                  "stop": stop, "ft_size": ft_size,
                  "select_all": select_all, "head_other": head_other,
                  "kfold": kfold}[experiment](name, emit)
