@@ -97,9 +97,10 @@ Experiments (``--experiments``, comma-separated):
   CV of the training parts of digits 5 / 20 and MNIST 500 / 4,000.
 * ``rules`` (with ``rules_large``, 5-fold CV of MNIST 4,000, and
   ``rules_cost``, the seconds of 1,000 steps on color MNIST): the ``'auto'``
-  rules of ``compact_cnn`` that the former version of this script fixed on the suite's test parts (``AUTO_STEPS`` = 500 steps with
-  at least 8 epochs, batch ``n/8`` in [8, 32], no validation split below
-  10,000 images, ``update_bn``, ``class_weight=None``), one changed at a time,
+  rules of ``compact_cnn`` that the former version of this script fixed on
+  the suite's test parts (``AUTO_STEPS`` = 500 steps with at least 8 epochs,
+  batch ``n/8`` in [8, 32], no validation split below 10,000 images,
+  ``update_bn``, ``class_weight=None``), one changed at a time,
   by 3-fold CV (2 seeds) of the training parts of those five conditions
   (digits 5 / 20, MNIST 50 / 500, the imbalanced one) and MNIST 4,000, with
   fit seconds and, on the MNIST 4,000 folds, the classic example's seconds.
@@ -1286,6 +1287,20 @@ def _mean_and_each(accuracies):
             f"{', '.join(f'{100 * v:.1f}' for v in accuracies)}")
 
 
+def _draw_table(rows, keys):
+    """Table lines of per-draw rows: the ``keys`` of each group, the mean and each
+    accuracy, the mean fit seconds (``-`` for a missing key or fit)."""
+    lines = []
+    for key, rs in _grouped(rows, lambda r: tuple(r[k] for k in keys)).items():
+        cells = ["-" if v is None else format(v, "g") if isinstance(v, float) else str(v)
+                 for v in key]
+        fit = ("-" if rs[0]["fit_s"] is None
+               else f"{statistics.fmean(r['fit_s'] for r in rs):.1f}")
+        lines.append(f"| {' | '.join(cells)} | "
+                     f"{_mean_and_each([r['accuracy'] for r in rs])} | {fit} |")
+    return lines
+
+
 def _rules_report(rows):
     """The ``rules`` section: per condition, each variant against the defaults."""
     lines = ["", "## The 'auto' rules of compact_cnn (informs `AUTO_STEPS`, "
@@ -1307,7 +1322,8 @@ def _rules_report(rows):
             d = [r["score"] - base[(r["seed"], r["fold"])] for r in vrows
                  if (r["seed"], r["fold"]) in base]
             se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0
-            diff = "" if variant == "defaults" else f"{100 * statistics.fmean(d):+.1f} +/- {100 * se:.1f}"
+            diff = ("" if variant == "defaults"
+                    else f"{100 * statistics.fmean(d):+.1f} +/- {100 * se:.1f}")
             fit = f"{statistics.fmean(r['fit_s'] for r in vrows):.1f}"
             if vrows[0].get("reference_s"):
                 ratio = statistics.fmean(r["fit_s"] / r["reference_s"] for r in vrows)
@@ -1610,11 +1626,7 @@ def report(path):
                   "at 128 px 86.2 / 76.0 / 83.1 / 81.7 % (`ft_levels`), the frozen "
                   "recipe 88.8 / 82.1 / 92.1 / 86.2 % (`levels`).", "",
                   "| condition | a | accuracy | per draw | fit s |", "|---|---|---|---|---|"]
-        for (condition, alpha), rs in _grouped(
-                fts_rows, lambda r: (r["condition"], r["alpha"])).items():
-            lines.append(f"| {condition} | {alpha:g} | "
-                         f"{_mean_and_each([r['accuracy'] for r in rs])} | "
-                         f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
+        lines += _draw_table(fts_rows, ("condition", "alpha"))
     ftl_rows = [r for r in rows if r["experiment"] == "ft_levels"]
     if ftl_rows:
         lines += ["", "## Fine-tuning from a probe on one or four feature levels", "",
@@ -1626,12 +1638,7 @@ def report(path):
                   "92.1 / 86.2 % on these folds (`levels` above).", "",
                   "| condition | levels | a | predict px | accuracy | per draw | fit s |",
                   "|---|---|---|---|---|---|---|"]
-        for (condition, n_levels, alpha, px), rs in _grouped(
-                ftl_rows, lambda r: (r["condition"], r["levels"], r["alpha"],
-                                     r["predict_px"])).items():
-            lines.append(f"| {condition} | {n_levels} | {alpha:g} | {px} | "
-                         f"{_mean_and_each([r['accuracy'] for r in rs])} | "
-                         f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
+        lines += _draw_table(ftl_rows, ("condition", "levels", "alpha", "predict_px"))
     fta_rows = [r for r in rows if r["experiment"] == "ft_augment"]
     if fta_rows:
         lines += ["", "## Fine-tuning with a stronger augmentation", "",
@@ -1642,13 +1649,7 @@ def report(path):
                   "at 128 px), beside the frozen recipe on the same folds.", "",
                   "| condition | augment | a | predict px | accuracy | per draw | fit s |",
                   "|---|---|---|---|---|---|---|"]
-        for (condition, how, alpha, px), rs in _grouped(
-                fta_rows, lambda r: (r["condition"], r["augment"], r["alpha"],
-                                     r["predict_px"])).items():
-            fit = ("-" if rs[0]["fit_s"] is None
-                   else f"{statistics.fmean(r['fit_s'] for r in rs):.1f}")
-            lines.append(f"| {condition} | {how} | {'-' if alpha is None else format(alpha, 'g')} "
-                         f"| {px} | {_mean_and_each([r['accuracy'] for r in rs])} | {fit} |")
+        lines += _draw_table(fta_rows, ("condition", "augment", "alpha", "predict_px"))
     aug_rows = [r for r in rows if r["experiment"] == "augment"]
     if aug_rows:
         lines += ["", "## Augmentation of compact_cnn (informs its default `augment`)", "",

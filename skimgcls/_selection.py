@@ -104,8 +104,8 @@ SELECT_SPLIT = "neighbourhood"
 #: ``bench/results/explore_kfold.md``), one fifth (40 images) kept the frozen
 #: features on 1-3 of 3 folds, where ``compact_cnn`` refit scored 5-20 points
 #: higher (78.3 and 86.7 % with random and neighbourhood fifths, against
-#: 91.3 %); all five fifths chose ``compact_cnn`` on every fold. The fine-tuning recipe is scored on the first fifth only
-#: (``Recipe.folds``).
+#: 91.3 %); all five fifths chose ``compact_cnn`` on every fold. The
+#: fine-tuning recipe is scored on the first fifth only (``Recipe.folds``).
 SELECT_MIN_HELD_OUT = 100
 #: Parts the data is cut into when more than one fifth is held out.
 SELECT_FOLDS = 5

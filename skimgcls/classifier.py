@@ -414,11 +414,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     nearest neighbours in the pretrained features, so that few held-out
     images keep a near-duplicate (a crop of the same part of a photo, a
     frame of the same scene) in the training part, which flatters the
-    recipes that memorize. Without pretrained weights the held-out part is stratified at
-    random. Below 500 images a fifth is too few to tell recipes apart: the
-    images are cut into five such parts, and parts are held out in turn
-    (each candidate trained on the rest every time) until 100 images or all
-    of them have been held out. The candidates, simplest (fewest parameters fitted) first, are
+    recipes that memorize. Without pretrained weights the held-out part is
+    stratified at random. Below 500 images a fifth is too few to tell recipes
+    apart: the images are cut into five such parts, and parts are held out in
+    turn (each candidate trained on the rest every time) until 100 images or
+    all of them have been held out. The candidates, simplest (fewest
+    parameters fitted) first, are
     ``'frozen_features'``, the pretrained EfficientNet-Lite0 body (ImageNet
     weights installed with pip, no download) frozen, with a linear head
     fitted by logistic regression on its features, computed once;
