@@ -88,6 +88,10 @@ Experiments (``--experiments``, comma-separated):
   the shifted folds of ``shift``. Informs ``frozen_ensemble`` of the
   fine-tuning recipe (the ensemble passed the rule set before the run; the
   surgical variants did not).
+* ``ft_recipe``: the fine-tuning recipe as ``module='auto'`` fits it
+  (``frozen_ensemble=True``), two training seeds per shifted fold, scored with
+  and without its frozen partner, beside the frozen features: the product's
+  numbers for ``frozen_ensemble``.
 * ``stop``: ``CNNClassifier()`` with and without ``SELECT_STOP_AHEAD`` (a
   from-scratch candidate stops training in the selection once it is clearly
   ahead of the simpler recipes), on 3-fold CV of the color
@@ -873,6 +877,47 @@ def ft_ensemble(name, emit, draws=(0, 1, 2)):
                     emit({**row, "trained": trained, "alpha": alpha,
                           "ensemble": ensemble,
                           "accuracy": float(np.mean(Q.argmax(1) == yv)), "fit_s": fit_s})
+
+
+def ft_recipe(name, emit, draws=(0, 1, 2), seeds=(0, 10)):
+    """The fine-tuning recipe as ``module='auto'`` fits it, on the shifted folds.
+
+    ``CNNClassifier(**fine_tune_recipe(...).params)`` (``frozen_ensemble=True``)
+    with two training seeds per fold, scored with its partner and without it
+    (the same trained network: the partner's probe draws no random number the
+    training draws), beside the frozen recipe's features and head on the same
+    folds (bf16, as the selection computes them).
+    """
+    import skimgcls._selection as selection
+
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        row = {"experiment": "ft_recipe", "condition": name, "draw": draw}
+        net = lite0(X, levels=selection.FROZEN_LEVELS)
+        F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
+        emit({**row, "method": "frozen features", "seed": None, "fit_s": None,
+              "accuracy": float(np.mean(
+                  fit_linear_head(F, y, np.ones(len(y))).predict(Fv) == yv))})
+        recipe = fine_tune_recipe(X.shape[1:])
+        batches = math.ceil(len(X) / FINE_TUNE_BATCH)
+        for seed in seeds:
+            clf = CNNClassifier(**recipe.params,
+                                max_epochs=max(1, math.ceil(FINE_TUNE_STEPS / batches)),
+                                validation_fraction=None, early_stopping=False,
+                                random_state=draw + seed)
+            start = time.perf_counter()
+            clf.fit(X, y)
+            fit_s = time.perf_counter() - start
+            module = clf.net_.module_
+            emit({**row, "method": "recipe (frozen_ensemble)", "seed": seed,
+                  "fit_s": fit_s, "accuracy": float(clf.score(Xv, yv))})
+            partner = module.partner
+            module.set_partner(None)
+            emit({**row, "method": "recipe without the partner", "seed": seed,
+                  "fit_s": fit_s, "accuracy": float(clf.score(Xv, yv))})
+            module.set_partner(partner)
 
 
 def ft_size(name, emit, draws=(0, 1, 2)):
@@ -1749,6 +1794,34 @@ def report(path):
                                                      r["ensemble"])).items():
             lines.append(f"- {key[0]}, a={key[1]}, ensemble={key[2]}: "
                          f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} %")
+    ftr_rows = [r for r in rows if r["experiment"] == "ft_recipe"]
+    if ftr_rows:
+        lines += ["", "## The fine-tuning recipe with `frozen_ensemble`", "",
+                  "Shifted folds of `shift` (3 draws), `CNNClassifier(**fine_tune_recipe"
+                  "(...).params)` as `module='auto'` fits it, two training seeds per "
+                  "draw (`random_state` = draw + seed), scored with and without its "
+                  "frozen partner (one trained network); the frozen recipe's features "
+                  "and head on the same folds. Fit seconds: the run shared the machine "
+                  "with a test run, they are not timings.", "",
+                  "| condition | method | accuracy | per draw and seed | fit s |",
+                  "|---|---|---|---|---|"]
+        lines += _draw_table(ftr_rows, ("condition", "method"))
+        by_method = _grouped(ftr_rows, lambda r: r["method"])
+        lines += ["", "Mean over the 4 conditions x 3 draws (x 2 seeds):", ""]
+        for method, rs in by_method.items():
+            lines.append(f"- {method}: "
+                         f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} %")
+        frozen = {(r["condition"], r["draw"]): r["accuracy"]
+                  for r in by_method.get("frozen features", [])}
+        for method in ("recipe (frozen_ensemble)", "recipe without the partner"):
+            diffs = [100 * (r["accuracy"] - frozen[r["condition"], r["draw"]])
+                     for r in by_method.get(method, [])]
+            if len(diffs) > 1:
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+                lines.append(f"- {method} minus the frozen features, paired: "
+                             f"{statistics.fmean(diffs):+.1f} +- {se:.1f} (SE, "
+                             f"{len(diffs)} fits; seeds of one draw are not "
+                             "independent)")
     aug_rows = [r for r in rows if r["experiment"] == "augment"]
     if aug_rows:
         lines += ["", "## Augmentation of compact_cnn (informs its default `augment`)", "",
@@ -1811,7 +1884,7 @@ def main(argv=None):
             cost(emit)
             continue
         if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head",
-                          "ft_augment", "ft_ensemble",
+                          "ft_augment", "ft_ensemble", "ft_recipe",
                           "stop", "ft_size", "select_all", "head_other", "kfold"):
             default = {"stop": STOP_CONDITIONS, "kfold": KFOLD_CONDITIONS}.get(
                 experiment, SHIFT_CONDITIONS)
@@ -1819,6 +1892,7 @@ def main(argv=None):
                 {"shift": shift, "flip": flip, "split": split, "rule": rule,
                  "levels": levels, "ft_levels": ft_levels, "head": head,
                  "ft_augment": ft_augment, "ft_ensemble": ft_ensemble,
+                 "ft_recipe": ft_recipe,
                  "stop": stop, "ft_size": ft_size,
                  "select_all": select_all, "head_other": head_other,
                  "kfold": kfold}[experiment](name, emit)

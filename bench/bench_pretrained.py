@@ -109,8 +109,11 @@ def recipes(quick):
         "frozen lite0 + LR (224 px)": lambda seed, n: probe(224, seed),
         "frozen lite0, levels=4 + LR (224 px)": lambda seed, n: probe(224, seed, 4),
         "fine-tune lite0 (LP-FT, 128 px, 100 steps of 8; no WiSE)":
-            lambda seed, n: lp_ft(seed, n, wise_alpha=None),
-        "fine-tune lite0 (the 'fine_tune' recipe: LP-FT + wise_alpha=0.5)": lp_ft,
+            lambda seed, n: lp_ft(seed, n, wise_alpha=None, frozen_ensemble=False),
+        "fine-tune lite0 (LP-FT + wise_alpha=0.5)":
+            lambda seed, n: lp_ft(seed, n, frozen_ensemble=False),
+        "fine-tune lite0 (the 'fine_tune' recipe: LP-FT + wise_alpha=0.5 "
+        "+ frozen_ensemble)": lp_ft,
     }
 
 

@@ -29,7 +29,7 @@ from ._data import collate_batch, image_batches
 from ._probe import last_linear
 from ._skorch import ImageNet
 from .augmentation import RandomAugment
-from .backbones import backbone_param_groups, prepare_module
+from .backbones import add_frozen_partner, backbone_param_groups, prepare_module
 from .networks import build_network
 
 __all__ = [
@@ -262,6 +262,9 @@ def build_module(params, *, image_shape, n_classes):
                             freeze=params["freeze"], progress=bool(params["verbose"]))
     if params["head_init"] == "probe":
         last_linear(module)  # a clear error now, not at the first epoch
+    if params["frozen_ensemble"]:
+        add_frozen_partner(module, pretrained=params["pretrained"],
+                           progress=bool(params["verbose"]))
     return module.to(memory_format=torch.channels_last)
 
 
@@ -357,8 +360,11 @@ def build_callbacks(params, net, *, train, partial, warm=False):
     # Data-parallel fits print on the main process only.
     say = print if accelerator is None else accelerator.print
     callbacks = []
-    if params["head_init"] == "probe" and not (partial or warm):
-        callbacks.append(("probe_head", ProbeHead(train)))
+    if (params["head_init"] == "probe" or params["frozen_ensemble"]) and not (
+            partial or warm):
+        # The network's probe (head_init='probe') and the frozen partner's.
+        callbacks.append(("probe_head", ProbeHead(
+            train, network=params["head_init"] == "probe")))
     if params["lr_schedule"] is not None and not partial:
         callbacks.append(("lr_schedule", lr_scheduler(params, net, n_train, monitor)))
     if params["early_stopping"] and not partial:

@@ -180,10 +180,13 @@ class InterpolateWeights(Callback):
         self.alpha = alpha
 
     def on_train_begin(self, net, **kwargs):
-        """Keep a copy of the starting weights."""
+        """Keep a copy of the starting weights (not of a frozen partner's)."""
+        partner = getattr(unwrapped_module(net), "partner", None)
+        frozen = set() if partner is None else {
+            value.data_ptr() for value in partner.state_dict().values()}
         self.start_ = {name: value.detach().clone()
                        for name, value in net.module_.state_dict().items()
-                       if value.is_floating_point()}
+                       if value.is_floating_point() and value.data_ptr() not in frozen}
 
     def on_train_end(self, net, **kwargs):
         """Interpolate in place; record ``weights_interpolated`` in the history."""
@@ -279,6 +282,10 @@ class ProbeHead(Callback):
     "LP-FT" (Kumar et al., *Fine-Tuning can Distort Pretrained Features and
     Underperform Out-of-Distribution*, ICLR 2022).
 
+    A network with a frozen partner (``frozen_ensemble=True``, see
+    :meth:`skimgcls.backbones.BackboneNet.set_partner`) gets the partner's
+    head fitted the same way, on the partner's features.
+
     In data-parallel training each process fits a probe on its shard and the
     heads are averaged, weighted by the number of images: every process
     starts from the same head.
@@ -287,6 +294,8 @@ class ProbeHead(Callback):
     ----------
     dataset : torch.utils.data.Dataset
         The training images, as ``net.get_iterator`` takes them.
+    network : bool, default=True
+        Whether to fit the network's own head; False fits only its partner's.
 
     Notes
     -----
@@ -294,17 +303,29 @@ class ProbeHead(Callback):
     ``torch.nn.Linear``, as :class:`skimgcls.backbones.BackboneNet` does.
     """
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, *, network=True):
         self.dataset = dataset
+        self.network = network
 
     def on_train_begin(self, net, **kwargs):
-        """Fit the probe and write it into the head."""
+        """Fit the probe(s) and write them into the head(s)."""
         # In a data-parallel fit the DistributedDataParallel wrapper has
         # neither embed() nor head; the network it wraps shares its parameters.
         module, device = unwrapped_module(net), net.device
         accelerator = getattr(net, "accelerator", None)
         if accelerator is not None:
             device = accelerator.device  # it places the module (net.device is None)
+        if self.network:
+            self._fit_probe(net, module, device)
+        partner = getattr(module, "partner", None)
+        if partner is not None:
+            # Its pass over the data (a DataLoader draws a seed from the CPU
+            # generator) leaves the training's random numbers as they would be
+            # without a partner: the network trains the same.
+            with torch.random.fork_rng(devices=[]):
+                self._fit_probe(net, partner, device)
+
+    def _fit_probe(self, net, module, device):
         linear = last_linear(module)
         labels, weights = [], []
 

@@ -412,6 +412,65 @@ def test_wise_alpha_ends_halfway_between_start_and_fine_tuned_weights(digits, re
         CNNClassifier("resnet18", wise_alpha=0.0, **params).fit(X, y)
 
 
+def test_frozen_ensemble_averages_the_network_and_a_frozen_probe(digits, resnet_file):
+    from skimgcls._probe import embed, fit_linear_head
+
+    path, weights = resnet_file
+    X, y = digits
+    # WiSE interpolates the network's weights, never the partner's.
+    params = dict(pretrained=path, freeze="bn", head_init="probe", module__input_size=32,
+                  wise_alpha=0.3, **{**FAST, "max_epochs": 2, "lr": 1e-3})
+    alone = CNNClassifier("resnet18", **params).fit(X, y)
+    pair = CNNClassifier("resnet18", frozen_ensemble=True, **params).fit(X, y)
+    net, partner = pair.module_, pair.module_.partner
+    # The network trains as it trains alone (the partner draws no random number).
+    state = net.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in alone.module_.state_dict().items())
+    assert pair.history_[:, "train_loss"] == alone.history_[:, "train_loss"]
+    # The partner: the pretrained body, untouched, at the weights' native size...
+    assert partner.adapter.size == (224, 224) and net.adapter.size == (32, 32)
+    assert all(torch.equal(partner.body.state_dict()[k], weights[k])
+               for k in partner.body.state_dict() if k in weights)
+    assert not any(p.requires_grad for p in partner.parameters())
+    assert not partner.training
+    # ... with the probe of its own features as its head.
+    features = embed(partner, X[..., None], device="cpu", precision="fp32")
+    probe = fit_linear_head(features, y, np.ones(len(y)))
+    np.testing.assert_allclose(partner.head[0].weight.detach().numpy(), probe.coef,
+                               atol=1e-4 * np.abs(probe.coef).max())
+    # Predictions: the mean of the two networks' probabilities.
+    with torch.no_grad():
+        images = torch.from_numpy(X[:, None])
+        expected = (torch.softmax(net.head(net.embed(images)), 1)
+                    + torch.softmax(partner(images), 1)) / 2
+    np.testing.assert_allclose(pair.predict_proba(X), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(alone.predict_proba(X),
+                               torch.softmax(net.head(net.embed(images)), 1)
+                               .detach().numpy(), atol=1e-5)
+    # It survives pickling and a network that unfreezes.
+    again = pickle.loads(pickle.dumps(pair))
+    np.testing.assert_allclose(again.predict_proba(X), pair.predict_proba(X), atol=1e-6)
+    net.unfreeze()
+    assert not any(p.requires_grad for p in partner.parameters())
+    assert all(p.requires_grad for p in net.body.parameters())
+
+
+def test_frozen_ensemble_errors(digits, resnet_file):
+    X, y = digits
+    with pytest.raises(ValueError, match="frozen_ensemble applies to backbones"):
+        CNNClassifier("compact_cnn", frozen_ensemble=True, **FAST).fit(X, y)
+    with pytest.raises(ValueError, match="got pretrained=False"):
+        CNNClassifier("resnet18", frozen_ensemble=True, pretrained=False,
+                      module__input_size=32, **FAST).fit(X, y)
+    clf = CNNClassifier("resnet18", frozen_ensemble=True, pretrained=resnet_file[0],
+                        module__input_size=32, **FAST)
+    with pytest.raises(ValueError, match="frozen_ensemble.*does not apply to partial_fit"):
+        clf.partial_fit(X, y, classes=np.unique(y))
+    Y = np.stack([y == 0, y == 1], axis=1).astype(int)
+    with pytest.raises(ValueError, match="does not apply to a multi-label y"):
+        clf.fit(X, Y)
+
+
 def test_head_init_probe_errors(digits):
     X, y = digits
     with pytest.raises(ValueError, match="head_init='probe'.*backbone name"):

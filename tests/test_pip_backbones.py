@@ -228,6 +228,21 @@ def test_onnx_and_saliency_of_a_fine_tuned_lite0(crops, tmp_path, no_network):
     np.testing.assert_allclose(proba, clf.predict_proba(X[:4]), atol=2e-3)
     maps = saliency_maps(clf, X[:2], method="gradcam")
     assert maps.shape[0] == 2 and np.isfinite(maps).all()
+    # With the frozen partner of the fine-tuning recipe, both networks are in
+    # the graph (in fp32, as the recipe predicts: bf16 rounding through two
+    # networks moves probabilities by up to 0.02).
+    pair = CNNClassifier("efficientnet_lite0", pretrained=True, freeze="backbone",
+                         module__levels=4, frozen_ensemble=True, precision="fp32",
+                         **{**FAST, "max_epochs": 1}).fit(X, y)
+    assert pair.module_.partner.adapter.size == (224, 224)
+    export_onnx(pair, tmp_path / "pair.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "pair.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    (proba,) = session.run(None, {"images": X[:4].astype(np.float32) / 255})
+    np.testing.assert_allclose(proba, pair.predict_proba(X[:4]), atol=1e-5)
+    assert not np.allclose(proba, clf.predict_proba(X[:4]), atol=1e-3)
+    maps = saliency_maps(pair, X[:2], method="gradcam")
+    assert maps.shape[0] == 2 and np.isfinite(maps).all()
 
 
 def test_cli_trains_a_pretrained_lite0_offline(crops, tmp_path, no_network):
@@ -267,8 +282,10 @@ def test_default_selection_can_choose_lp_ft_offline(crops, tmp_path, no_network,
     assert clf.recipe_ == "fine_tune"
     params = clf.best_params_
     assert params["head_init"] == "probe" and params["freeze"] == "bn"
+    assert params["frozen_ensemble"] and params["wise_alpha"] == 0.5
     assert clf.batch_size_ == 8 and clf.max_epochs_ == 2  # 6 steps of 8 on 24 images
     assert clf.module_.adapter.size == (32, 32)
+    assert clf.module_.partner.adapter.size == (224, 224)
     pretrained = build_backbone("efficientnet_lite0", n_classes=2, pretrained=True)
     kept = clf.module_.body.bn1.state_dict()
     for name, value in pretrained.body.bn1.state_dict().items():

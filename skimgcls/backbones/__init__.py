@@ -43,6 +43,7 @@ are here now.
 from ._net import (
     BackboneNet,
     InputAdapter,
+    add_frozen_partner,
     backbone_builder,
     backbone_param_groups,
     build_backbone,
@@ -75,6 +76,7 @@ __all__ = [
     "InputSpec",
     "PretrainedWeightsError",
     "WeightsInfo",
+    "add_frozen_partner",
     "available_offline",
     "backbone_builder",
     "backbone_input_spec",

@@ -5,6 +5,7 @@ source (see :mod:`skimgcls.backbones`); it talks to its source through the
 source protocol only.
 """
 
+import math
 from numbers import Integral
 
 import torch
@@ -20,6 +21,7 @@ from ._weights import read_state_dict, split_state
 
 __all__ = [
     "BackboneNet",
+    "add_frozen_partner",
     "InputAdapter",
     "backbone_builder",
     "backbone_param_groups",
@@ -198,6 +200,10 @@ class BackboneNet(nn.Module):
         Number of leading blocks frozen by :meth:`freeze`.
     source : {'pip', 'timm', 'torchvision', 'user'}
         The source of the model (see :func:`list_backbones`).
+    partner : torch.nn.Module or None
+        A frozen network whose probabilities :meth:`forward` averages with
+        this one's in evaluation mode (see :meth:`set_partner`); None by
+        default.
 
     Examples
     --------
@@ -235,6 +241,7 @@ class BackboneNet(nn.Module):
                               hidden=head_hidden)
         self.frozen_blocks = 0
         self._frozen_modules = ()
+        self.partner = None
 
     def _source(self):
         return get_source(self.source)
@@ -297,8 +304,47 @@ class BackboneNet(nn.Module):
         return torch.cat([*tapped, out.flatten(1)], 1)
 
     def forward(self, x):
-        """Return logits ``(n, n_classes)`` of float images ``(n, C, H, W)``."""
-        return self.head(self.embed(x))
+        """Return logits ``(n, n_classes)`` of float images ``(n, C, H, W)``.
+
+        With a :attr:`partner`, in evaluation mode: the logarithm of the mean
+        of the two networks' softmax probabilities (its softmax is that mean).
+        """
+        logits = self.head(self.embed(x))
+        partner = getattr(self, "partner", None)  # absent from older pickles
+        if partner is None or self.training:
+            return logits
+        pair = torch.stack([torch.log_softmax(logits.float(), 1),
+                            torch.log_softmax(partner(x).float(), 1)])
+        return torch.logsumexp(pair, 0) - math.log(2)
+
+    # -- output-space ensemble ------------------------------------------------
+    def set_partner(self, partner):
+        """Predict with the mean of this network's and ``partner``'s probabilities.
+
+        An output-space ensemble (Wortsman et al., CVPR 2022, compare it with
+        their weight-space one, :class:`skimgcls.callbacks.InterpolateWeights`):
+        ``CNNClassifier(frozen_ensemble=True)`` pairs a fine-tuned network with
+        a frozen copy of the pretrained one and a linear probe. The partner
+        never trains: its parameters are frozen and it stays in evaluation
+        mode; in training mode :meth:`forward` is this network's alone, so
+        the loss trains it as it would without a partner. Its weights are part
+        of :meth:`state_dict` (``partner.*``).
+
+        Parameters
+        ----------
+        partner : torch.nn.Module or None
+            A network with the same classes, taking the same images (usually a
+            :class:`BackboneNet`); None removes the partner.
+
+        Returns
+        -------
+        self : BackboneNet
+        """
+        if partner is not None:
+            partner.requires_grad_(False)
+            partner.eval()
+        self.partner = partner
+        return self
 
     # -- blocks and freezing --------------------------------------------------
     @property
@@ -374,17 +420,22 @@ class BackboneNet(nn.Module):
         -------
         self : BackboneNet
         """
+        partner = getattr(self, "partner", None)
+        frozen = set() if partner is None else {id(p) for p in partner.parameters()}
         for param in self.parameters():
-            param.requires_grad_(True)
+            if id(param) not in frozen:  # the partner never trains
+                param.requires_grad_(True)
         self.frozen_blocks = 0
         self._frozen_modules = ()
         return self.train(self.training)
 
     def train(self, mode=True):
-        """Set train/eval mode; frozen blocks always stay in eval mode."""
+        """Set train/eval mode; frozen blocks and the partner stay in eval mode."""
         super().train(mode)
         for module in getattr(self, "_frozen_modules", ()):
             module.eval()
+        if getattr(self, "partner", None) is not None:
+            self.partner.eval()
         return self
 
     # -- weights --------------------------------------------------------------
@@ -555,6 +606,50 @@ def prepare_module(module, *, pretrained=False, freeze="none", progress=True):
         _require_backbone(module, "freeze")
         module.freeze(freeze)
     return module
+
+
+def add_frozen_partner(module, *, pretrained, progress=True):
+    """Pair a backbone network with a frozen copy of the pretrained one.
+
+    The partner (see :meth:`BackboneNet.set_partner`) is the same backbone
+    with the ``pretrained`` weights, at their native input size (224 px for
+    ``efficientnet_lite0``), with the same feature levels and a linear head
+    for the same classes, left for a linear probe to fill
+    (:class:`skimgcls.callbacks.ProbeHead` fits it); it never trains.
+
+    Parameters
+    ----------
+    module : BackboneNet
+        The network that trains.
+    pretrained : True, str, path or mapping
+        The weights of the partner's body; see :meth:`BackboneNet.load_pretrained`.
+    progress : bool, default=True
+        Show a progress bar while weights download.
+
+    Returns
+    -------
+    module : BackboneNet
+    """
+    _require_backbone(module, "frozen_ensemble")
+    if pretrained is False or pretrained is None:
+        raise ValueError(
+            "frozen_ensemble averages the network's probabilities with those of a "
+            "frozen copy of its pretrained weights; got pretrained=False. Pass "
+            "pretrained=True (or a weights file), or leave frozen_ensemble=False."
+        )
+    linears = [m for m in module.head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            "frozen_ensemble needs a network with a classification head; this "
+            f"{module.name!r} network returns embeddings (n_classes=None)."
+        )
+    # Its head's random start is overwritten by the probe: drawing it from a
+    # fork of the generator trains the network as it would train alone.
+    with torch.random.fork_rng(devices=[]):
+        partner = BackboneNet(module.name, linears[-1].out_features,
+                              levels=module.levels)
+    partner.load_pretrained(pretrained, progress=progress)
+    return module.set_partner(partner)
 
 
 def backbone_param_groups(module, lr, lr_mult):
