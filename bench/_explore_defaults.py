@@ -88,6 +88,11 @@ Experiments (``--experiments``, comma-separated):
   the shifted folds of ``shift``. Informs ``frozen_ensemble`` of the
   fine-tuning recipe (the ensemble passed the rule set before the run; the
   surgical variants did not).
+* ``rules_es``: the early-stopping variant of ``rules`` again with early
+  stopping that does not watch during the one-cycle warm-up
+  (``EarlyStoppingAfterWarmup``), the same split without early stopping, and
+  the defaults rerun (identical to ``rules``' rows), on the same folds and
+  seeds (``bench/results/explore_rules_es.md``).
 * ``ft_recipe``: the fine-tuning recipe as ``module='auto'`` fits it
   (``frozen_ensemble=True``), two training seeds per shifted fold, scored with
   and without its frozen partner, beside the frozen features: the product's
@@ -1321,6 +1326,35 @@ def _rule_fit(condition, seed, fold, label, params, X, y, tr, va, metric, refere
             "reference_s": reference_s, "load": os.getloadavg()[0]}
 
 
+#: The early-stopping variant of ``rules`` (its label there) and ``rules_es``'s.
+ES_BEFORE = "10 % held out, early stopping"
+ES_AFTER = "10 % held out, early stopping after the warm-up"
+ES_NONE = "10 % held out, no early stopping"
+
+
+def rules_es(name, X, y, emit, seeds=(0, 1)):
+    """The early-stopping variant of ``rules`` again, with this release's early
+    stopping (``EarlyStoppingAfterWarmup``: it does not watch during the
+    one-cycle warm-up), on the same folds and seeds; with the defaults rerun
+    to show that the rest of the fit is the same as in ``rules``, and the same
+    held-out part without early stopping (what the split alone costs)."""
+    for seed in seeds:
+        for fold, (tr, va) in enumerate(folds(y, k=3, seed=seed)):
+            variants = dict(_rule_variants(name, len(tr), len(np.unique(y))))
+            split_only = {**variants[ES_BEFORE], "early_stopping": False}
+            for label, params in (("defaults (rerun)", variants["defaults"]),
+                                  (ES_AFTER, variants[ES_BEFORE]),
+                                  (ES_NONE, split_only)):
+                emit({**_rule_fit(name, seed, fold, label, params, X, y, tr, va,
+                                  _rules_metric(name), None), "experiment": "rules_es"})
+
+
+def _rules_metric(name):
+    from sklearn.metrics import balanced_accuracy_score
+
+    return balanced_accuracy_score if name == "mnist_imbalanced" else _accuracy
+
+
 def rules_large(name, X, y, emit, seed=0):
     """5-fold CV (3,200 of the 4,000 MNIST images train) of the large-set budget.
 
@@ -1833,6 +1867,22 @@ def report(path):
             lines.append(f"| {r['condition']} | {r['augment']} | "
                          f"{_mean_and_each(r['cv_scores'])} | "
                          f"{statistics.fmean(r['fit_s']):.1f} |")
+    es_rows = [r for r in rows if r["experiment"] == "rules_es"]
+    if es_rows:
+        recorded = [json.loads(line) for line in
+                    (RESULTS / "explore_rules.jsonl").read_text().splitlines()]
+        recorded = [r for r in recorded if r["experiment"] == "rules"
+                    and r["variant"] in ("defaults", ES_BEFORE)
+                    and r["condition"] in {e["condition"] for e in es_rows}]
+        lines += ["", "## Early stopping after the one-cycle warm-up", "",
+                  "The early-stopping variant of `rules` (10 % held out, at least one "
+                  "image per class) with `EarlyStoppingAfterWarmup` (no watching during "
+                  "the first 30 % of the epochs, the one-cycle warm-up), on the same "
+                  "folds and seeds; `defaults` and the variant before the change are "
+                  "the rows recorded by `rules` (`explore_rules.jsonl`), `defaults "
+                  "(rerun)` the defaults refitted with this release's code. `diff`: "
+                  "paired, from the recorded defaults."]
+        lines += _rules_report(recorded + es_rows)[3:]
     rule_rows = [r for r in rows if r["experiment"] == "rules"]
     if rule_rows:
         lines += _rules_report(rule_rows)
@@ -1898,12 +1948,14 @@ def main(argv=None):
                  "kfold": kfold}[experiment](name, emit)
             continue
         names = chosen or {"frozen": FROZEN_CONDITIONS, "rules": RULES_CONDITIONS,
+                           "rules_es": RULES_CONDITIONS,
                            "rules_large": ("mnist_4000",), "rules_cost": ("mnist_rgb64",),
                            "fine_tune": FINE_TUNE_CONDITIONS,
                            "augment": AUGMENT_CONDITIONS}[experiment]
         for name in names:
             X, y = CONDITIONS[name]()
             {"frozen": frozen, "rules": rules, "rules_large": rules_large,
+             "rules_es": rules_es,
              "rules_cost": rules_cost,
              "fine_tune": fine_tune,
              "augment": augment}[experiment](

@@ -13,12 +13,13 @@ import math
 import os
 
 import torch
-from skorch.callbacks import EarlyStopping, LRScheduler
+from skorch.callbacks import LRScheduler
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau
 
 from ._accelerate import AcceleratedImageNet
 from ._callbacks import (
+    EarlyStoppingAfterWarmup,
     EpochProgressBar,
     InterpolateWeights,
     ProbeHead,
@@ -83,6 +84,10 @@ AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 8, 200
 #: (as ``HistGradientBoostingClassifier``'s ``early_stopping='auto'``).
 AUTO_VALIDATION_MIN_SAMPLES = 10_000
 AUTO_VALIDATION_FRACTION = 0.1
+#: Fraction of the one-cycle schedule during which the learning rate rises
+#: (``OneCycleLR``'s ``pct_start``, its default); early stopping does not watch
+#: during these epochs (``EarlyStoppingAfterWarmup``).
+ONE_CYCLE_WARMUP = 0.3
 
 
 def auto_batch_size(n_train):
@@ -368,9 +373,12 @@ def build_callbacks(params, net, *, train, partial, warm=False):
     if params["lr_schedule"] is not None and not partial:
         callbacks.append(("lr_schedule", lr_scheduler(params, net, n_train, monitor)))
     if params["early_stopping"] and not partial:
-        callbacks.append(("early_stopping", EarlyStopping(
+        # Not during the one-cycle warm-up (see EarlyStoppingAfterWarmup).
+        warmup = (math.ceil(ONE_CYCLE_WARMUP * params["max_epochs"])
+                  if params["lr_schedule"] == "onecycle" else 0)
+        callbacks.append(("early_stopping", EarlyStoppingAfterWarmup(
             monitor=monitor, patience=params["patience"], load_best=True,
-            sink=say if verbose else silent)))
+            sink=say if verbose else silent, start_epoch=warmup)))
     if verbose:
         callbacks.append(("progress_bar", EpochProgressBar(
             leave=verbose > 1, epochs=1 if partial else params["max_epochs"])))
@@ -398,7 +406,7 @@ def lr_scheduler(params, net, n_train, monitor):
         # One peak per parameter group (backbone_lr_mult scales the body's).
         max_lr = [lr * group.get("lr_mult", 1.0) for group in net.optimizer_.param_groups]
         return LRScheduler(OneCycleLR, max_lr=max_lr, total_steps=max_epochs * batches,
-                           step_every="batch", last_epoch=-1)
+                           pct_start=ONE_CYCLE_WARMUP, step_every="batch", last_epoch=-1)
     if schedule == "cosine":
         return LRScheduler(CosineAnnealingLR, T_max=max_epochs, last_epoch=-1)
     return LRScheduler(ReduceLROnPlateau, monitor=monitor, mode="min",

@@ -141,9 +141,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     early_stopping : bool or 'auto', default='auto'
         Stop when the validation loss (the training loss if there is no
         validation split) has not improved for ``patience`` epochs, and restore
-        the weights of the best epoch. ``'auto'``: on when
-        ``validation_fraction='auto'`` held out a split (10,000 images or
-        more). The value used is ``early_stopping_``.
+        the weights of the best epoch. With ``lr_schedule='onecycle'`` it
+        starts watching after the schedule's warm-up (the first 30 % of the
+        epochs, while the learning rate rises), as Keras's
+        ``start_from_epoch``: on a few images an epoch is a few steps, and
+        ``patience`` epochs would otherwise end training before it learned
+        anything. ``'auto'``: on when ``validation_fraction='auto'`` held out
+        a split (10,000 images or more). The value used is
+        ``early_stopping_``.
     patience : int, default=5
         Epochs without improvement before early stopping or a plateau step.
     class_weight : dict, 'balanced' or None, default=None

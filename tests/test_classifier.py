@@ -293,6 +293,41 @@ def test_early_stopping_restores_best_weights(small_digits):
     assert valid_loss != pytest.approx(losses[-1], rel=1e-2)
 
 
+def test_early_stopping_does_not_watch_during_the_one_cycle_warmup(small_digits):
+    from types import SimpleNamespace
+
+    from skorch.history import History
+
+    from skimgcls._callbacks import EarlyStoppingAfterWarmup
+
+    # A validation loss that only worsens: skorch's EarlyStopping keeps epoch 1
+    # and stops at epoch 3; after 3 warm-up epochs, it keeps epoch 4, stops at 6.
+    for start, best, stop in ((0, 1, 3), (3, 4, 6)):
+        cb = EarlyStoppingAfterWarmup(patience=2, load_best=True, start_epoch=start,
+                                      sink=lambda *args: None)
+        net = SimpleNamespace(history=History(), module_=nn.Linear(1, 1), verbose=0)
+        cb.on_train_begin(net)
+        stopped = None
+        for epoch in range(1, 9):
+            net.history.new_epoch()
+            net.history.record("epoch", epoch)
+            net.history.record("valid_loss", float(epoch))
+            try:
+                cb.on_epoch_end(net)
+            except KeyboardInterrupt:
+                stopped = epoch
+                break
+        assert (cb.best_epoch_, stopped) == (best, stop)
+    # The estimator's: the warm-up of its one-cycle schedule (30 % of the epochs).
+    X, y = small_digits
+    for schedule, start in (("onecycle", 6), ("cosine", 0)):
+        clf = tiny_classifier(early_stopping=True, patience=2, max_epochs=20,
+                              lr_schedule=schedule).fit(X, y)
+        cb = dict(clf.net_.callbacks_)["early_stopping"]
+        assert isinstance(cb, EarlyStoppingAfterWarmup) and cb.start_epoch == start
+        assert len(clf.history_) > start and cb.best_epoch_ > start
+
+
 def test_class_weight_changes_training(small_digits):
     X, y = small_digits
     y2 = (y == 0).astype(int)  # 10% positives
