@@ -21,8 +21,8 @@ from ._weights import read_state_dict, split_state
 
 __all__ = [
     "BackboneNet",
-    "add_frozen_partner",
     "InputAdapter",
+    "add_frozen_partner",
     "backbone_builder",
     "backbone_param_groups",
     "build_backbone",
