@@ -93,6 +93,9 @@ Experiments (``--experiments``, comma-separated):
   (``EarlyStoppingAfterWarmup``), the same split without early stopping, and
   the defaults rerun (identical to ``rules``' rows), on the same folds and
   seeds (``bench/results/explore_rules_es.md``).
+* ``frozen_precision``: the frozen recipe's features and head in bf16 and in
+  fp32 on the shifted folds: how much of the differences between recipes is
+  rounding (``bench/results/explore_frozen_precision.md``).
 * ``ft_recipe``: the fine-tuning recipe as ``module='auto'`` fits it
   (``frozen_ensemble=True``), two training seeds per shifted fold, scored with
   and without its frozen partner, beside the frozen features: the product's
@@ -923,6 +926,25 @@ def ft_recipe(name, emit, draws=(0, 1, 2), seeds=(0, 10)):
             emit({**row, "method": "recipe without the partner", "seed": seed,
                   "fit_s": fit_s, "accuracy": float(clf.score(Xv, yv))})
             module.set_partner(partner)
+
+
+def frozen_precision(name, emit, draws=(0, 1, 2)):
+    """The frozen recipe's features and head in bf16 (what ``fit`` computes on a
+    CPU with native bf16) and in fp32, on the shifted folds: how much of the
+    differences between recipes there is rounding."""
+    import skimgcls._selection as selection
+
+    per_class, size, gray = SHIFT_CONDITIONS[name]
+    for draw in draws:
+        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
+        X, Xv = nhwc(X), nhwc(Xv)
+        net = lite0(X, levels=selection.FROZEN_LEVELS)
+        for precision in ("bf16", "fp32"):
+            F, Fv = (embed(net, A, device="cpu", precision=precision) for A in (X, Xv))
+            head = fit_linear_head(F, y, np.ones(len(y)))
+            emit({"experiment": "frozen_precision", "condition": name, "draw": draw,
+                  "precision": precision, "C": head.C, "fit_s": None,
+                  "accuracy": float(np.mean(head.predict(Fv) == yv))})
 
 
 def ft_size(name, emit, draws=(0, 1, 2)):
@@ -1856,6 +1878,26 @@ def report(path):
                              f"{statistics.fmean(diffs):+.1f} +- {se:.1f} (SE, "
                              f"{len(diffs)} fits; seeds of one draw are not "
                              "independent)")
+    fp_rows = [r for r in rows if r["experiment"] == "frozen_precision"]
+    if fp_rows:
+        lines += ["", "## The frozen features in bf16 and fp32", "",
+                  "Shifted folds of `shift` (3 draws): the frozen recipe's features "
+                  "(224 px, four levels) computed in bf16 autocast (what `fit` does on "
+                  "a CPU with native bf16) and in fp32, each with its head "
+                  "(`fit_linear_head`, C by inner CV).", "",
+                  "| condition | precision | accuracy | per draw | fit s |",
+                  "|---|---|---|---|---|"]
+        lines += _draw_table(fp_rows, ("condition", "precision"))
+        pairs = _grouped(fp_rows, lambda r: (r["condition"], r["draw"]))
+        diffs = [100 * (g[1]["accuracy"] - g[0]["accuracy"]) for g in pairs.values()
+                 if len(g) == 2]
+        if len(diffs) > 1:
+            lines += ["", f"fp32 minus bf16, paired over {len(diffs)} folds: "
+                      f"{statistics.fmean(diffs):+.1f} +- "
+                      f"{statistics.stdev(diffs) / math.sqrt(len(diffs)):.1f} (SE); "
+                      f"per fold {min(diffs):+.1f} to {max(diffs):+.1f}; "
+                      f"the same head C on {sum(g[0]['C'] == g[1]['C'] for g in pairs.values())}"
+                      f" of {len(pairs)} folds."]
     aug_rows = [r for r in rows if r["experiment"] == "augment"]
     if aug_rows:
         lines += ["", "## Augmentation of compact_cnn (informs its default `augment`)", "",
@@ -1934,7 +1976,7 @@ def main(argv=None):
             cost(emit)
             continue
         if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head",
-                          "ft_augment", "ft_ensemble", "ft_recipe",
+                          "ft_augment", "ft_ensemble", "ft_recipe", "frozen_precision",
                           "stop", "ft_size", "select_all", "head_other", "kfold"):
             default = {"stop": STOP_CONDITIONS, "kfold": KFOLD_CONDITIONS}.get(
                 experiment, SHIFT_CONDITIONS)
@@ -1942,7 +1984,7 @@ def main(argv=None):
                 {"shift": shift, "flip": flip, "split": split, "rule": rule,
                  "levels": levels, "ft_levels": ft_levels, "head": head,
                  "ft_augment": ft_augment, "ft_ensemble": ft_ensemble,
-                 "ft_recipe": ft_recipe,
+                 "ft_recipe": ft_recipe, "frozen_precision": frozen_precision,
                  "stop": stop, "ft_size": ft_size,
                  "select_all": select_all, "head_other": head_other,
                  "kfold": kfold}[experiment](name, emit)
