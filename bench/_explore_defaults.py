@@ -405,6 +405,33 @@ def interpolate(start, end, alpha):
             else end[k] for k in end}
 
 
+def recipe_classifier(X, random_state, **changes):
+    """The fine-tuning recipe's ``CNNClassifier`` for images ``X`` (with
+    ``changes``), trained for its ``FINE_TUNE_STEPS`` as its refit trains it."""
+    recipe = fine_tune_recipe(X.shape[1:])
+    batches = math.ceil(len(X) / FINE_TUNE_BATCH)
+    return CNNClassifier(**{**recipe.params, **changes},
+                         max_epochs=max(1, math.ceil(FINE_TUNE_STEPS / batches)),
+                         validation_fraction=None, early_stopping=False,
+                         random_state=random_state)
+
+
+def frozen_probe(X, y, Xv, precision="bf16"):
+    """The frozen recipe on a fold: its linear head fitted on the features of
+    ``X`` (224 px, ``FROZEN_LEVELS``) and the features of ``Xv``."""
+    import skimgcls._selection as selection
+
+    net = lite0(X, levels=selection.FROZEN_LEVELS)
+    F, Fv = (embed(net, A, device="cpu", precision=precision) for A in (X, Xv))
+    return fit_linear_head(F, y, np.ones(len(y))), Fv
+
+
+def shifted_nhwc(name, draw):
+    """``shifted_fold`` of photo condition ``name``, images as NHWC arrays."""
+    X, y, Xv, yv = shifted_fold(*SHIFT_CONDITIONS[name], draw)
+    return nhwc(X), y, nhwc(Xv), yv
+
+
 def lp_ft_scores(X, y, Xv, yv, draw, alphas, **changes):
     """Train the fine-tuning recipe (with ``changes``) once; score interpolations.
 
@@ -412,11 +439,10 @@ def lp_ft_scores(X, y, Xv, yv, draw, alphas, **changes):
     alpha) * probe + alpha * fine-tuned``, each predicting at the trained size
     and at 224 px (FixRes: Touvron et al., NeurIPS 2019).
     """
-    recipe = fine_tune_recipe(X.shape[1:])
-    batches = math.ceil(len(X) / FINE_TUNE_BATCH)
-    clf = CNNClassifier(**{**recipe.params, **changes}, max_epochs=max(1, math.ceil(
-        FINE_TUNE_STEPS / batches)), validation_fraction=None, early_stopping=False,
-        callbacks=[("capture", _Capture())], random_state=draw)
+    # The fine-tuned network alone, as these experiments measured it before the
+    # recipe's frozen_ensemble (ft_recipe measures the recipe with it).
+    clf = recipe_classifier(X, draw, **{"frozen_ensemble": False,
+                                        "callbacks": [("capture", _Capture())], **changes})
     start = time.perf_counter()
     clf.fit(X, y)
     fit_s = time.perf_counter() - start
@@ -787,20 +813,14 @@ def ft_augment(name, emit, draws=(0, 1, 2)):
     beside the frozen recipe (224 px, four levels, ``fit_linear_head``) on the
     same folds.
     """
-    import skimgcls._selection as selection
     from skimgcls import RandomAugment
 
-    per_class, size, gray = SHIFT_CONDITIONS[name]
     for draw in draws:
-        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
-        X, Xv = nhwc(X), nhwc(Xv)
-        net = lite0(X, levels=selection.FROZEN_LEVELS)
-        F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
+        X, y, Xv, yv = shifted_nhwc(name, draw)
+        head, Fv = frozen_probe(X, y, Xv)
         emit({"experiment": "ft_augment", "condition": name, "draw": draw,
               "augment": "frozen features (224 px)", "alpha": None, "predict_px": 224,
-              "accuracy": float(np.mean(
-                  fit_linear_head(F, y, np.ones(len(y))).predict(Fv) == yv)),
-              "fit_s": None})
+              "accuracy": float(np.mean(head.predict(Fv) == yv)), "fit_s": None})
         for how, changes in (("recipe", {}),
                              ("strong", {"augment": RandomAugment(**STRONG_AUGMENT)})):
             for alpha, predict_px, accuracy, fit_s in lp_ft_scores(
@@ -852,28 +872,18 @@ def ft_ensemble(name, emit, draws=(0, 1, 2)):
     recipe's, and its mean is above the frozen features' on at least 3 of
     the 4 conditions.
     """
-    import skimgcls._selection as selection
-
-    per_class, size, gray = SHIFT_CONDITIONS[name]
     for draw in draws:
-        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
-        X, Xv = nhwc(X), nhwc(Xv)
-        net = lite0(X, levels=selection.FROZEN_LEVELS)
-        F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
-        P_frozen = fit_linear_head(F, y, np.ones(len(y))).predict_proba(Fv)
+        X, y, Xv, yv = shifted_nhwc(name, draw)
+        head, Fv = frozen_probe(X, y, Xv)
+        P_frozen = head.predict_proba(Fv)
         row = {"experiment": "ft_ensemble", "condition": name, "draw": draw}
         emit({**row, "trained": "frozen features (224 px)", "alpha": None,
               "ensemble": False, "accuracy": float(np.mean(P_frozen.argmax(1) == yv)),
               "fit_s": None})
-        recipe = fine_tune_recipe(X.shape[1:])
-        batches = math.ceil(len(X) / FINE_TUNE_BATCH)
         for trained, n_groups in FT_TRAINED_GROUPS.items():
-            clf = CNNClassifier(**{**recipe.params, "wise_alpha": None},
-                                max_epochs=max(1, math.ceil(FINE_TUNE_STEPS / batches)),
-                                validation_fraction=None, early_stopping=False,
-                                callbacks=[("capture", _Capture()),
-                                           ("surgical", _FreezeLeading(n_groups))],
-                                random_state=draw)
+            clf = recipe_classifier(X, draw, wise_alpha=None, frozen_ensemble=False,
+                                    callbacks=[("capture", _Capture()),
+                                               ("surgical", _FreezeLeading(n_groups))])
             start = time.perf_counter()
             clf.fit(X, y)
             fit_s = time.perf_counter() - start
@@ -896,25 +906,14 @@ def ft_recipe(name, emit, draws=(0, 1, 2), seeds=(0, 10)):
     training draws), beside the frozen recipe's features and head on the same
     folds (bf16, as the selection computes them).
     """
-    import skimgcls._selection as selection
-
-    per_class, size, gray = SHIFT_CONDITIONS[name]
     for draw in draws:
-        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
-        X, Xv = nhwc(X), nhwc(Xv)
+        X, y, Xv, yv = shifted_nhwc(name, draw)
         row = {"experiment": "ft_recipe", "condition": name, "draw": draw}
-        net = lite0(X, levels=selection.FROZEN_LEVELS)
-        F, Fv = (embed(net, A, device="cpu", precision="bf16") for A in (X, Xv))
+        head, Fv = frozen_probe(X, y, Xv)
         emit({**row, "method": "frozen features", "seed": None, "fit_s": None,
-              "accuracy": float(np.mean(
-                  fit_linear_head(F, y, np.ones(len(y))).predict(Fv) == yv))})
-        recipe = fine_tune_recipe(X.shape[1:])
-        batches = math.ceil(len(X) / FINE_TUNE_BATCH)
+              "accuracy": float(np.mean(head.predict(Fv) == yv))})
         for seed in seeds:
-            clf = CNNClassifier(**recipe.params,
-                                max_epochs=max(1, math.ceil(FINE_TUNE_STEPS / batches)),
-                                validation_fraction=None, early_stopping=False,
-                                random_state=draw + seed)
+            clf = recipe_classifier(X, draw + seed)
             start = time.perf_counter()
             clf.fit(X, y)
             fit_s = time.perf_counter() - start
@@ -932,16 +931,10 @@ def frozen_precision(name, emit, draws=(0, 1, 2)):
     """The frozen recipe's features and head in bf16 (what ``fit`` computes on a
     CPU with native bf16) and in fp32, on the shifted folds: how much of the
     differences between recipes there is rounding."""
-    import skimgcls._selection as selection
-
-    per_class, size, gray = SHIFT_CONDITIONS[name]
     for draw in draws:
-        X, y, Xv, yv = shifted_fold(per_class, size, gray, draw)
-        X, Xv = nhwc(X), nhwc(Xv)
-        net = lite0(X, levels=selection.FROZEN_LEVELS)
+        X, y, Xv, yv = shifted_nhwc(name, draw)
         for precision in ("bf16", "fp32"):
-            F, Fv = (embed(net, A, device="cpu", precision=precision) for A in (X, Xv))
-            head = fit_linear_head(F, y, np.ones(len(y)))
+            head, Fv = frozen_probe(X, y, Xv, precision)
             emit({"experiment": "frozen_precision", "condition": name, "draw": draw,
                   "precision": precision, "C": head.C, "fit_s": None,
                   "accuracy": float(np.mean(head.predict(Fv) == yv))})
@@ -1484,6 +1477,22 @@ def _draw_table(rows, keys):
     return lines
 
 
+def _draw_section(rows, title, text, columns, per="per draw"):
+    """A report section of per-draw rows (none if there are no rows): a heading,
+    ``text`` and the ``_draw_table`` of the ``columns`` (row key -> column label)."""
+    if not rows:
+        return []
+    labels = [*columns.values(), "accuracy", per, "fit s"]
+    return (["", f"## {title}", "", text, "", f"| {' | '.join(labels)} |",
+             "|" + "---|" * len(labels)] + _draw_table(rows, tuple(columns)))
+
+
+def _mean_se(values):
+    """``mean +- standard error`` of ``values`` (points), signed."""
+    return (f"{statistics.fmean(values):+.1f} +- "
+            f"{statistics.stdev(values) / math.sqrt(len(values)):.1f}")
+
+
 def _rules_report(rows):
     """The ``rules`` section: per condition, each variant against the defaults."""
     lines = ["", "## The 'auto' rules of compact_cnn (informs `AUTO_STEPS`, "
@@ -1799,69 +1808,64 @@ def report(path):
                 f"{', '.join(str(r['selection_steps']) for r in rs)} | "
                 f"{statistics.fmean(r['selection_s'] for r in rs):.1f} | "
                 f"{statistics.fmean(r['fit_s'] for r in rs):.1f} |")
-    fts_rows = [r for r in rows if r["experiment"] == "ft_size"]
-    if fts_rows:
-        lines += ["", "## Fine-tuning at 224 px", "",
-                  "Shifted folds of `shift` (3 draws). The LP-FT recipe (four levels) "
-                  "trained and predicting at 224 px instead of 128; weights `(1 - a)` "
-                  "probe + `a` fine-tuned (`a=0`: the frozen features' probe; `a=0.5`: "
-                  "the recipe's `wise_alpha`). For comparison, on these folds: the recipe "
-                  "at 128 px 86.2 / 76.0 / 83.1 / 81.7 % (`ft_levels`), the frozen "
-                  "recipe 88.8 / 82.1 / 92.1 / 86.2 % (`levels`).", "",
-                  "| condition | a | accuracy | per draw | fit s |", "|---|---|---|---|---|"]
-        lines += _draw_table(fts_rows, ("condition", "alpha"))
-    ftl_rows = [r for r in rows if r["experiment"] == "ft_levels"]
-    if ftl_rows:
-        lines += ["", "## Fine-tuning from a probe on one or four feature levels", "",
-                  "Shifted folds of `shift` (3 draws). The LP-FT recipe trained at 128 "
-                  "px with `module__levels` 1 (as it is) or 4; weights `(1 - a)` probe + "
-                  "`a` fine-tuned (`a=0`: the probe alone at 128 px; `a=0.5`: the "
-                  "recipe's `wise_alpha`), predicting at 128 or 224 px. For comparison, "
-                  "the frozen recipe (224 px, levels=4, its head) scored 88.8 / 82.1 / "
-                  "92.1 / 86.2 % on these folds (`levels` above).", "",
-                  "| condition | levels | a | predict px | accuracy | per draw | fit s |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += _draw_table(ftl_rows, ("condition", "levels", "alpha", "predict_px"))
-    fta_rows = [r for r in rows if r["experiment"] == "ft_augment"]
-    if fta_rows:
-        lines += ["", "## Fine-tuning with a stronger augmentation", "",
-                  "Shifted folds of `shift` (3 draws), this release's code (the floored "
-                  "head). The LP-FT recipe (128 px, four levels) with its own "
-                  "augmentation and with `STRONG_AUGMENT`; weights `(1 - a)` probe + `a` "
-                  "fine-tuned (`a=0.5`: the recipe's `wise_alpha`; the recipe predicts "
-                  "at 128 px), beside the frozen recipe on the same folds.", "",
-                  "| condition | augment | a | predict px | accuracy | per draw | fit s |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += _draw_table(fta_rows, ("condition", "augment", "alpha", "predict_px"))
+    lines += _draw_section(
+        [r for r in rows if r["experiment"] == "ft_size"], "Fine-tuning at 224 px",
+        "Shifted folds of `shift` (3 draws). The LP-FT recipe (four levels) "
+        "trained and predicting at 224 px instead of 128; weights `(1 - a)` "
+        "probe + `a` fine-tuned (`a=0`: the frozen features' probe; `a=0.5`: "
+        "the recipe's `wise_alpha`). For comparison, on these folds: the recipe "
+        "at 128 px 86.2 / 76.0 / 83.1 / 81.7 % (`ft_levels`), the frozen "
+        "recipe 88.8 / 82.1 / 92.1 / 86.2 % (`levels`).",
+        {"condition": "condition", "alpha": "a"})
+    lines += _draw_section(
+        [r for r in rows if r["experiment"] == "ft_levels"],
+        "Fine-tuning from a probe on one or four feature levels",
+        "Shifted folds of `shift` (3 draws). The LP-FT recipe trained at 128 "
+        "px with `module__levels` 1 (as it is) or 4; weights `(1 - a)` probe + "
+        "`a` fine-tuned (`a=0`: the probe alone at 128 px; `a=0.5`: the "
+        "recipe's `wise_alpha`), predicting at 128 or 224 px. For comparison, "
+        "the frozen recipe (224 px, levels=4, its head) scored 88.8 / 82.1 / "
+        "92.1 / 86.2 % on these folds (`levels` above).",
+        {"condition": "condition", "levels": "levels", "alpha": "a",
+         "predict_px": "predict px"})
+    lines += _draw_section(
+        [r for r in rows if r["experiment"] == "ft_augment"],
+        "Fine-tuning with a stronger augmentation",
+        "Shifted folds of `shift` (3 draws), this release's code (the floored "
+        "head). The LP-FT recipe (128 px, four levels) with its own "
+        "augmentation and with `STRONG_AUGMENT`; weights `(1 - a)` probe + `a` "
+        "fine-tuned (`a=0.5`: the recipe's `wise_alpha`; the recipe predicts "
+        "at 128 px), beside the frozen recipe on the same folds.",
+        {"condition": "condition", "augment": "augment", "alpha": "a",
+         "predict_px": "predict px"})
     fte_rows = [r for r in rows if r["experiment"] == "ft_ensemble"]
+    lines += _draw_section(
+        fte_rows, "Surgical fine-tuning and an output-space ensemble",
+        "Shifted folds of `shift` (3 draws), this release's code. The LP-FT "
+        "recipe (128 px, four levels) training all block groups, the last "
+        "three stages or the last stage; weights `(1 - a)` probe + `a` "
+        "fine-tuned (`a=0.5`: the recipe's `wise_alpha`); `ensemble`: the mean "
+        "of its probabilities and the frozen features' (224 px). Beside the "
+        "frozen recipe on the same folds.",
+        {"condition": "condition", "trained": "trained", "alpha": "a",
+         "ensemble": "ensemble"})
     if fte_rows:
-        lines += ["", "## Surgical fine-tuning and an output-space ensemble", "",
-                  "Shifted folds of `shift` (3 draws), this release's code. The LP-FT "
-                  "recipe (128 px, four levels) training all block groups, the last "
-                  "three stages or the last stage; weights `(1 - a)` probe + `a` "
-                  "fine-tuned (`a=0.5`: the recipe's `wise_alpha`); `ensemble`: the mean "
-                  "of its probabilities and the frozen features' (224 px). Beside the "
-                  "frozen recipe on the same folds.", "",
-                  "| condition | trained | a | ensemble | accuracy | per draw | fit s |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += _draw_table(fte_rows, ("condition", "trained", "alpha", "ensemble"))
         lines += ["", "Mean over the 12 folds:", ""]
         for key, rs in _grouped(fte_rows, lambda r: (r["trained"], r["alpha"],
                                                      r["ensemble"])).items():
             lines.append(f"- {key[0]}, a={key[1]}, ensemble={key[2]}: "
                          f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} %")
     ftr_rows = [r for r in rows if r["experiment"] == "ft_recipe"]
+    lines += _draw_section(
+        ftr_rows, "The fine-tuning recipe with `frozen_ensemble`",
+        "Shifted folds of `shift` (3 draws), `CNNClassifier(**fine_tune_recipe"
+        "(...).params)` as `module='auto'` fits it, two training seeds per "
+        "draw (`random_state` = draw + seed), scored with and without its "
+        "frozen partner (one trained network); the frozen recipe's features "
+        "and head on the same folds. Fit seconds: the run shared the machine "
+        "with a test run, they are not timings.",
+        {"condition": "condition", "method": "method"}, per="per draw and seed")
     if ftr_rows:
-        lines += ["", "## The fine-tuning recipe with `frozen_ensemble`", "",
-                  "Shifted folds of `shift` (3 draws), `CNNClassifier(**fine_tune_recipe"
-                  "(...).params)` as `module='auto'` fits it, two training seeds per "
-                  "draw (`random_state` = draw + seed), scored with and without its "
-                  "frozen partner (one trained network); the frozen recipe's features "
-                  "and head on the same folds. Fit seconds: the run shared the machine "
-                  "with a test run, they are not timings.", "",
-                  "| condition | method | accuracy | per draw and seed | fit s |",
-                  "|---|---|---|---|---|"]
-        lines += _draw_table(ftr_rows, ("condition", "method"))
         by_method = _grouped(ftr_rows, lambda r: r["method"])
         lines += ["", "Mean over the 4 conditions x 3 draws (x 2 seeds):", ""]
         for method, rs in by_method.items():
@@ -1873,31 +1877,27 @@ def report(path):
             diffs = [100 * (r["accuracy"] - frozen[r["condition"], r["draw"]])
                      for r in by_method.get(method, [])]
             if len(diffs) > 1:
-                se = statistics.stdev(diffs) / math.sqrt(len(diffs))
                 lines.append(f"- {method} minus the frozen features, paired: "
-                             f"{statistics.fmean(diffs):+.1f} +- {se:.1f} (SE, "
-                             f"{len(diffs)} fits; seeds of one draw are not "
-                             "independent)")
+                             f"{_mean_se(diffs)} (SE, {len(diffs)} fits; seeds of one "
+                             "draw are not independent)")
     fp_rows = [r for r in rows if r["experiment"] == "frozen_precision"]
+    lines += _draw_section(
+        fp_rows, "The frozen features in bf16 and fp32",
+        "Shifted folds of `shift` (3 draws): the frozen recipe's features "
+        "(224 px, four levels) computed in bf16 autocast (what `fit` does on "
+        "a CPU with native bf16) and in fp32, each with its head "
+        "(`fit_linear_head`, C by inner CV).",
+        {"condition": "condition", "precision": "precision"})
     if fp_rows:
-        lines += ["", "## The frozen features in bf16 and fp32", "",
-                  "Shifted folds of `shift` (3 draws): the frozen recipe's features "
-                  "(224 px, four levels) computed in bf16 autocast (what `fit` does on "
-                  "a CPU with native bf16) and in fp32, each with its head "
-                  "(`fit_linear_head`, C by inner CV).", "",
-                  "| condition | precision | accuracy | per draw | fit s |",
-                  "|---|---|---|---|---|"]
-        lines += _draw_table(fp_rows, ("condition", "precision"))
         pairs = _grouped(fp_rows, lambda r: (r["condition"], r["draw"]))
         diffs = [100 * (g[1]["accuracy"] - g[0]["accuracy"]) for g in pairs.values()
                  if len(g) == 2]
+        same_c = sum(g[0]["C"] == g[1]["C"] for g in pairs.values())
         if len(diffs) > 1:
             lines += ["", f"fp32 minus bf16, paired over {len(diffs)} folds: "
-                      f"{statistics.fmean(diffs):+.1f} +- "
-                      f"{statistics.stdev(diffs) / math.sqrt(len(diffs)):.1f} (SE); "
-                      f"per fold {min(diffs):+.1f} to {max(diffs):+.1f}; "
-                      f"the same head C on {sum(g[0]['C'] == g[1]['C'] for g in pairs.values())}"
-                      f" of {len(pairs)} folds."]
+                      f"{_mean_se(diffs)} (SE); per fold {min(diffs):+.1f} to "
+                      f"{max(diffs):+.1f}; the same head C on {same_c} of {len(pairs)} "
+                      "folds."]
     aug_rows = [r for r in rows if r["experiment"] == "augment"]
     if aug_rows:
         lines += ["", "## Augmentation of compact_cnn (informs its default `augment`)", "",

@@ -769,20 +769,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if X.ndim == 1:  # paths: every file decoded now, kept in memory if it fits
             X = decode_for_fit(self._reader(), X, shape)
         y_enc = self._encode_labels(X, y, classes=classes, reset=not warm)
-        if self.head_init == "probe" and (partial or self._multilabel):
-            raise ValueError(
-                "head_init='probe' fits a multi-class logistic regression at the "
-                "start of fit; it does not apply to "
-                f"{'partial_fit' if partial else 'a multi-label y'}. Use "
-                f"{'fit' if partial else 'a 1-D y'}, or head_init='random'."
-            )
-        if self.frozen_ensemble and (partial or self._multilabel):
-            raise ValueError(
-                "frozen_ensemble fits the frozen network's head as a multi-class "
-                "logistic regression at the start of fit; it does not apply to "
-                f"{'partial_fit' if partial else 'a multi-label y'}. Use "
-                f"{'fit' if partial else 'a 1-D y'}, or frozen_ensemble=False."
-            )
+        # Both fit a multi-class logistic regression (a probe) at the start of fit.
+        for asked, what, off in ((self.head_init == "probe", "head_init='probe'",
+                                  "head_init='random'"),
+                                 (self.frozen_ensemble, "frozen_ensemble",
+                                  "frozen_ensemble=False")):
+            if asked and (partial or self._multilabel):
+                raise ValueError(
+                    f"{what} fits a multi-class logistic regression at the start of "
+                    "fit; it does not apply to "
+                    f"{'partial_fit' if partial else 'a multi-label y'}. Use "
+                    f"{'fit' if partial else 'a 1-D y'}, or {off}."
+                )
         weights = self._sample_weights(X, y_enc, sample_weight)
         pos_weight = self._pos_weight(y_enc) if self._multilabel else None
         if not warm:
