@@ -100,6 +100,10 @@ Experiments (``--experiments``, comma-separated):
   (``frozen_ensemble=True``), two training seeds per shifted fold, scored with
   and without its frozen partner, beside the frozen features: the product's
   numbers for ``frozen_ensemble``.
+* ``ft_smooth``: the fine-tuning recipe with label smoothing, two training
+  seeds per shifted fold, with and without its partner; adoption rule set
+  before the run (``SMOOTHING``). Not adopted: see
+  ``bench/results/explore_ft_smooth.md``.
 * ``stop``: ``CNNClassifier()`` with and without ``SELECT_STOP_AHEAD`` (a
   from-scratch candidate stops training in the selection once it is clearly
   ahead of the simpler recipes), on 3-fold CV of the color
@@ -1924,6 +1928,35 @@ def report(path):
                 lines.append(f"- {method} minus the frozen features, paired: "
                              f"{_mean_se(diffs)} (SE, {len(diffs)} fits; seeds of one "
                              "draw are not independent)")
+    fts_rows = [r for r in rows if r["experiment"] == "ft_smooth"]
+    lines += _draw_section(
+        fts_rows, "The fine-tuning recipe with label smoothing",
+        "Shifted folds of `shift` (3 draws), the recipe as `ft_recipe` trains it "
+        f"with `criterion__label_smoothing` 0 and {SMOOTHING}, two training seeds "
+        "per draw; each training scored with its partner, alone, and the partner "
+        "alone (fp32, as the recipe computes it). Rule, set before the run: "
+        "adopt the smoothing if, with the partner, it beats no smoothing paired "
+        "over the 24 fits by more than one standard error and its mean is above "
+        "the frozen features'.",
+        {"condition": "condition", "smoothing": "smoothing", "method": "method"},
+        per="per draw and seed")
+    if fts_rows:
+        lines += ["", "Mean over the 4 conditions x 3 draws x 2 seeds (accuracy; "
+                  "mean highest probability on the validation crops):", ""]
+        cells = _grouped(fts_rows, lambda r: (r["smoothing"], r["method"]))
+        for (smoothing, method), rs in cells.items():
+            lines.append(
+                f"- smoothing {smoothing}, {method}: "
+                f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} %, "
+                f"confidence {statistics.fmean(r['confidence'] for r in rs):.3f}")
+        for method in ("recipe (frozen_ensemble)", "network alone"):
+            paired = {(r["condition"], r["draw"], r["seed"], r["smoothing"]): r["accuracy"]
+                      for r in cells.get((0.0, method), []) + cells.get((SMOOTHING, method), [])}
+            diffs = [100 * (a - paired[k[:3] + (0.0,)]) for k, a in paired.items()
+                     if k[3] == SMOOTHING and k[:3] + (0.0,) in paired]
+            if len(diffs) > 1:
+                lines.append(f"- {method}, smoothing {SMOOTHING} minus none, paired: "
+                             f"{_mean_se(diffs)} (SE, {len(diffs)} fits)")
     fp_rows = [r for r in rows if r["experiment"] == "frozen_precision"]
     lines += _draw_section(
         fp_rows, "The frozen features in bf16 and fp32",
