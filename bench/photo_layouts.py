@@ -14,10 +14,19 @@ beside the suite's frozen+LR baseline
 Nothing here chooses a default: it measures how far one layout's gap can be
 trusted. Run ``python bench/photo_layouts.py`` (about 15 minutes on 2 CPU cores);
 results go to ``bench/results/photo_layouts.{json,md}``.
+
+``--fine-tune`` also trains the ``'fine_tune'`` recipe of ``module='auto'``
+(LP-FT + WiSE + ``frozen_ensemble``) as its refit trains it, on the same splits:
+issue 18's target "fine-tuning beats frozen features + LR with 30 per class",
+over 8 test regions instead of one. Its verdict, set before the first run: on
+``photos_rgb48_30`` (the issue's condition) fine-tuning beats frozen+LR when
+its mean paired difference over the layouts x draws exceeds its standard
+error, trails when it is below minus its standard error, and ties otherwise.
 """
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -30,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import accuracy as acc  # noqa: E402
 
 from skimgcls import CNNClassifier  # noqa: E402
+from skimgcls._selection import fine_tune_recipe  # noqa: E402
 
 CONDITIONS = {  # name: (per_class, size, gray), as in the suite
     "photos_rgb48_30": (30, 48, False),
@@ -39,7 +49,15 @@ CONDITIONS = {  # name: (per_class, size, gray), as in the suite
 }
 
 
-def run_one(name, layout, draw):
+def fine_tune(X, random_state):
+    """The ``'fine_tune'`` recipe of ``module='auto'``, as its refit trains it."""
+    recipe = fine_tune_recipe(X.shape[1:])
+    batches = math.ceil(len(X) / recipe.params["batch_size"])
+    return CNNClassifier(**recipe.params, max_epochs=max(1, math.ceil(recipe.steps / batches)),
+                         random_state=random_state)
+
+
+def run_one(name, layout, draw, with_fine_tune=False):
     per_class, size, gray = CONDITIONS[name]
     X, y, X_test, y_test = acc.photos_split(per_class, size, gray, layout=layout,
                                             seed=acc.DATA_SEED + draw)
@@ -53,6 +71,12 @@ def run_one(name, layout, draw):
     model, features = acc.baseline_model("frozen_lr", draw)
     model.fit(features(X), y)
     out["frozen_lr"] = float(np.mean(model.predict(features(X_test)) == y_test))
+    if with_fine_tune:
+        clf = fine_tune(X, draw)
+        start = time.perf_counter()
+        clf.fit(X, y)
+        out["fine_tune_fit_s"] = time.perf_counter() - start
+        out["fine_tune"] = float(np.mean(clf.predict(X_test) == y_test))
     return out
 
 
@@ -83,6 +107,41 @@ def summary(rows):
             f"{100 * statistics.mean(r['frozen_lr'] for r in part):.1f} | "
             f"{statistics.mean(diff):+.1f} [{min(diff):+.1f}, {max(diff):+.1f}] | "
             f"{sum(v > 0 for v in diff)} of {len(diff)} |")
+    tuned = [r for r in rows if "fine_tune" in r]
+    if tuned:
+        lines += ["", "The `'fine_tune'` recipe (as `module='auto'` refits it) against "
+                  "frozen+LR on the same splits: per layout, each draw; then paired over "
+                  "layouts x draws, with the verdict set before the run (mean difference "
+                  "beyond one standard error).", "",
+                  "| condition | layout | fine_tune | frozen+LR | difference | fit s |",
+                  "|---|---|---|---|---|---|"]
+        for name in CONDITIONS:
+            for layout in acc.LAYOUTS:
+                part = [r for r in tuned if r["condition"] == name and r["layout"] == layout]
+                if not part:
+                    continue
+                t = [100 * r["fine_tune"] for r in part]
+                f = [100 * r["frozen_lr"] for r in part]
+                lines.append(
+                    f"| {name} | {layout} | {', '.join(f'{v:.1f}' for v in t)} | "
+                    f"{', '.join(f'{v:.1f}' for v in f)} | "
+                    f"{statistics.mean(a - b for a, b in zip(t, f)):+.1f} | "
+                    f"{statistics.median(r['fine_tune_fit_s'] for r in part):.1f} |")
+        lines += ["", "| condition | fine_tune mean | frozen+LR mean | difference: mean "
+                  "+- SE [min, max] | fine_tune ahead in | verdict |",
+                  "|---|---|---|---|---|---|"]
+        for name in CONDITIONS:
+            part = [r for r in tuned if r["condition"] == name]
+            if len(part) < 2:
+                continue
+            diff = [100 * (r["fine_tune"] - r["frozen_lr"]) for r in part]
+            mean, se = statistics.mean(diff), statistics.stdev(diff) / math.sqrt(len(diff))
+            verdict = "beats" if mean > se else "trails" if mean < -se else "ties"
+            lines.append(
+                f"| {name} | {100 * statistics.mean(r['fine_tune'] for r in part):.1f} | "
+                f"{100 * statistics.mean(r['frozen_lr'] for r in part):.1f} | "
+                f"{mean:+.1f} +- {se:.1f} [{min(diff):+.1f}, {max(diff):+.1f}] | "
+                f"{sum(v > 0 for v in diff)} of {len(diff)} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -91,6 +150,8 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=2, help="crop draws per layout")
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fine-tune", action="store_true",
+                        help="also train the 'fine_tune' recipe (issue 18's target)")
     parser.add_argument("--out", default="photo_layouts")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,18 +160,21 @@ def main(argv=None):
     for name in args.conditions.split(","):
         for layout in acc.LAYOUTS:
             for draw in range(args.draws):
-                rows.append(run_one(name, layout, draw))
+                rows.append(run_one(name, layout, draw, args.fine_tune))
                 r = rows[-1]
                 print(f"{name} {layout} draw {draw}: default {100 * r['default']:.1f} "
                       f"({r['recipe']}, {r['default_fit_s']:.1f} s), frozen+LR "
-                      f"{100 * r['frozen_lr']:.1f}", flush=True)
+                      f"{100 * r['frozen_lr']:.1f}"
+                      + (f", fine_tune {100 * r['fine_tune']:.1f}" if args.fine_tune else ""),
+                      flush=True)
     minutes = (time.perf_counter() - started) / 60
     (acc.RESULTS / f"{args.out}.json").write_text(json.dumps(rows, indent=1))
     h = acc.header()
     text = (f"# Natural-photo conditions over four layouts\n\n{h['date']}: {h['machine']}, "
             f"{h['threads']} torch threads, torch {h['torch']}, skimgcls {h['skimgcls']}; "
             f"{minutes:.1f} min in all.\n\n"
-            f"Produced by `python bench/photo_layouts.py --draws {args.draws}`. Accuracy in % on "
+            f"Produced by `python bench/photo_layouts.py --draws {args.draws}"
+            f"{' --fine-tune' if args.fine_tune else ''}`. Accuracy in % on "
             "the test region; training crops from the 55 % of each photo on the layout's "
             "side, test crops from the rest; per draw (crop draw d, random_state d). "
             "'left', draw 0 is the suite's split. frozen+LR is the suite's baseline. "
