@@ -10,11 +10,13 @@ The one place the package opens image files; everything that reads files
 
 import ast
 import warnings
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 from ._functional import resize_nhwc
-from .exceptions import MixedImageShapesError, SkippedImagesWarning
+from .exceptions import IgnoredFilesWarning, MixedImageShapesError, SkippedImagesWarning
 from .utils._progress import track
 
 __all__ = [
@@ -28,16 +30,21 @@ __all__ = [
     "as_size",
     "check_choice",
     "check_readable",
+    "image_files",
     "read_all",
     "read_image",
     "stack_images",
     "unreadable_error",
+    "warn_ignored",
     "warn_skipped",
     "with_progress",
 ]
 
 #: File name extensions :func:`load_image_folder` picks up (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+#: Files operating systems leave in folders (lower case): never images, never reported.
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
 
 MODES = (None, "RGB", "L", "RGBA")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
@@ -401,3 +408,61 @@ def warn_skipped(failed, n_total):
                 [exc.path for exc in failed]),
             stacklevel=4,  # the caller of load_image_folder / load_image_csv
         )
+
+
+def image_files(folder, extensions=IMAGE_EXTENSIONS):
+    """The image files under ``folder`` and the other files there, both sorted.
+
+    Recursive. Hidden files and folders (names starting with ``'.'``, such as
+    ``.DS_Store`` or the ``._*`` metadata files macOS writes beside each file
+    on other file systems) and :data:`SYSTEM_FILES` are in neither list.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder.
+    extensions : tuple of str, default=IMAGE_EXTENSIONS
+        The image files' name endings, lower case.
+
+    Returns
+    -------
+    images, others : list of pathlib.Path
+    """
+    folder = Path(folder)
+    images, others = [], []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if (not path.is_file() or any(part.startswith(".") for part in parts)
+                or path.name.lower() in SYSTEM_FILES):
+            continue
+        (images if path.suffix.lower() in extensions else others).append(path)
+    return images, others
+
+
+def warn_ignored(root, others, loose=(), extensions=IMAGE_EXTENSIONS, stacklevel=3):
+    """One :class:`~skimgcls.exceptions.IgnoredFilesWarning` for files of an image
+    folder that are not read: ``others`` (not image files by name) and
+    ``loose`` (files beside the class subfolders instead of in one).
+    ``stacklevel`` 3 points at the caller of the function that calls this one."""
+    if not others and not loose:
+        return
+    parts = []
+    if others:
+        kinds = Counter(p.suffix.lower() or "no extension" for p in others)
+        listed = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common(5))
+        more = f" and {len(kinds) - 5} other kinds" if len(kinds) > 5 else ""
+        parts.append(
+            f"{len(others)} file(s) whose names do not end in an image extension "
+            f"({listed}{more}; e.g. {str(others[0])!r}). Only "
+            f"{', '.join(extensions)} files are read: convert the others (phone "
+            "photos in .heic to .jpg, for instance); load_image_folder(extensions="
+            "...) reads other formats that Pillow opens.")
+    if loose:
+        parts.append(
+            f"{len(loose)} image file(s) directly in {str(root)!r}, outside the class "
+            f"subfolders (e.g. {str(loose[0])!r}): move each into the subfolder "
+            "named after its class.")
+    paths = [str(p) for p in [*others, *loose]]
+    warnings.warn(IgnoredFilesWarning(
+        f"Ignored {len(paths)} file(s) under {str(root)!r}: " + " ".join(parts), paths),
+        stacklevel=stacklevel)

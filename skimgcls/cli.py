@@ -125,14 +125,15 @@ def _load_model(model_dir):
 
 def _paths_of(arguments):
     """Expand folders to the image files they hold; keep files as given."""
-    from .datasets import IMAGE_EXTENSIONS
+    from ._io import image_files, warn_ignored
 
     paths = []
     for arg in arguments:
         path = Path(arg)
         if path.is_dir():
-            paths += sorted(str(p) for p in path.rglob("*")
-                            if p.suffix.lower() in IMAGE_EXTENSIONS)
+            images, others = image_files(path)
+            warn_ignored(path, others)
+            paths += [str(p) for p in images]
         elif path.is_file():
             paths.append(str(path))
         else:
@@ -424,12 +425,22 @@ def _labels_as_classes(names, classes, data_dir):
                 f"classes ({data_dir}/{classes[0]}/, ...), or evaluate a model "
                 "trained on folders named like these."
             ) from None
-    if not np.isin(names, classes).any():
+    known = np.isin(names, classes)
+    if not known.any():
         raise CLIError(
             f"none of the class folders of {data_dir} ({folders[:20]}) is a class "
             f"of the model ({shown}). Name the subfolders after the model's "
             "classes, or evaluate a model trained on folders named like these."
         )
+    if not known.all():
+        unknown, counts = np.unique(names[~known], return_counts=True)
+        listed = ", ".join(f"{u!s} ({c} image{'s' * (c > 1)})"
+                           for u, c in zip(unknown[:10].tolist(), counts[:10].tolist()))
+        warnings.warn(
+            f"{len(unknown)} class folder(s) of {data_dir} are not classes of the "
+            f"model: {listed}. The model predicts only its own classes ({shown}), so "
+            "their images count as errors; rename a folder that should be one of "
+            "them, or remove it to score the others.", UserWarning, stacklevel=2)
     return names
 
 

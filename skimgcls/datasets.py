@@ -32,10 +32,12 @@ from ._io import (
     as_size,
     check_choice,
     check_readable,
+    image_files,
     read_all,
     read_image,
     stack_images,
     unreadable_error,
+    warn_ignored,
     warn_skipped,
     with_progress,
 )
@@ -123,8 +125,13 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
         ``interpolation`` and ``keep_aspect_ratio`` are then ignored (set them
         on the reader).
     extensions : tuple of str, default=IMAGE_EXTENSIONS
-        File name extensions (case-insensitive) to load; other files are
-        ignored.
+        File name extensions (case-insensitive) to load. Other files in the
+        class subfolders, and image files directly in ``root`` instead of a
+        class subfolder, are not read, with one
+        :class:`~skimgcls.exceptions.IgnoredFilesWarning` that counts them
+        (other files in ``root``, such as a README, are not data); hidden
+        files and folders (``.DS_Store``, macOS's ``._*`` metadata files),
+        ``Thumbs.db`` and ``desktop.ini`` are left out without it.
     on_error : {'raise', 'skip'}, default='raise'
         What to do with files that cannot be read (missing, empty, corrupt or
         truncated): raise one :class:`ImageReadError` that lists them all, or
@@ -181,20 +188,23 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
         raise FileNotFoundError(
             f"Image folder {str(root)!r} does not exist or is not a directory.")
     extensions = tuple(e.lower() for e in extensions)
-    paths, labels = [], []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(
-            p for p in class_dir.rglob("*")
-            if p.is_file() and p.suffix.lower() in extensions
-        )
+    paths, labels, ignored = [], [], []
+    for class_dir in sorted(p for p in root.iterdir()
+                            if p.is_dir() and not p.name.startswith(".")):
+        files, others = image_files(class_dir, extensions)
         paths += files
         labels += [class_dir.name] * len(files)
+        ignored += others
+    # Image files beside the class folders (a README or a CSV file there is not data).
+    loose = [p for p in sorted(root.iterdir()) if p.is_file()
+             and not p.name.startswith(".") and p.suffix.lower() in extensions]
     if not paths:
         raise ValueError(
             f"Found no image files ({', '.join(extensions)}) in class subfolders of "
             f"{str(root)!r}. Expected the layout root/<class>/<image file>, e.g. "
             f"{str(root / 'cat' / '001.jpg')!r}."
         )
+    warn_ignored(root, ignored, loose, extensions)
     return _load(paths, labels, mode=mode, size=size, interpolation=interpolation,
                  keep_aspect_ratio=keep_aspect_ratio, lazy=lazy, on_error=on_error,
                  n_jobs=n_jobs, verbose=verbose)

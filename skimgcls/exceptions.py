@@ -1,7 +1,7 @@
 """Exceptions raised by skimgcls."""
 
-__all__ = ["MixedImageShapesError", "NonFiniteLossError", "SkippedImagesWarning",
-           "UnsafeModelFileError"]
+__all__ = ["IgnoredFilesWarning", "MixedImageShapesError", "NonFiniteLossError",
+           "SkippedImagesWarning", "UnsafeModelFileError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,6 +50,32 @@ class SkippedImagesWarning(UserWarning):
         The message.
     paths : list of str, default=()
         The files left out, also kept as ``paths``.
+    """
+
+    def __init__(self, message, paths=()):
+        super().__init__(message)
+        self.paths = list(paths)
+
+
+class IgnoredFilesWarning(UserWarning):
+    """Files in an image folder were not read as images.
+
+    Issued by :func:`skimgcls.datasets.load_image_folder` (and the command
+    line's ``train``, ``evaluate`` and ``predict`` on folders) when a folder
+    holds files whose names do not end in one of the image extensions (a
+    phone's ``.heic`` photos, notes, archives) or, for a folder of classes,
+    image files outside the class subfolders. The message counts them by extension
+    and names examples, so that a data set never shrinks without the user
+    knowing. Hidden files (``.DS_Store``, macOS's ``._*`` metadata files) and
+    the files Windows leaves (``Thumbs.db``, ``desktop.ini``) are left out
+    without it.
+
+    Parameters
+    ----------
+    message : str
+        The message.
+    paths : list of str, default=()
+        The files not read, also kept as ``paths``.
     """
 
     def __init__(self, message, paths=()):

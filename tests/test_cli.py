@@ -5,6 +5,7 @@ import io
 import json
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -239,6 +240,30 @@ def test_evaluate_numeric_classes_on_numbered_folders(numeric_model, folders, tm
                  "--out", str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert report["labels"] == [0, 1, 7] and report["accuracy"] > 0.6
+
+
+def test_folder_files_not_read_and_unknown_classes_are_reported(model_dir, folders, tmp_path,
+                                                                 capsys):
+    data = tmp_path / "data"
+    shutil.copytree(folders / "test", data)
+    (data / "digit0" / "IMG_0001.HEIC").write_bytes(b"ftypheic")
+    (data / "digit0" / ".DS_Store").write_bytes(b"Bud1")
+    (data / "cat").mkdir()
+    shutil.copy(next((data / "digit1").glob("*.png")), data / "cat" / "a.png")
+    with warnings.catch_warnings():  # as outside pytest: shown, not raised
+        warnings.simplefilter("always")
+        assert main(["evaluate", str(model_dir), str(data), "--out",
+                     str(tmp_path / "e")]) == 0
+        captured = capsys.readouterr()
+        assert main(["predict", str(model_dir), str(data / "digit0")]) == 0
+        predicted = capsys.readouterr()
+    assert "Accuracy on 31 images" in captured.out
+    lines = [line for line in captured.err.splitlines() if ": warning:" in line]
+    assert len(lines) == 2, captured.err
+    assert "Ignored 1 file(s)" in lines[0] and "1 .heic" in lines[0]
+    assert "not classes of the model: cat (1 image)" in lines[1]
+    assert "Ignored 1 file(s)" in predicted.err and "HEIC" not in predicted.out
+    assert len(predicted.out.strip().splitlines()) == 1 + 10  # header + the PNGs
 
 
 def test_evaluate_with_no_folder_among_the_classes_is_an_error(model_dir, tmp_path,

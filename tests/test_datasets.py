@@ -19,7 +19,7 @@ from skimgcls import (
     load_image_folder,
 )
 from skimgcls.datasets import ImagePathDataset, ImageReadError, read_image
-from skimgcls.exceptions import SkippedImagesWarning
+from skimgcls.exceptions import IgnoredFilesWarning, SkippedImagesWarning
 
 
 def digit_images(n=120):
@@ -77,9 +77,11 @@ def test_load_image_folder_jpeg_and_lazy(tmp_path, digits):
     X, y = digits
     write_folder(tmp_path, X[:20], y[:20], ext="jpg")
     (tmp_path / "digit0" / "notes.txt").write_text("not an image")
-    images, labels = load_image_folder(tmp_path, mode="L")
+    with pytest.warns(IgnoredFilesWarning, match=r"1 \.txt"):
+        images, labels = load_image_folder(tmp_path, mode="L")
     assert images.shape == (20, 8, 8, 1)
-    paths, lazy_labels = load_image_folder(tmp_path, lazy=True)
+    with pytest.warns(IgnoredFilesWarning):
+        paths, lazy_labels = load_image_folder(tmp_path, lazy=True)
     assert paths.dtype == object and paths.shape == (20,)
     assert all(p.endswith(".jpg") for p in paths)
     np.testing.assert_array_equal(labels, lazy_labels)
@@ -91,6 +93,40 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path / "missing")
     with pytest.raises(ValueError, match=r"root/<class>/<image file>"):
         load_image_folder(tmp_path)
+
+
+def test_files_not_read_are_counted_in_one_warning(tmp_path, digits):
+    X, y = digits
+    write_folder(tmp_path, X[:6], y[:6])
+    cls = sorted(p for p in tmp_path.iterdir())[0]
+    image = next(cls.glob("*.png"))
+    heic, notes = cls / "IMG_0001.HEIC", cls / "sub" / "notes.txt"
+    notes.parent.mkdir()
+    heic.write_bytes(b"ftypheic")
+    notes.write_text("to do")
+    loose = tmp_path / "stray.png"
+    loose.write_bytes(image.read_bytes())
+    (tmp_path / "README.md").write_text("digits")  # beside the classes: not data
+    # What operating systems and tools leave: never read, never reported.
+    (cls / ".DS_Store").write_bytes(b"Bud1")
+    (cls / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata
+    (cls / "Thumbs.db").write_bytes(b"")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a.png").write_bytes(image.read_bytes())
+    with pytest.warns(IgnoredFilesWarning) as caught:
+        paths, labels = load_image_folder(tmp_path, lazy=True)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    warning = caught[0].message
+    assert sorted(warning.paths) == sorted(map(str, (heic, notes, loose)))
+    assert "Ignored 3 file(s)" in str(warning)
+    assert "1 .heic, 1 .txt" in str(warning) and "stray.png" in str(warning)
+    assert "outside the class subfolders" in str(warning)
+    assert len(paths) == 6 and set(labels) == {f"digit{label}" for label in y[:6]}
+    for extra in (heic, notes, loose):
+        extra.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_image_folder(tmp_path, lazy=True)[0]) == 6
 
 
 def test_mixed_sizes_need_a_size(tmp_path):
