@@ -372,7 +372,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         accelerator). On a CPU with native bf16, ``'auto'`` trains a network
         with trainable depthwise convolutions (a fine-tuned EfficientNet or
         MobileNet) in fp32, which is faster there (``bench/bench_precision.py``:
-        0.76x the seconds for EfficientNet-Lite0), and every other one in bf16.
+        0.85x the seconds for EfficientNet-Lite0), and every other one in bf16.
     max_epochs_ : int
         The epochs of the last ``fit`` (``max_epochs`` or what ``'auto'``
         resolved to); early stopping may end training before.
