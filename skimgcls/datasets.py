@@ -199,10 +199,19 @@ def load_image_folder(root, *, mode="RGB", size=None, interpolation="bilinear",
     loose = [p for p in sorted(root.iterdir()) if p.is_file()
              and not p.name.startswith(".") and p.suffix.lower() in extensions]
     if not paths:
+        found = ""
+        if loose:
+            found += (f" The {len(loose)} image files directly in it (e.g. "
+                      f"{loose[0].name!r}) need a subfolder per class.")
+        if ignored:
+            kinds = sorted({p.suffix.lower() or "no extension" for p in ignored})
+            found += (f" Its class subfolders hold {len(ignored)} other files "
+                      f"({', '.join(kinds[:5])}): convert them, or pass extensions=... "
+                      "for a format that Pillow reads.")
         raise ValueError(
             f"Found no image files ({', '.join(extensions)}) in class subfolders of "
             f"{str(root)!r}. Expected the layout root/<class>/<image file>, e.g. "
-            f"{str(root / 'cat' / '001.jpg')!r}."
+            f"{str(root / 'cat' / '001.jpg')!r}.{found}"
         )
     warn_ignored(root, ignored, loose, extensions)
     return _load(paths, labels, mode=mode, size=size, interpolation=interpolation,

@@ -93,6 +93,12 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path / "missing")
     with pytest.raises(ValueError, match=r"root/<class>/<image file>"):
         load_image_folder(tmp_path)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "IMG_1.HEIC").write_bytes(b"ftypheic")
+    with pytest.raises(ValueError, match=r"(?s)1 image files directly in it.*'a.png'.*"
+                       r"subfolders hold 1 other files \(\.heic\)"):
+        load_image_folder(tmp_path)
 
 
 def test_files_not_read_are_counted_in_one_warning(tmp_path, digits):
