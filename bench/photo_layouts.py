@@ -80,21 +80,28 @@ def run_one(name, layout, draw, with_fine_tune=False):
     return out
 
 
-def summary(rows):
-    lines = ["| condition | layout | CNNClassifier() | frozen+LR | difference | recipes |",
+def _layout_table(rows, key, label, last_label, last):
+    """Per condition and layout: ``key``'s accuracy against frozen+LR, each draw,
+    the mean difference and a last column ``last(rows of the cell)``."""
+    lines = [f"| condition | layout | {label} | frozen+LR | difference | {last_label} |",
              "|---|---|---|---|---|---|"]
     for name in CONDITIONS:
         for layout in acc.LAYOUTS:
             part = [r for r in rows if r["condition"] == name and r["layout"] == layout]
             if not part:
                 continue
-            d = [100 * r["default"] for r in part]
+            a = [100 * r[key] for r in part]
             f = [100 * r["frozen_lr"] for r in part]
             lines.append(
-                f"| {name} | {layout} | {', '.join(f'{v:.1f}' for v in d)} | "
+                f"| {name} | {layout} | {', '.join(f'{v:.1f}' for v in a)} | "
                 f"{', '.join(f'{v:.1f}' for v in f)} | "
-                f"{statistics.mean(a - b for a, b in zip(d, f)):+.1f} | "
-                f"{', '.join(r['recipe'] or '-' for r in part)} |")
+                f"{statistics.mean(x - y for x, y in zip(a, f)):+.1f} | {last(part)} |")
+    return lines
+
+
+def summary(rows):
+    lines = _layout_table(rows, "default", "CNNClassifier()", "recipes",
+                          lambda part: ", ".join(r["recipe"] or "-" for r in part))
     lines += ["", "| condition | CNNClassifier() mean | frozen+LR mean | difference: mean "
               "[min, max] over layouts x draws | default ahead in |", "|---|---|---|---|---|"]
     for name in CONDITIONS:
@@ -112,21 +119,9 @@ def summary(rows):
         lines += ["", "The `'fine_tune'` recipe (as `module='auto'` refits it) against "
                   "frozen+LR on the same splits: per layout, each draw; then paired over "
                   "layouts x draws, with the verdict set before the run (mean difference "
-                  "beyond one standard error).", "",
-                  "| condition | layout | fine_tune | frozen+LR | difference | fit s |",
-                  "|---|---|---|---|---|---|"]
-        for name in CONDITIONS:
-            for layout in acc.LAYOUTS:
-                part = [r for r in tuned if r["condition"] == name and r["layout"] == layout]
-                if not part:
-                    continue
-                t = [100 * r["fine_tune"] for r in part]
-                f = [100 * r["frozen_lr"] for r in part]
-                lines.append(
-                    f"| {name} | {layout} | {', '.join(f'{v:.1f}' for v in t)} | "
-                    f"{', '.join(f'{v:.1f}' for v in f)} | "
-                    f"{statistics.mean(a - b for a, b in zip(t, f)):+.1f} | "
-                    f"{statistics.median(r['fine_tune_fit_s'] for r in part):.1f} |")
+                  "beyond one standard error).", ""]
+        lines += _layout_table(tuned, "fine_tune", "fine_tune", "fit s", lambda part: (
+            f"{statistics.median(r['fine_tune_fit_s'] for r in part):.1f}"))
         lines += ["", "| condition | fine_tune mean | frozen+LR mean | difference: mean "
                   "+- SE [min, max] | fine_tune ahead in | verdict |",
                   "|---|---|---|---|---|---|"]

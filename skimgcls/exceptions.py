@@ -36,7 +36,15 @@ class MixedImageShapesError(ValueError):
     """
 
 
-class SkippedImagesWarning(UserWarning):
+class _FilesWarning(UserWarning):
+    """A warning about files, kept in ``paths``."""
+
+    def __init__(self, message, paths=()):
+        super().__init__(message)
+        self.paths = list(paths)
+
+
+class SkippedImagesWarning(_FilesWarning):
     """Image files that could not be read were left out (``on_error='skip'``).
 
     Issued once per call of :func:`skimgcls.datasets.load_image_folder`,
@@ -52,21 +60,17 @@ class SkippedImagesWarning(UserWarning):
         The files left out, also kept as ``paths``.
     """
 
-    def __init__(self, message, paths=()):
-        super().__init__(message)
-        self.paths = list(paths)
 
-
-class IgnoredFilesWarning(UserWarning):
+class IgnoredFilesWarning(_FilesWarning):
     """Files in an image folder were not read as images.
 
     Issued by :func:`skimgcls.datasets.load_image_folder` (and the command
     line's ``train``, ``evaluate`` and ``predict`` on folders) when a folder
     holds files whose names do not end in one of the image extensions (a
     phone's ``.heic`` photos, notes, archives) or, for a folder of classes,
-    image files outside the class subfolders. The message counts them by extension
-    and names examples, so that a data set never shrinks without the user
-    knowing. Hidden files (``.DS_Store``, macOS's ``._*`` metadata files) and
+    image files outside the class subfolders. The message counts them by
+    extension and names examples, so that a data set never shrinks without the
+    user knowing. Hidden files (``.DS_Store``, macOS's ``._*`` metadata files) and
     the files Windows leaves (``Thumbs.db``, ``desktop.ini``) are left out
     without it.
 
@@ -77,7 +81,3 @@ class IgnoredFilesWarning(UserWarning):
     paths : list of str, default=()
         The files not read, also kept as ``paths``.
     """
-
-    def __init__(self, message, paths=()):
-        super().__init__(message)
-        self.paths = list(paths)
