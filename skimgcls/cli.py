@@ -5,13 +5,17 @@ exit code (2 for bad input, 130 when interrupted).
 """
 
 import argparse
+import contextlib
 import csv
 import functools
 import io
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
+
+from .utils._progress import bars_on_terminals_only
 
 __all__ = ["build_parser", "main"]
 
@@ -623,7 +627,9 @@ def main(argv=None):
         parser.error("--top-k must be at least 1")
     prefix = f"skimgcls {args.command}"
     try:
-        with warnings.catch_warnings():
+        with (warnings.catch_warnings(), bars_on_terminals_only(),
+              contextlib.redirect_stdout(sys.stdout if sys.stdout.isatty()
+                                         else _Uncolored(sys.stdout))):
             warnings.showwarning = functools.partial(_show_warning, prefix)
             return args.func(args)
     except KeyboardInterrupt:
@@ -632,6 +638,22 @@ def main(argv=None):
     except (CLIError, ValueError, TypeError, OSError, ImportError) as exc:
         _print_lines(f"{prefix}: error", str(exc))
         return 2
+
+
+class _Uncolored(io.TextIOBase):
+    """``stream`` without ANSI color codes: output piped to a file or a log
+    (skorch colors the best values of the epoch table)."""
+
+    _CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        return self.stream.write(self._CODES.sub("", text))
+
+    def flush(self):
+        self.stream.flush()
 
 
 def _print_lines(prefix, message):

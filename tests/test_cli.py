@@ -54,6 +54,16 @@ def test_train_writes_a_loadable_model(model_dir, capsys):
     assert summary["n_images"] == 120 and summary["epochs"] == 6
 
 
+def test_piped_output_has_no_bars_and_no_colors(folders, tmp_path, capsys):
+    # capsys stands in for a pipe or a log file: neither is a terminal.
+    assert main(["train", str(folders / "train"), "--out", str(tmp_path / "m"),
+                 "--model", "compact_cnn", "--epochs", "2", "--mode", "L",
+                 "--validation-fraction", "0.2"]) == 0
+    out, err = capsys.readouterr()
+    assert "valid_acc" in out and "\x1b[" not in out  # the epoch table, uncolored
+    assert "\r" not in err and "epoch 1/2" not in err  # no progress bar redraws
+
+
 def test_train_augment_auto_on_off(model_dir):
     # The model_dir fit used --augment's default, 'auto': compact_cnn augments.
     assert load(model_dir / "model.safetensors").augment == "auto"

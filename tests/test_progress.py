@@ -92,3 +92,16 @@ def test_without_tqdm_bars_are_silent(monkeypatch, capsys):
     assert bar.n == 2
     assert list(track([1, 2], verbose=2)) == [1, 2]
     assert capsys.readouterr() == ("", "")
+
+
+def test_bars_on_terminals_only(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    with _progress.bars_on_terminals_only():  # pytest's captured stderr: no terminal
+        assert isinstance(progress_bar(total=2), _progress._SilentBar)
+        monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+        bar = progress_bar(total=2, desc="drawn")
+        assert not isinstance(bar, _progress._SilentBar)
+        bar.close()
+        monkeypatch.undo()
+    assert not isinstance(progress_bar(total=2), _progress._SilentBar)  # restored
+    capsys.readouterr()

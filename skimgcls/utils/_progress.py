@@ -19,7 +19,30 @@ extra, ``pip install "skimgcls[progress]"``) the bar is silently replaced by
 a stand-in that prints nothing, so callers never need to check.
 """
 
-__all__ = ["progress_bar", "track", "has_tqdm"]
+import contextlib
+import sys
+
+__all__ = ["bars_on_terminals_only", "progress_bar", "track", "has_tqdm"]
+
+#: Whether bars are drawn only when ``stderr`` is a terminal (the command line
+#: sets it, through :func:`bars_on_terminals_only`; a notebook's ``stderr`` is
+#: no terminal but draws bars).
+_TERMINALS_ONLY = False
+
+
+@contextlib.contextmanager
+def bars_on_terminals_only():
+    """Within the block, progress bars are drawn only on a terminal.
+
+    Output piped to a file or a log would otherwise hold every redraw of a
+    bar. The command line runs under it.
+    """
+    global _TERMINALS_ONLY
+    before, _TERMINALS_ONLY = _TERMINALS_ONLY, True
+    try:
+        yield
+    finally:
+        _TERMINALS_ONLY = before
 
 
 def has_tqdm():
@@ -88,7 +111,8 @@ def progress_bar(*, total=None, desc=None, unit="it", verbose=1, leave=False,
         Has ``update(n)``, ``set_postfix(**values)``, ``set_description(s)``,
         ``close()`` and works as a context manager.
     """
-    if not verbose or disable or not has_tqdm():
+    if (not verbose or disable or not has_tqdm()
+            or (_TERMINALS_ONLY and not sys.stderr.isatty())):
         return _SilentBar(total)
     from tqdm import tqdm
 
