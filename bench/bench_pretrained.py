@@ -174,6 +174,11 @@ def write(results, out):
                      f"{row['embed_400_s']:.1f} | {_fmt(row['cv'])} | "
                      f"{_fmt(row['test'])} |")
     lines += ["", "## Recipes: test accuracy and fit seconds", "",
+              "One test region per photo: the seeds vary the networks, not the data "
+              "(the frozen features + LR rows are deterministic, hence no range). For "
+              "the spread over test regions and crop draws, see "
+              "`python bench/photo_layouts.py --draws 2 --fine-tune` "
+              "(`photo_layouts_fine_tune.md`: 4 layouts x 2 draws).", "",
               "| crops per class | recipe | test accuracy | fit s (median) |",
               "|---:|---|---:|---:|"]
     for row in results["recipes"]:
