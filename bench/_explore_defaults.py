@@ -1535,6 +1535,11 @@ def _draw_section(rows, title, text, columns, per="per draw"):
              "|" + "---|" * len(labels)] + _draw_table(rows, tuple(columns)))
 
 
+def _accuracy(rows):
+    """The mean ``accuracy`` of ``rows`` in %, one decimal."""
+    return f"{100 * statistics.fmean(r['accuracy'] for r in rows):.1f}"
+
+
 def _mean_se(values):
     """``mean +- standard error`` of ``values`` (points), signed."""
     return (f"{statistics.fmean(values):+.1f} +- "
@@ -1689,7 +1694,7 @@ def report(path):
                          f"{''.join(short[r['recipe']] for r in rs)} | {held} |")
         def means(rows_):
             return "; ".join(
-                f"{how} {100 * statistics.fmean(r['accuracy'] for r in rs):.1f}"
+                f"{how} {_accuracy(rs)}"
                 for how, rs in _grouped(rows_, lambda r: r["rule"]).items())
 
         photo_rows = [r for r in rule_rows if r["condition"].startswith("photos_")]
@@ -1779,7 +1784,7 @@ def report(path):
         for (condition, kind, held), rs in groups.items():
             lines.append(
                 f"| {condition} | {kind} | {held} | "
-                f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} | "
+                f"{_accuracy(rs)} | "
                 f"{100 * statistics.fmean(r['refit'][1] for r in rs):.1f} | "
                 f"{statistics.fmean(r['compact_fit_s'] for r in rs):.1f} |")
     other_rows = [r for r in rows if r["experiment"] == "head_other"]
@@ -1832,7 +1837,7 @@ def report(path):
             lines.append(f"| {condition} | {how} | "
                          f"{_mean_and_each([r['accuracy'] for r in rs])} | {picks} |")
         lines += ["", "Mean over the four conditions: " + "; ".join(
-            f"{how} {100 * statistics.fmean(r['accuracy'] for r in rs):.1f}"
+            f"{how} {_accuracy(rs)}"
             for how, rs in _grouped(head_rows, lambda r: r["head"]).items()) + "."]
     stop_rows = [r for r in rows if r["experiment"] == "stop"]
     if stop_rows:
@@ -1902,7 +1907,7 @@ def report(path):
         for key, rs in _grouped(fte_rows, lambda r: (r["trained"], r["alpha"],
                                                      r["ensemble"])).items():
             lines.append(f"- {key[0]}, a={key[1]}, ensemble={key[2]}: "
-                         f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} %")
+                         f"{_accuracy(rs)} %")
     ftr_rows = [r for r in rows if r["experiment"] == "ft_recipe"]
     lines += _draw_section(
         ftr_rows, "The fine-tuning recipe with `frozen_ensemble`",
@@ -1918,7 +1923,7 @@ def report(path):
         lines += ["", "Mean over the 4 conditions x 3 draws (x 2 seeds):", ""]
         for method, rs in by_method.items():
             lines.append(f"- {method}: "
-                         f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} %")
+                         f"{_accuracy(rs)} %")
         frozen = {(r["condition"], r["draw"]): r["accuracy"]
                   for r in by_method.get("frozen features", [])}
         for method in ("recipe (frozen_ensemble)", "recipe without the partner"):
@@ -1947,13 +1952,15 @@ def report(path):
         for (smoothing, method), rs in cells.items():
             lines.append(
                 f"- smoothing {smoothing}, {method}: "
-                f"{100 * statistics.fmean(r['accuracy'] for r in rs):.1f} %, "
+                f"{_accuracy(rs)} %, "
                 f"confidence {statistics.fmean(r['confidence'] for r in rs):.3f}")
+        def fit(r):
+            return r["condition"], r["draw"], r["seed"]
+
         for method in ("recipe (frozen_ensemble)", "network alone"):
-            paired = {(r["condition"], r["draw"], r["seed"], r["smoothing"]): r["accuracy"]
-                      for r in cells.get((0.0, method), []) + cells.get((SMOOTHING, method), [])}
-            diffs = [100 * (a - paired[k[:3] + (0.0,)]) for k, a in paired.items()
-                     if k[3] == SMOOTHING and k[:3] + (0.0,) in paired]
+            none = {fit(r): r["accuracy"] for r in cells.get((0.0, method), [])}
+            diffs = [100 * (r["accuracy"] - none[fit(r)])
+                     for r in cells.get((SMOOTHING, method), []) if fit(r) in none]
             if len(diffs) > 1:
                 lines.append(f"- {method}, smoothing {SMOOTHING} minus none, paired: "
                              f"{_mean_se(diffs)} (SE, {len(diffs)} fits)")
