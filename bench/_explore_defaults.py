@@ -932,6 +932,21 @@ def ft_recipe(name, emit, draws=(0, 1, 2), seeds=(0, 10)):
             module.set_partner(partner)
 
 
+def with_and_without_partner(clf, Xv, yv):
+    """``[(method, accuracy)]`` of a fitted fine-tuning recipe on ``(Xv, yv)``:
+    with its frozen partner (``frozen_ensemble``, as it predicts) and its
+    network alone (the same trained network)."""
+    module = clf.net_.module_
+    partner = module.partner
+    scores = [("recipe (frozen_ensemble)", float(clf.score(Xv, yv)))]
+    module.set_partner(None)
+    try:
+        scores.append(("network alone", float(clf.score(Xv, yv))))
+    finally:
+        module.set_partner(partner)
+    return scores
+
+
 #: ``ft_smooth``'s rule, set before its run: the recipe adopts label smoothing
 #: if, with its partner, it beats the recipe without it paired over the 24 fits
 #: by more than one standard error, and its mean is above the frozen features'.
@@ -1008,17 +1023,14 @@ def ft_fixres(name, emit, draws=(0, 1, 2), seeds=(0, 10)):
             start = time.perf_counter()
             clf.fit(X, y)
             fit_s = time.perf_counter() - start
-            module = clf.net_.module_
-            trained_size, partner = module.adapter.resize.size, module.partner
+            resize = clf.net_.module_.adapter.resize
+            trained_size = resize.size
             for px in FIXRES_SIZES:
-                module.adapter.resize.size = (px, px)
-                for method, member in (("recipe (frozen_ensemble)", partner),
-                                       ("network alone", None)):
-                    module.set_partner(member)
+                resize.size = (px, px)
+                for method, accuracy in with_and_without_partner(clf, Xv, yv):
                     emit({**row, "method": method, "seed": seed, "predict_px": px,
-                          "fit_s": fit_s, "accuracy": float(clf.score(Xv, yv))})
-            module.adapter.resize.size = trained_size
-            module.set_partner(partner)
+                          "fit_s": fit_s, "accuracy": accuracy})
+            resize.size = trained_size
 
 
 #: ``ft_steps``'s training lengths (optimizer steps). Rule, set before the
@@ -1049,14 +1061,9 @@ def ft_steps(name, emit, draws=(0, 1, 2), seeds=(0, 10)):
                 start = time.perf_counter()
                 clf.fit(X, y)
                 fit_s = time.perf_counter() - start
-                module = clf.net_.module_
-                partner = module.partner
-                for method, member in (("recipe (frozen_ensemble)", partner),
-                                       ("network alone", None)):
-                    module.set_partner(member)
+                for method, accuracy in with_and_without_partner(clf, Xv, yv):
                     emit({**row, "method": method, "seed": seed, "steps": steps,
-                          "fit_s": fit_s, "accuracy": float(clf.score(Xv, yv))})
-                module.set_partner(partner)
+                          "fit_s": fit_s, "accuracy": accuracy})
 
 
 def frozen_precision(name, emit, draws=(0, 1, 2)):
@@ -1630,6 +1637,47 @@ def _mean_se(values):
             f"{statistics.stdev(values) / math.sqrt(len(values)):.1f}")
 
 
+def _fit(row):
+    """The fold and training seed of a row: what paired differences pair on."""
+    return row["condition"], row["draw"], row["seed"]
+
+
+def _paired_line(label, rows, base_rows):
+    """``- label, paired: mean +- SE`` of the accuracy of ``rows`` minus that of
+    ``base_rows`` of the same fit, in points (no line below two pairs)."""
+    base = {_fit(r): r["accuracy"] for r in base_rows}
+    diffs = [100 * (r["accuracy"] - base[_fit(r)]) for r in rows if _fit(r) in base]
+    if len(diffs) < 2:
+        return []
+    return [f"- {label}, paired: {_mean_se(diffs)} (SE, {len(diffs)} fits)"]
+
+
+def _variant_section(rows, title, text, variant, label, values, unit,
+                     with_cost=False):
+    """A report section of rows of the fine-tuning recipe trained or scored
+    with ``variant`` (a row key) set to each of ``values`` (the first the
+    recipe's): its ``_draw_section``, the means, and each other value minus the
+    first, paired, with the partner and without."""
+    lines = _draw_section(rows, title, text, {"condition": "condition",
+                                              "method": "method", variant: label},
+                          per="per draw and seed")
+    if not rows:
+        return lines
+    cells = _grouped(rows, lambda r: (r["method"], r[variant]))
+    lines += ["", "Mean over the 4 conditions x 3 draws (x 2 seeds):", ""]
+    for (method, value), rs in cells.items():
+        fit_s = [r["fit_s"] for r in rs if r["fit_s"] is not None]
+        cost = f", fit {statistics.fmean(fit_s):.1f} s" if with_cost and fit_s else ""
+        what = method if value is None else f"{method}, {value} {unit}"
+        lines.append(f"- {what}: {_accuracy(rs)} %{cost}")
+    for method in ("recipe (frozen_ensemble)", "network alone"):
+        for value in values[1:]:
+            lines += _paired_line(f"{method}, {value} minus {values[0]} {unit}",
+                                  cells.get((method, value), []),
+                                  cells.get((method, values[0]), []))
+    return lines
+
+
 def _rules_report(rows):
     """The ``rules`` section: per condition, each variant against the defaults."""
     lines = ["", "## The 'auto' rules of compact_cnn (informs `AUTO_STEPS`, "
@@ -2038,19 +2086,13 @@ def report(path):
                 f"- smoothing {smoothing}, {method}: "
                 f"{_accuracy(rs)} %, "
                 f"confidence {statistics.fmean(r['confidence'] for r in rs):.3f}")
-        def fit(r):
-            return r["condition"], r["draw"], r["seed"]
-
         for method in ("recipe (frozen_ensemble)", "network alone"):
-            none = {fit(r): r["accuracy"] for r in cells.get((0.0, method), [])}
-            diffs = [100 * (r["accuracy"] - none[fit(r)])
-                     for r in cells.get((SMOOTHING, method), []) if fit(r) in none]
-            if len(diffs) > 1:
-                lines.append(f"- {method}, smoothing {SMOOTHING} minus none, paired: "
-                             f"{_mean_se(diffs)} (SE, {len(diffs)} fits)")
-    ftx_rows = [r for r in rows if r["experiment"] == "ft_fixres"]
-    lines += _draw_section(
-        ftx_rows, "The fine-tuning recipe predicting at larger sizes (FixRes)",
+            lines += _paired_line(f"{method}, smoothing {SMOOTHING} minus none",
+                                  cells.get((SMOOTHING, method), []),
+                                  cells.get((0.0, method), []))
+    lines += _variant_section(
+        [r for r in rows if r["experiment"] == "ft_fixres"],
+        "The fine-tuning recipe predicting at larger sizes (FixRes)",
         "Shifted folds of `shift` (3 draws), the recipe as `ft_recipe` trains it "
         "(128 px), two training seeds per draw; each training scored with its "
         "network predicting at each size, with its partner (224 px) and alone; "
@@ -2058,28 +2100,10 @@ def report(path):
         "recipe predicts at a larger size if, with the partner, that size beats "
         "128 px paired over the 24 fits by more than one standard error and its "
         "mean is above the frozen features'; of several, the highest mean.",
-        {"condition": "condition", "method": "method", "predict_px": "predict px"},
-        per="per draw and seed")
-    if ftx_rows:
-        cells = _grouped(ftx_rows, lambda r: (r["method"], r["predict_px"]))
-        lines += ["", "Mean over the 4 conditions x 3 draws (x 2 seeds):", ""]
-        for (method, px), rs in cells.items():
-            lines.append(f"- {method}, {px} px: {_accuracy(rs)} %")
-
-        def fit(r):
-            return r["condition"], r["draw"], r["seed"]
-
-        for method in ("recipe (frozen_ensemble)", "network alone"):
-            base = {fit(r): r["accuracy"] for r in cells.get((method, 128), [])}
-            for px in FIXRES_SIZES[1:]:
-                diffs = [100 * (r["accuracy"] - base[fit(r)])
-                         for r in cells.get((method, px), []) if fit(r) in base]
-                if len(diffs) > 1:
-                    lines.append(f"- {method}, {px} minus 128 px, paired: "
-                                 f"{_mean_se(diffs)} (SE, {len(diffs)} fits)")
-    ftn_rows = [r for r in rows if r["experiment"] == "ft_steps"]
-    lines += _draw_section(
-        ftn_rows, "The fine-tuning recipe trained twice as long",
+        "predict_px", "predict px", FIXRES_SIZES, "px")
+    lines += _variant_section(
+        [r for r in rows if r["experiment"] == "ft_steps"],
+        "The fine-tuning recipe trained twice as long",
         "Shifted folds of `shift` (3 draws), the recipe as `ft_recipe` trains it "
         f"for {FT_STEPS[0]} and {FT_STEPS[1]} optimizer steps (one one-cycle "
         "schedule each, whole epochs), two training seeds per draw, scored with "
@@ -2087,26 +2111,7 @@ def report(path):
         f"before the run: the recipe trains for {FT_STEPS[1]} steps if, with the "
         f"partner, that beats {FT_STEPS[0]} paired over the 24 fits by more than "
         "one standard error and its mean is above the frozen features'.",
-        {"condition": "condition", "method": "method", "steps": "steps"},
-        per="per draw and seed")
-    if ftn_rows:
-        cells = _grouped(ftn_rows, lambda r: (r["method"], r["steps"]))
-        lines += ["", "Mean over the 4 conditions x 3 draws (x 2 seeds):", ""]
-        for (method, steps), rs in cells.items():
-            fit_s = [r["fit_s"] for r in rs if r["fit_s"] is not None]
-            cost = f", fit {statistics.fmean(fit_s):.1f} s" if fit_s else ""
-            lines.append(f"- {method}, {steps} steps: {_accuracy(rs)} %{cost}")
-
-        def fit(r):
-            return r["condition"], r["draw"], r["seed"]
-
-        for method in ("recipe (frozen_ensemble)", "network alone"):
-            base = {fit(r): r["accuracy"] for r in cells.get((method, FT_STEPS[0]), [])}
-            diffs = [100 * (r["accuracy"] - base[fit(r)])
-                     for r in cells.get((method, FT_STEPS[1]), []) if fit(r) in base]
-            if len(diffs) > 1:
-                lines.append(f"- {method}, {FT_STEPS[1]} minus {FT_STEPS[0]} steps, "
-                             f"paired: {_mean_se(diffs)} (SE, {len(diffs)} fits)")
+        "steps", "steps", FT_STEPS, "steps", with_cost=True)
     fp_rows = [r for r in rows if r["experiment"] == "frozen_precision"]
     lines += _draw_section(
         fp_rows, "The frozen features in bf16 and fp32",
