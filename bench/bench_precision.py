@@ -18,6 +18,12 @@ Only training parts are loaded. Variants run round-robin, ``--repeats``
 times, in this process; medians are reported, with the fp32 / bf16 ratio of
 the fit seconds (below 1: fp32 is faster).
 
+Predicting is timed too: after each fit, ``predict_proba`` of the training
+images with the forward pass in each precision (``net_.precision``; the
+weights trained in either), with the share of images whose predicted class
+is the same in both. The fine-tuning recipe predicts with two networks, its
+own at 128 px and its frozen partner at 224 px.
+
 Run:  PYTHONPATH=. python bench/bench_precision.py [--threads 2]
 Writes bench/results/precision.md and bench/results/precision.json.
 Not part of the test suite.
@@ -70,6 +76,8 @@ def main():
 
     loads = workloads()
     seconds = {(name, p): [] for name in loads for p in PRECISIONS}
+    predict_seconds = {(name, p): [] for name in loads for p in PRECISIONS}
+    agreement = {name: [] for name in loads}
     steps = {}
     for _ in range(args.repeats):
         for name, (X, y, params) in loads.items():
@@ -81,14 +89,30 @@ def main():
                 steps[name] = len(clf.history_) * math.ceil(len(X) / clf.batch_size_)
                 print(f"{name} {precision}: {seconds[name, precision][-1]:.1f} s",
                       flush=True)
+                clf.predict_proba(X[:8])  # warm-up
+                labels = {}
+                for predict_precision in PRECISIONS:
+                    clf.net_.precision = predict_precision
+                    start = time.perf_counter()
+                    labels[predict_precision] = clf.predict_proba(X).argmax(1)
+                    predict_seconds[name, predict_precision].append(
+                        time.perf_counter() - start)
+                clf.net_.precision = clf.precision_
+                agreement[name].append(float((labels["bf16"] == labels["fp32"]).mean()))
 
     rows = []
     for name in loads:
         med = {p: statistics.median(seconds[name, p]) for p in PRECISIONS}
+        pred = {p: statistics.median(predict_seconds[name, p]) for p in PRECISIONS}
         rows.append({"workload": name, "steps": steps[name],
                      **{f"{p}_s": med[p] for p in PRECISIONS},
                      **{f"{p}_runs": seconds[name, p] for p in PRECISIONS},
-                     "fp32_over_bf16": med["fp32"] / med["bf16"]})
+                     "fp32_over_bf16": med["fp32"] / med["bf16"],
+                     "n_predict": len(loads[name][0]),
+                     **{f"predict_{p}_s": pred[p] for p in PRECISIONS},
+                     **{f"predict_{p}_runs": predict_seconds[name, p] for p in PRECISIONS},
+                     "predict_fp32_over_bf16": pred["fp32"] / pred["bf16"],
+                     "same_class": min(agreement[name])})
     meta = {"machine": f"{platform.processor() or platform.machine()} "
                        f"({torch.get_num_threads()} threads, {platform.system()})",
             "torch": torch.__version__, "skimgcls": __version__,
@@ -107,6 +131,15 @@ def main():
         runs = {p: ", ".join(f"{s:.1f}" for s in r[f"{p}_runs"]) for p in PRECISIONS}
         lines.append(f"| {r['workload']} | {r['steps']} | {r['bf16_s']:.1f} ({runs['bf16']}) "
                      f"| {r['fp32_s']:.1f} ({runs['fp32']}) | {r['fp32_over_bf16']:.2f}x |")
+    lines += ["", "Predicting the training images (`predict_proba`, after each fit: "
+              f"{2 * args.repeats} runs per precision; same class: the lowest share of "
+              "images whose predicted class is the same in both):", "",
+              "| workload | images | bf16 predict s | fp32 predict s | fp32 / bf16 "
+              "| same class |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['n_predict']} | {r['predict_bf16_s']:.2f} "
+                     f"| {r['predict_fp32_s']:.2f} | {r['predict_fp32_over_bf16']:.2f}x "
+                     f"| {100 * r['same_class']:.1f} % |")
     (RESULTS / "precision.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
