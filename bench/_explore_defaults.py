@@ -1684,7 +1684,7 @@ def _draw_section(rows, title, text, columns, per="per draw"):
              "|" + "---|" * len(labels)] + _draw_table(rows, tuple(columns)))
 
 
-def _accuracy(rows):
+def _mean_accuracy(rows):
     """The mean ``accuracy`` of ``rows`` in %, one decimal."""
     return f"{100 * statistics.fmean(r['accuracy'] for r in rows):.1f}"
 
@@ -1727,7 +1727,7 @@ def _variant_section(rows, title, text, variant, label, values, unit,
         fit_s = [r["fit_s"] for r in rs if r["fit_s"] is not None]
         cost = f", fit {statistics.fmean(fit_s):.1f} s" if with_cost and fit_s else ""
         what = method if value is None else f"{method}, {value} {unit}"
-        lines.append(f"- {what}: {_accuracy(rs)} %{cost}")
+        lines.append(f"- {what}: {_mean_accuracy(rs)} %{cost}")
     for method in ("recipe (frozen_ensemble)", "network alone"):
         for value in values[1:]:
             lines += _paired_line(f"{method}, {value} minus {values[0]} {unit}",
@@ -1885,7 +1885,7 @@ def report(path):
                          f"{''.join(short[r['recipe']] for r in rs)} | {held} |")
         def means(rows_):
             return "; ".join(
-                f"{how} {_accuracy(rs)}"
+                f"{how} {_mean_accuracy(rs)}"
                 for how, rs in _grouped(rows_, lambda r: r["rule"]).items())
 
         photo_rows = [r for r in rule_rows if r["condition"].startswith("photos_")]
@@ -1975,7 +1975,7 @@ def report(path):
         for (condition, kind, held), rs in groups.items():
             lines.append(
                 f"| {condition} | {kind} | {held} | "
-                f"{_accuracy(rs)} | "
+                f"{_mean_accuracy(rs)} | "
                 f"{100 * statistics.fmean(r['refit'][1] for r in rs):.1f} | "
                 f"{statistics.fmean(r['compact_fit_s'] for r in rs):.1f} |")
     other_rows = [r for r in rows if r["experiment"] == "head_other"]
@@ -2028,7 +2028,7 @@ def report(path):
             lines.append(f"| {condition} | {how} | "
                          f"{_mean_and_each([r['accuracy'] for r in rs])} | {picks} |")
         lines += ["", "Mean over the four conditions: " + "; ".join(
-            f"{how} {_accuracy(rs)}"
+            f"{how} {_mean_accuracy(rs)}"
             for how, rs in _grouped(head_rows, lambda r: r["head"]).items()) + "."]
     stop_rows = [r for r in rows if r["experiment"] == "stop"]
     if stop_rows:
@@ -2098,7 +2098,7 @@ def report(path):
         for key, rs in _grouped(fte_rows, lambda r: (r["trained"], r["alpha"],
                                                      r["ensemble"])).items():
             lines.append(f"- {key[0]}, a={key[1]}, ensemble={key[2]}: "
-                         f"{_accuracy(rs)} %")
+                         f"{_mean_accuracy(rs)} %")
     ftr_rows = [r for r in rows if r["experiment"] == "ft_recipe"]
     lines += _draw_section(
         ftr_rows, "The fine-tuning recipe with `frozen_ensemble`",
@@ -2114,7 +2114,7 @@ def report(path):
         lines += ["", "Mean over the 4 conditions x 3 draws (x 2 seeds):", ""]
         for method, rs in by_method.items():
             lines.append(f"- {method}: "
-                         f"{_accuracy(rs)} %")
+                         f"{_mean_accuracy(rs)} %")
         frozen = {(r["condition"], r["draw"]): r["accuracy"]
                   for r in by_method.get("frozen features", [])}
         for method in ("recipe (frozen_ensemble)", "recipe without the partner"):
@@ -2143,7 +2143,7 @@ def report(path):
         for (smoothing, method), rs in cells.items():
             lines.append(
                 f"- smoothing {smoothing}, {method}: "
-                f"{_accuracy(rs)} %, "
+                f"{_mean_accuracy(rs)} %, "
                 f"confidence {statistics.fmean(r['confidence'] for r in rs):.3f}")
         for method in ("recipe (frozen_ensemble)", "network alone"):
             lines += _paired_line(f"{method}, smoothing {SMOOTHING} minus none",
