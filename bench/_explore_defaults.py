@@ -1561,6 +1561,22 @@ def es_patience(name, X, y, emit, seeds=(0, 1)):
                 emit({**row, "experiment": "es_patience"})
 
 
+def es_patience_auto(name, X, y, emit, seeds=(0, 1)):
+    """After ``patience='auto'`` was adopted: its two early-stopping variants of
+    ``es_patience`` with this release's default patience, on the same folds and
+    seeds (the split one must repeat the 10 % rows; the other, watching the
+    training loss, is what ``early_stopping=True`` alone does on a few
+    images)."""
+    for seed in seeds:
+        for fold, (tr, va) in enumerate(folds(y, k=3, seed=seed)):
+            es = dict(_rule_variants(name, len(tr), len(np.unique(y))))[ES_BEFORE]
+            for label, params in ((f"{ES_AFTER}, patience 'auto'", es),
+                                  ("early_stopping=True alone, patience 'auto'",
+                                   {"early_stopping": True})):
+                emit({**_rule_fit(name, seed, fold, label, params, X, y, tr, va,
+                                  _rules_metric(name), None), "experiment": "es_patience"})
+
+
 def _rules_metric(name):
     from sklearn.metrics import balanced_accuracy_score
 
@@ -2310,6 +2326,7 @@ def main(argv=None):
         names = chosen or {"frozen": FROZEN_CONDITIONS, "rules": RULES_CONDITIONS,
                            "rules_es": RULES_CONDITIONS,
                            "es_patience": ES_PATIENCE_CONDITIONS,
+                           "es_patience_auto": ES_PATIENCE_CONDITIONS,
                            "rules_large": ("mnist_4000",), "rules_cost": ("mnist_rgb64",),
                            "fine_tune": FINE_TUNE_CONDITIONS,
                            "augment": AUGMENT_CONDITIONS}[experiment]
@@ -2317,6 +2334,7 @@ def main(argv=None):
             X, y = CONDITIONS[name]()
             {"frozen": frozen, "rules": rules, "rules_large": rules_large,
              "rules_es": rules_es, "es_patience": es_patience,
+             "es_patience_auto": es_patience_auto,
              "rules_cost": rules_cost,
              "fine_tune": fine_tune,
              "augment": augment}[experiment](

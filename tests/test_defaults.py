@@ -8,7 +8,7 @@ import torch
 from torch.optim.swa_utils import update_bn
 
 from skimgcls import CNNClassifier, RandomAugment
-from skimgcls._build import AUTO_STEPS, auto_batch_size, auto_max_epochs
+from skimgcls._build import AUTO_STEPS, auto_batch_size, auto_max_epochs, auto_patience
 from skimgcls._functional import to_float_nchw
 from skimgcls.networks import CompactCNN, auto_stem_strides
 
@@ -100,6 +100,26 @@ def test_auto_validation_holds_out_a_split_on_large_data():
     clf = CNNClassifier(max_epochs=1, batch_size=500, module__width=2,
                         random_state=0).fit(X, y)
     assert clf.validation_fraction_ is None and clf.early_stopping_ is False
+
+
+@pytest.mark.parametrize("epochs, patience", [(8, 5), (50, 5), (51, 6), (167, 17),
+                                               (200, 20)])
+def test_auto_patience_is_a_tenth_of_the_epochs_at_least_five(epochs, patience):
+    assert auto_patience(epochs) == patience
+
+
+@pytest.mark.parametrize("schedule, callback", [("onecycle", "early_stopping"),
+                                                ("plateau", "lr_schedule")])
+def test_patience_auto_scales_with_the_epochs_of_the_fit(schedule, callback):
+    X, y = tiny_images(40, 2)  # 'auto': batch 8, 100 epochs of 5 steps
+    clf = CNNClassifier(early_stopping=True, lr_schedule=schedule, module__width=2,
+                        random_state=0).fit(X, y)
+    assert (clf.max_epochs_, clf.patience_) == (100, 10)
+    watcher = dict(clf.net_.callbacks_)[callback]  # skorch's LRScheduler keeps kwargs
+    assert getattr(watcher, "kwargs", vars(watcher))["patience"] == 10
+    clf.set_params(patience=3, max_epochs=8).fit(X, y)
+    assert clf.patience_ == 3
+    assert CNNClassifier(max_epochs=8, module__width=2).fit(X, y).patience_ == 5
 
 
 def _bn_layers(module):
