@@ -19,10 +19,12 @@ times, in this process; medians are reported, with the fp32 / bf16 ratio of
 the fit seconds (below 1: fp32 is faster).
 
 Predicting is timed too: after each fit, ``predict_proba`` of the training
-images with the forward pass in each precision (``net_.precision``; the
-weights trained in either), with the share of images whose predicted class
-is the same in both. The fine-tuning recipe predicts with two networks, its
-own at 128 px and its frozen partner at 224 px.
+images with the forward pass in each precision (``set_params(precision=...)``,
+which ``predict`` reads; the weights trained in either), with the share of
+images whose predicted class is the same in both. The fine-tuning recipe
+predicts with two networks, its own at 128 px and its frozen partner at 224
+px. (``precision='auto'`` trains it in fp32 and predicts in bf16 on a CPU
+with native bf16.)
 
 Run:  PYTHONPATH=. python bench/bench_precision.py [--threads 2]
 Writes bench/results/precision.md and bench/results/precision.json.
@@ -92,12 +94,11 @@ def main():
                 clf.predict_proba(X[:8])  # warm-up
                 labels = {}
                 for predict_precision in PRECISIONS:
-                    clf.net_.precision = predict_precision
+                    clf.set_params(precision=predict_precision)
                     start = time.perf_counter()
                     labels[predict_precision] = clf.predict_proba(X).argmax(1)
                     predict_seconds[name, predict_precision].append(
                         time.perf_counter() - start)
-                clf.net_.precision = clf.precision_
                 agreement[name].append(float((labels["bf16"] == labels["fp32"]).mean()))
 
     rows = []

@@ -318,9 +318,9 @@ class AcceleratedImageNet(AccelerateMixin, ImageNet):
             x = x["X"]
         return super().to_model_input(x.to(self.accelerator.device, non_blocking=True))
 
-    def forward_images(self, images):
+    def forward_images(self, images, precision=None):
         with self.accelerator.autocast():
-            return super().forward_images(images)
+            return super().forward_images(images, precision)
 
     def train_step_single(self, batch, **fit_params):
         self.set_mode(True)

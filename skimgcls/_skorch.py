@@ -28,6 +28,7 @@
   :class:`~skimgcls._checkpoint.Checkpointer` (``checkpoint_``).
 """
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -95,9 +96,13 @@ class ImageNet(NeuralNetClassifier):
             x = x["X"]
         return to_float_nchw(x, self.device)
 
-    def forward_images(self, images):
-        """Forward float NCHW images through the module; return float32 logits."""
-        if self.precision != "bf16":
+    def forward_images(self, images, precision=None):
+        """Forward float NCHW images through the module; return float32 logits.
+
+        ``precision``: that of this forward pass (``'fp32'`` or ``'bf16'``);
+        None: :attr:`precision`, the training one.
+        """
+        if (precision or self.precision) != "bf16":
             # No autocast(enabled=False): it would switch off an enclosing
             # autocast, such as the one of an accelerator.
             return self.module_(images).float()
@@ -248,19 +253,20 @@ class ImageNet(NeuralNetClassifier):
                 )
         history.record(prefix + "_batch_count", batch_count)
 
-    def predict_logits(self, Xi, views=None):
+    def predict_logits(self, Xi, views=None, precision=None):
         """Return the float32 logits of one batch, in evaluation mode.
 
         With ``views`` (test-time augmentation, see :mod:`skimgcls._tta`),
         return the logits of the probabilities averaged over the views (softmax,
-        or sigmoid when ``multilabel``). Call it under :func:`torch.inference_mode`.
+        or sigmoid when ``multilabel``). ``precision``: as for
+        :meth:`forward_images`. Call it under :func:`torch.inference_mode`.
         """
         self.set_mode(False)
         images = self.to_model_input(Xi)
         if views is None:
-            return self.forward_images(images)
-        return average_views(self.forward_images, images, views,
-                             multilabel=self.multilabel)
+            return self.forward_images(images, precision)
+        return average_views(functools.partial(self.forward_images, precision=precision),
+                             images, views, multilabel=self.multilabel)
 
     def predict(self, X):
         """Class indices (argmax), or the 0/1 indicator rows when ``multilabel``."""

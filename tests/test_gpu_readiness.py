@@ -66,7 +66,7 @@ def test_predict_batches_grow_on_an_accelerator():
                         precision="fp32", random_state=0).fit(X, y)
     sizes = []
 
-    def fake_logits(batch, views=None):  # no GPU here: record the batch only
+    def fake_logits(batch, views=None, precision=None):  # no GPU here: record the batch only
         sizes.append(len(batch))
         return torch.zeros(len(batch), len(clf.classes_))
 

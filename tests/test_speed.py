@@ -214,9 +214,9 @@ def test_n_threads_is_used_in_predict(monkeypatch):
     seen = []
     original = clf.net_.predict_logits
 
-    def spy(batch, views=None):
+    def spy(batch, views=None, precision=None):
         seen.append(torch.get_num_threads())
-        return original(batch, views)
+        return original(batch, views, precision)
 
     monkeypatch.setattr(clf.net_, "predict_logits", spy)
     before = torch.get_num_threads()
@@ -243,10 +243,10 @@ def test_predict_batches_of_predict_batch_size_on_cpu(monkeypatch):
     sizes = []
     original = clf.net_.predict_logits
 
-    def spy(batch, views=None):
+    def spy(batch, views=None, precision=None):
         sizes.append(len(batch))
         assert torch.is_inference_mode_enabled()
-        return original(batch, views)
+        return original(batch, views, precision)
 
     monkeypatch.setattr(clf.net_, "predict_logits", spy)
     proba = clf.predict_proba(X)
@@ -259,8 +259,8 @@ def test_bf16_predictions_match_fp32():
     X, y = _data()
     clf = _clf(max_epochs=3).fit(X, y)
     fp32 = clf.predict_proba(X)
-    clf.net_.precision = "bf16"
-    bf16 = clf.predict_proba(X)
+    bf16 = clf.set_params(precision="bf16").predict_proba(X)  # read when predicting
+    assert not np.array_equal(bf16, fp32)
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
     assert (bf16.argmax(1) == fp32.argmax(1)).mean() >= 0.9
 
@@ -301,7 +301,18 @@ def test_fit_resolves_precision_with_the_network(monkeypatch, freeze, expected):
                         module__input_size=32, max_epochs=1, batch_size=6,
                         validation_fraction=None, random_state=0).fit(X, y)
     assert clf.precision_ == clf.net_.precision == expected
+    # Predictions run in bf16 either way: the depthwise exception is the
+    # backward pass's (bench/bench_precision.py: 2x faster, the same classes).
+    dtypes = []
+    conv = next(m for m in clf.module_.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(
+        lambda module, args, out: dtypes.append(out.dtype))
     assert clf.predict(X).shape == (12,)
+    assert set(dtypes) == {torch.bfloat16}
+    dtypes.clear()
+    clf.set_params(precision="fp32").predict(X)
+    assert set(dtypes) == {torch.float32}
+    hook.remove()
 
 
 # -- compile ---------------------------------------------------------------------
