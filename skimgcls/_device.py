@@ -9,6 +9,7 @@ __all__ = [
     "cpu_has_native_bf16",
     "inference_batch_size",
     "resolve_device",
+    "predict_precision",
     "resolve_precision",
     "training_precision",
     "trains_depthwise",
@@ -79,14 +80,32 @@ def training_precision(precision, device, module):
     slower there than fp32. On 2 Zen 4 cores (``bench/bench_precision.py``)
     fine-tuning EfficientNet-Lite0 at 128 px took 0.86x the seconds in fp32,
     where ``compact_cnn`` (dense convolutions) took 1.16x. Predicting is a
-    forward pass alone: ``CNNClassifier`` predicts in :func:`resolve_precision`'s
-    choice (bf16 predicted the fine-tuned network 1.94x faster).
+    forward pass alone: see :func:`predict_precision`.
     """
     resolved = resolve_precision(precision, device)
     if (precision == "auto" and resolved == "bf16" and torch.device(device).type == "cpu"
             and trains_depthwise(module)):
         return "fp32"
     return resolved
+
+
+def predict_precision(precision, trained, device, module):
+    """The precision of predictions with ``module``, which trained in ``trained``.
+
+    ``trained``, except where ``'auto'`` trained in fp32 only because of
+    :func:`training_precision`'s exception (trainable depthwise convolutions
+    on a CPU with native bf16): that concerns their backward pass, and the
+    forward pass alone is faster in bf16 (``bench/bench_precision.py``: the
+    fine-tuned EfficientNet-Lite0 recipe predicted 1.94x faster, every class
+    the same). An explicit ``precision`` is used as it is.
+    """
+    if precision != "auto":
+        return precision
+    resolved = resolve_precision(precision, device)
+    if trained == "fp32" and resolved == "bf16" and training_precision(
+            precision, device, module) == "fp32":
+        return resolved
+    return trained
 
 
 def inference_batch_size(device, image_size, module=None):

@@ -38,6 +38,7 @@ from ._checkpoint import Checkpointer, fit_fingerprint
 from ._data import ImageTensorDataset, collate_batch
 from ._device import (
     inference_batch_size,
+    predict_precision,
     resolve_device,
     resolve_precision,
     torch_threads,
@@ -382,12 +383,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         EfficientNet or MobileNet) in fp32, which is faster there
         (``bench/bench_precision.py``: 0.86x the seconds for
         EfficientNet-Lite0), and every other one in bf16. Predictions run in
-        what ``precision`` resolves to on ``device_`` without that exception
-        (bf16 on such a CPU): their forward pass has no backward to slow down,
-        and bf16 predicted the fine-tuning recipe 1.94x faster than fp32, every
-        class the same. Without an accelerator ``predict`` reads ``precision``
-        when it runs, as it does ``tta``: ``set_params(precision='fp32')``
-        after ``fit`` predicts in fp32.
+        this precision, except that such a network predicts in bf16: a forward
+        pass has no backward to slow down, and bf16 predicted the fine-tuning
+        recipe 1.94x faster than fp32, every class the same. Without an
+        accelerator ``predict`` reads ``precision`` when it runs, as it does
+        ``tta``: ``set_params(precision='fp32')`` after ``fit`` predicts in
+        fp32.
     max_epochs_ : int
         The epochs of the last ``fit`` (``max_epochs`` or what ``'auto'``
         resolved to); early stopping may end training before.
@@ -1113,15 +1114,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                               for batch in batches]).cpu()
 
     def _predict_precision(self):
-        """The precision of predictions: ``precision`` resolved on ``device_``.
-
-        Without the exception of :func:`training_precision` (a trainable
-        depthwise network in fp32 on a CPU: it concerns the backward pass). An
-        accelerated net predicts in its accelerator's precision.
-        """
+        """The precision of predictions (see ``precision_``); an accelerated net
+        predicts in its accelerator's."""
         if getattr(self.net_, "accelerator", None) is not None:
             return self.net_.precision
-        return resolve_precision(self.precision, self.device_)
+        return predict_precision(self.precision, self.precision_, self.device_,
+                                 self.net_.module_)
 
     @Substitution("X_fitted")
     def predict_proba(self, X):

@@ -292,6 +292,25 @@ def test_auto_trains_depthwise_convolutions_in_fp32_on_a_cpu(monkeypatch):
     assert _device.training_precision("auto", "cpu", dense) == "fp32"
 
 
+def test_auto_predicts_a_depthwise_network_in_bf16_on_a_cpu(monkeypatch):
+    from torchvision.models import mobilenet_v3_small
+
+    from skimgcls.networks import CompactCNN
+
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)
+    depthwise, dense = mobilenet_v3_small(num_classes=3), CompactCNN(3, 3, (32, 32))
+    # The exception of training_precision is its backward pass's only.
+    assert _device.predict_precision("auto", "fp32", "cpu", depthwise) == "bf16"
+    # Otherwise what training used: an accelerator's fp32, a model moved here...
+    assert _device.predict_precision("auto", "fp32", "cpu", dense) == "fp32"
+    assert _device.predict_precision("auto", "bf16", "cpu", dense) == "bf16"
+    # ... and an explicit precision as it is.
+    assert _device.predict_precision("fp32", "fp32", "cpu", depthwise) == "fp32"
+    assert _device.predict_precision("bf16", "fp32", "cpu", dense) == "bf16"
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: False)
+    assert _device.predict_precision("auto", "fp32", "cpu", depthwise) == "fp32"
+
+
 @pytest.mark.parametrize("freeze, expected", [("none", "fp32"), ("backbone", "bf16")])
 def test_fit_resolves_precision_with_the_network(monkeypatch, freeze, expected):
     monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)
