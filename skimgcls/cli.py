@@ -557,10 +557,11 @@ def build_parser():
             ("--batch-size", "batch_size", int, "images per step"),
             ("--lr", "lr", float, "learning rate"),
             ("--validation-fraction", "validation_fraction", float,
-             "fraction of the images held out for early stopping and to report "
-             "validation accuracy in training.json; 'auto' holds one out only for "
-             "large data sets (see CNNClassifier's validation_fraction), 0 for "
-             "none")):
+             "fraction of the images held out to report validation accuracy in "
+             "training.json; 'auto' holds one out only for large data sets, and "
+             "stops training early on it (see CNNClassifier's validation_fraction "
+             "and early_stopping); a fraction you give trains the whole budget; 0 "
+             "for none")):
         train.add_argument(flag, dest=param, type=_param_type(kind, defaults[param]),
                            default=defaults[param],
                            help=f"{what} (default: CNNClassifier's, %(default)s)")
