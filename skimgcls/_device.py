@@ -102,8 +102,7 @@ def predict_precision(precision, trained, device, module):
     if precision != "auto":
         return precision
     resolved = resolve_precision(precision, device)
-    if trained == "fp32" and resolved == "bf16" and training_precision(
-            precision, device, module) == "fp32":
+    if training_precision(precision, device, module) != resolved:  # the exception
         return resolved
     return trained
 
