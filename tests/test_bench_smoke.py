@@ -1,5 +1,6 @@
 """Smoke tests of bench/run.py and bench/accuracy.py: they run end to end and
-write their results.
+write their results. The committed reports of bench/_explore_defaults.py are
+what their raw lines render.
 
 Timings are never asserted: they belong to the benchmark, not to tests.
 """
@@ -29,6 +30,15 @@ def bench():
 @pytest.fixture(scope="module")
 def accuracy():
     return _load("accuracy")
+
+
+@pytest.fixture(scope="module")
+def explore():
+    return _load("_explore_defaults")
+
+
+RESULTS_DIR = BENCH_DIR / "results"
+EXPLORE_RUNS = sorted(path.stem for path in RESULTS_DIR.glob("explore_*.jsonl"))
 
 
 def test_quick_run_writes_json_and_markdown(bench, tmp_path, capsys):
@@ -92,3 +102,17 @@ def test_accuracy_smoke_run_writes_tables_and_targets(accuracy, tmp_path, capsys
 def test_accuracy_refuses_unknown_condition(accuracy):
     with pytest.raises(SystemExit, match="Unknown conditions \\['mnist_9'\\]"):
         accuracy.main(["--smoke", "--conditions", "mnist_9"])
+
+
+@pytest.mark.parametrize("name", EXPLORE_RUNS)
+def test_explore_report_renders_the_committed_numbers(explore, name):
+    """Every table row and list line that ``report`` renders from a committed
+    run's JSON lines is in the committed report: the numbers in
+    ``bench/results/explore_*.md`` are what the script makes of its
+    measurements, and a change to the report code that alters or breaks them
+    fails here (prose and readings added by hand may differ)."""
+    rendered = explore.report(RESULTS_DIR / f"{name}.jsonl").splitlines()
+    committed = set((RESULTS_DIR / f"{name}.md").read_text().splitlines())
+    numbers = [line for line in rendered if line.startswith(("| ", "- "))]
+    assert numbers
+    assert [line for line in numbers if line not in committed] == []
