@@ -42,8 +42,8 @@ significantly beats every simpler recipe, when the rule can no longer pass it
 over (``_StopWhenAhead``); the selection looks at most at
 ``SELECT_MAX_SAMPLES`` images. A recipe that does not apply (no pretrained
 weights installed, images smaller than ``MIN_PRETRAINED_SIDE``) is not a
-candidate; with one candidate, or classes too small to hold out one image each,
-nothing is selected.
+candidate; with one candidate, or fewer than two classes of two images or more
+(the image of a class of one is never held out), nothing is selected.
 """
 
 import math
@@ -89,8 +89,9 @@ MIN_PRETRAINED_SIDE = 32
 #: Fraction of the training data held out to compare the recipes (at least
 #: one image per class).
 SELECT_VALID_FRACTION = 0.2
-#: The selection looks at most at this many images (stratified subsample);
-#: the winner is refit on all of them.
+#: The selection looks at about this many images at most (a subsample with
+#: every class in proportion and at least two images of each); the winner is
+#: refit on all of them.
 SELECT_MAX_SAMPLES = 2000
 #: How the held-out part is drawn: 'random' (stratified) or 'neighbourhood'
 #: (per class, an image and its nearest neighbours in the pretrained features;
@@ -344,9 +345,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     rows = np.arange(len(X))
     subsampled = len(X) > SELECT_MAX_SAMPLES
     if subsampled:
-        rows, _ = train_test_split(rows, train_size=SELECT_MAX_SAMPLES, stratify=y_enc,
-                                   random_state=rng)
-        rows.sort()
+        rows = _subsample(y_enc, SELECT_MAX_SAMPLES, rng)
     X, y_enc, weights = X[rows], y_enc[rows], weights[rows]
     n_classes = int(y_enc.max()) + 1
     n_valid = max(n_classes, int(round(SELECT_VALID_FRACTION * len(X))))
@@ -440,6 +439,16 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                      entry.get("body_state"), correct, len(folds))
 
 
+def _subsample(y_enc, n, rng):
+    """About ``n`` of the rows, sorted: each class in proportion, and at least
+    two images of each (all of a class of fewer), so that every class is
+    trained on, and held out where it can be."""
+    counts = np.bincount(y_enc)
+    take = np.maximum(np.minimum(counts, 2), np.round(counts * n / len(y_enc)).astype(int))
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y_enc == c))[:k]
+                                   for c, k in enumerate(take)]))
+
+
 def _held_out_folds(features, y_enc, n_valid, rng):
     """``(train_idx, valid_idx)`` pairs: the held-out parts of the selection.
 
@@ -450,16 +459,22 @@ def _held_out_folds(features, y_enc, n_valid, rng):
     see ``_neighbourhood_parts``) and as many of them are held out, each
     with the rest as its training part, as it takes to hold out that many
     images (all of them at most).
+
+    The image of a class that has only one is never held out: every
+    candidate trains on it, and the held-out parts score the other classes.
     """
     indices = np.arange(len(y_enc))
     n_folds = (1 if n_valid >= SELECT_MIN_HELD_OUT
                else min(SELECT_FOLDS, math.ceil(SELECT_MIN_HELD_OUT / n_valid)))
     if n_folds == 1:
-        train_idx, valid_idx = train_test_split(indices, test_size=n_valid,
-                                                stratify=y_enc, random_state=rng)
+        alone = np.bincount(y_enc)[y_enc] < 2
+        train_idx, valid_idx = train_test_split(
+            indices[~alone], test_size=n_valid, stratify=y_enc[~alone], random_state=rng)
         if features is not None:
             train_idx, valid_idx = _neighbourhood_split(features, y_enc, valid_idx,
                                                         buffer=SELECT_BUFFER)
+        else:
+            train_idx = np.sort(np.r_[train_idx, indices[alone]])
         return [(train_idx, valid_idx)]
     part = _neighbourhood_parts(features, y_enc, SELECT_FOLDS, rng)
     return [(np.flatnonzero(part != f), np.flatnonzero(part == f))
@@ -473,13 +488,17 @@ def _neighbourhood_parts(features, y_enc, k, rng):
     neighbours (cosine distance of ``features``) make the next part, one
     ``k``-th of the class each (the first parts one image more when it does
     not divide); without ``features``, random images instead of neighbours.
-    A class of ``k`` images or fewer has at most one image in each part.
+    A class of ``k`` images or fewer has at most one image in each part; the
+    image of a class of one is in none (-1): it is never held out.
     """
     unit = (None if features is None else
             features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-12))
     part = np.empty(len(y_enc), int)
     for c in range(int(y_enc.max()) + 1):
         members = rng.permutation(np.flatnonzero(y_enc == c))
+        if len(members) < 2:
+            part[members] = -1
+            continue
         sizes = [len(members) // k + (i < len(members) % k) for i in range(k)]
         for f in range(k):
             if unit is not None and len(members):

@@ -449,7 +449,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     **Recipe selection.** With ``module``, ``pretrained`` and ``max_epochs``
     at ``'auto'``, ``fit`` compares candidate recipes on a held-out fifth of
-    each class of the training data (at most 2,000 images looked at) and
+    each class of the training data (about 2,000 images looked at at most;
+    the image of a class of one is trained on, never held out) and
     refits the winner on all of it, as ``LogisticRegressionCV`` does. The
     held-out images of a class are one of a stratified random draw and its
     nearest neighbours in the pretrained features, so that few held-out
@@ -478,7 +479,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     ``compact_cnn`` significantly beat the frozen features it starts from.
     No selection
     runs (and
-    ``'compact_cnn'`` is used) when a class has fewer than 2 images, for
+    ``'compact_cnn'`` is used) when fewer than two classes have 2 images, for
     multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
     with a side under 32 pixels (digits, MNIST: ``compact_cnn`` won every
     validation fold there), or when the pretrained weights are not
@@ -894,7 +895,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _selects(self, X, y_enc, *, partial):
         """Whether ``fit`` chooses the recipe: nothing that fixes it was set, and
-        the data can afford a held-out part (two images in every class).
+        the data can afford a held-out part (two images or more in at least
+        two classes; the image of a class of one is never held out).
 
         ``module__*`` parameters fix it too: they configure one network (the
         one ``module='auto'`` resolves to without a selection), and no
@@ -903,7 +905,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                    for value in (self.module, self.pretrained, self.max_epochs))
         auto = auto and not self._routed_params("module__")
         return (auto and not partial and not self._multilabel and X.ndim == 4
-                and self.accelerator is None and np.bincount(y_enc).min() >= 2)
+                and self.accelerator is None and (np.bincount(y_enc) >= 2).sum() >= 2)
 
     def _checkpointer(self, X, y_enc, weights, epochs, *, resume):
         """The checkpointer of this fit and the number of epochs left to train."""

@@ -168,14 +168,71 @@ def test_explicit_parameters_win_no_selection(recipes, weights_file, data, param
     assert clf.module_.__class__.__name__ == "CompactCNN"
 
 
-def test_no_selection_when_a_class_cannot_be_held_out(recipes, weights_file, data,
-                                                     few_auto_steps):
+def test_a_class_of_one_image_is_trained_on_and_never_held_out(recipes, weights_file,
+                                                              data, capsys):
     X, y, _, _ = data
     recipes(scratch(), frozen(weights_file))
     keep = np.concatenate([np.flatnonzero(y != 0), np.flatnonzero(y == 0)[:1]])
+    clf = CNNClassifier(random_state=0, precision="fp32", verbose=1)
+    clf.fit(X[keep], y[keep])
+    assert clf.recipe_ in ("compact_cnn", "frozen_features")
+    assert clf.classes_.tolist() == list(range(10))
+    # A fifth of the images (the unit test below: never the class of one).
+    held = f"{round(len(keep) / 5)} of {len(keep)} images held out"
+    assert held in capsys.readouterr().out
+    assert clf.predict_proba(X[keep][:3]).shape == (3, 10)
+
+
+def test_no_selection_when_fewer_than_two_classes_can_be_held_out(
+        recipes, weights_file, data, few_auto_steps):
+    X, y, _, _ = data
+    recipes(scratch(), frozen(weights_file))
+    keep = np.concatenate([np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:1],
+                           np.flatnonzero(y == 2)[:1]])
     clf = CNNClassifier(random_state=0, precision="fp32", **FEW_STEPS)
     clf.fit(X[keep], y[keep])
     assert clf.recipe_ is None and clf.best_params_["module"] == "compact_cnn"
+
+
+def test_the_held_out_parts_never_hold_out_a_class_of_one_image(monkeypatch):
+    rng = np.random.RandomState(0)
+    y = np.array([0] * 12 + [1] * 9 + [2])
+    features = rng.rand(len(y), 4)
+    part = selection_module._neighbourhood_parts(features, y, 5, rng)
+    assert part[-1] == -1 and (part[:-1] >= 0).all()
+    monkeypatch.setattr(selection_module, "SELECT_MIN_HELD_OUT", 0)
+    for feats in (features, None):  # one part, with and without features
+        ((train, valid),) = selection_module._held_out_folds(feats, y, 5, rng)
+        assert 21 in train and 21 not in valid
+        assert np.array_equal(np.sort(np.r_[train, valid]), np.arange(len(y)))
+        assert np.bincount(y[valid], minlength=3).tolist()[:2] >= [1, 1]
+    monkeypatch.setattr(selection_module, "SELECT_MIN_HELD_OUT", 10)
+    folds = selection_module._held_out_folds(features, y, 5, rng)  # 2 parts of 5
+    assert len(folds) == 2
+    for train, valid in folds:
+        assert 21 in train and 21 not in valid
+
+
+def test_the_subsample_keeps_two_images_of_every_class():
+    rng = np.random.RandomState(0)
+    y = np.array([0] * 3000 + [1] * 900 + [2] * 3 + [3])
+    rows = selection_module._subsample(y, 400, rng)
+    counts = np.bincount(y[rows], minlength=4)
+    assert counts.tolist() == [307, 92, 2, 1]  # in proportion, at least two
+    assert np.array_equal(rows, np.unique(rows))
+
+
+def test_a_large_set_with_rare_classes_is_selected_on(recipes, weights_file, data,
+                                                      monkeypatch):
+    """Subsampled for the selection, a class of two images keeps both: one
+    is held out, the other trained on, and every candidate knows every class."""
+    X, y, _, _ = data
+    monkeypatch.setattr(selection_module, "SELECT_MAX_SAMPLES", 50)
+    recipes(scratch(), frozen(weights_file))
+    keep = np.concatenate([np.flatnonzero(y != 0), np.flatnonzero(y == 0)[:2]])
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X[keep], y[keep])
+    assert clf.recipe_ in ("compact_cnn", "frozen_features")
+    assert np.isfinite(clf.selection_results_["valid_score"]).all()
 
 
 def test_verbose_shows_the_selection(recipes, weights_file, data, capsys):
