@@ -27,6 +27,7 @@ __all__ = [
     "embed_batches",
     "fit_linear_head",
     "last_linear",
+    "multilabel_scores",
     "set_linear_head",
 ]
 
@@ -63,18 +64,27 @@ def _quiet_line_search():
 
 @dataclass
 class LinearHead:
-    """``logits = features @ coef.T + intercept``, one row per class."""
+    """``logits = features @ coef.T + intercept``, one row per class.
+
+    With ``multilabel``, one row per label: each logit is a sigmoid's (a
+    label is on above ``threshold``), not a softmax over the rows. ``C`` is
+    the regularization chosen (for a multi-label head, one per label).
+    """
 
     coef: np.ndarray
     intercept: np.ndarray
-    C: float
+    C: object
+    multilabel: bool = False
 
-    def predict(self, features):
+    def predict(self, features, threshold=0.5):
+        if self.multilabel:
+            return (self.predict_proba(features) > threshold).astype(np.int64)
         return (features @ self.coef.T + self.intercept).argmax(1)
 
     def predict_proba(self, features):
-        logits = features @ self.coef.T + self.intercept
-        return torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
+        logits = torch.from_numpy(features @ self.coef.T + self.intercept).double()
+        return (torch.sigmoid(logits) if self.multilabel
+                else torch.softmax(logits, 1)).numpy()
 
 
 def embed_batches(module, batches, *, device, precision):
@@ -111,7 +121,22 @@ def accuracy_and_log_loss(y_true, proba, weights, labels):
     return accuracy, float(loss)
 
 
-def fit_linear_head(features, y, weights, *, n_classes=None):
+def multilabel_scores(y_true, proba, weights, threshold=0.5):
+    """Weighted subset accuracy and binary log-loss of multi-label ``proba``.
+
+    An image is right when every label is (``proba > threshold`` equals its
+    row of ``y_true``), as ``score`` counts it; the log-loss is the binary
+    cross-entropy averaged over the labels of an image, as the network is
+    trained on. Returns ``(accuracy, loss, right)``.
+    """
+    right = ((proba > threshold) == (y_true > 0)).all(1)
+    p = np.clip(proba, 1e-15, 1 - 1e-15)
+    bce = -(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)).mean(1)
+    return (float(np.average(right, weights=weights)),
+            float(np.average(bce, weights=weights)), right)
+
+
+def fit_linear_head(features, y, weights, *, n_classes=None, pos_weight=None):
     """Logistic regression on standardized features, ``C`` from ``HEAD_CS`` by CV.
 
     Each feature is centred and divided by its standard deviation plus the
@@ -128,12 +153,20 @@ def fit_linear_head(features, y, weights, *, n_classes=None):
     The scaling is folded into the returned weights, so the head applies to
     the raw features. Returns a :class:`LinearHead` with one row per class
     (zeros for a class absent from ``y``).
+
+    A 2-D 0/1 ``y`` (multi-label) gets one binary logistic regression per
+    label (one-vs-rest, as a sigmoid network has one output per label), each
+    with its ``C``, its positives weighted by ``pos_weight``; a label that is
+    always off (or on) is a constant at its smoothed frequency.
     """
-    n_classes = n_classes or int(y.max()) + 1
     mean = features.mean(0)
     std = features.std(0)
     scale = std + np.median(std) + 1e-6
     Z = (features - mean) / scale
+    if y.ndim == 2:
+        return _fold_scale(*_fit_per_label(Z, y, weights, pos_weight), mean, scale,
+                           multilabel=True)
+    n_classes = n_classes or int(y.max()) + 1
     with _quiet_line_search():
         C = _choose_C(Z, y, weights)
         model = LogisticRegression(C=C, solver=HEAD_SOLVER, max_iter=1000)
@@ -146,9 +179,36 @@ def fit_linear_head(features, y, weights, *, n_classes=None):
             model.intercept_[0]
     else:
         coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
+    return _fold_scale(coef, intercept, C, mean, scale)
+
+
+def _fit_per_label(Z, y, weights, pos_weight):
+    """``(coef, intercept, Cs)`` of one binary logistic regression per column of ``y``."""
+    n, n_labels = y.shape
+    coef, intercept = np.zeros((n_labels, Z.shape[1])), np.zeros(n_labels)
+    Cs = np.full(n_labels, np.nan)
+    for j in range(n_labels):
+        target = (y[:, j] > 0).astype(int)
+        w = weights if pos_weight is None else weights * np.where(target, pos_weight[j], 1)
+        positives = np.average(target, weights=w)
+        if target.min() == target.max():  # nothing to separate
+            p = (positives * n + 0.5) / (n + 1)
+            intercept[j] = np.log(p / (1 - p))
+            continue
+        with _quiet_line_search():
+            Cs[j] = _choose_C(Z, target, w)
+            model = LogisticRegression(C=Cs[j], solver=HEAD_SOLVER, max_iter=1000)
+            model.fit(Z, target, sample_weight=w)
+        coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
+    return coef, intercept, Cs
+
+
+def _fold_scale(coef, intercept, C, mean, scale, multilabel=False):
+    """The head on raw features of a head fitted on ``(features - mean) / scale``."""
     coef = coef / scale
     intercept = intercept - coef @ mean
-    return LinearHead(coef.astype(np.float32), intercept.astype(np.float32), C)
+    return LinearHead(coef.astype(np.float32), intercept.astype(np.float32), C,
+                      multilabel)
 
 
 def _choose_C(Z, y, weights):

@@ -46,6 +46,7 @@ candidate; with one candidate, or fewer than two classes of two images or more
 (the image of a class of one is never held out), nothing is selected.
 """
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ from ._probe import (
     embed,
     fit_linear_head,
     last_linear,
+    multilabel_scores,
     set_linear_head,
 )
 from .augmentation import RandomAugment
@@ -73,6 +75,7 @@ __all__ = [
     "Selection",
     "candidate_recipes",
     "install_linear_head",
+    "label_groups",
     "select_recipe",
 ]
 
@@ -278,18 +281,30 @@ def pretrained_available(name=PRETRAINED_BACKBONE):
         return False
 
 
-def candidate_recipes(image_shape):
+def candidate_recipes(image_shape, multilabel=False):
     """The recipes that apply to images of ``image_shape``, simplest first.
 
     Simplest: fewest parameters fitted to the data. The frozen features' linear
     head fits 1,904 per class, ``compact_cnn`` about 73,000 and fine-tuning
     EfficientNet-Lite0 4.7 million. The pretrained ones need the weights
     installed and images with a shorter side of at least
-    ``MIN_PRETRAINED_SIDE``.
+    ``MIN_PRETRAINED_SIDE``. For a ``multilabel`` target the frozen features
+    get one logistic regression per label and fine-tuning is no candidate
+    (its probe and frozen partner are multi-class).
     """
     if min(image_shape[:2]) < MIN_PRETRAINED_SIDE or not pretrained_available():
         return [scratch_recipe()]
+    if multilabel:
+        return [frozen_recipe(image_shape), scratch_recipe()]
     return [frozen_recipe(image_shape), scratch_recipe(), fine_tune_recipe(image_shape)]
+
+
+def label_groups(y_enc):
+    """What the held-out parts are drawn per: the class, or for a multi-label
+    ``y`` (2-D) the label set (each distinct row), as a label powerset."""
+    if y_enc.ndim == 1:
+        return y_enc
+    return np.unique(y_enc, axis=0, return_inverse=True)[1].reshape(-1)
 
 
 @dataclass
@@ -317,7 +332,7 @@ def _log(verbose, text):
 
 
 def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precision,
-                  build_module, verbose=0):
+                  build_module, pos_weight=None, verbose=0):
     """Compare ``recipes`` on a held-out part of ``X``; return a :class:`Selection`.
 
     Parameters
@@ -327,8 +342,10 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
         recipe's parameters.
     X : ndarray of shape (n, H, W, C)
         Validated in-memory images.
-    y_enc : ndarray of shape (n,)
-        Class indices.
+    y_enc : ndarray of shape (n,) or (n, n_labels)
+        Class indices, or a multi-label 0/1 indicator matrix: its held-out
+        parts are drawn per label set, and an image is right when all its
+        labels are (at the estimator's ``threshold``).
     weights : ndarray of shape (n,)
         Sample weights (class weights included).
     recipes : list of Recipe
@@ -340,15 +357,19 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     build_module : callable
         ``build_module(params) -> torch.nn.Module``: the network of a recipe's
         parameters, built as ``fit`` builds it (pretrained weights, freezing).
+    pos_weight : ndarray of shape (n_labels,) or None
+        Multi-label: the weight of each label's positives (``class_weight``).
     """
     start = time.perf_counter()
     rows = np.arange(len(X))
     subsampled = len(X) > SELECT_MAX_SAMPLES
     if subsampled:
-        rows = _subsample(y_enc, SELECT_MAX_SAMPLES, rng)
+        rows = _subsample(label_groups(y_enc), SELECT_MAX_SAMPLES, rng)
     X, y_enc, weights = X[rows], y_enc[rows], weights[rows]
-    n_classes = int(y_enc.max()) + 1
-    n_valid = max(n_classes, int(round(SELECT_VALID_FRACTION * len(X))))
+    groups = label_groups(y_enc)
+    n_groups = int((np.bincount(groups) >= 2).sum())  # those that can be held out
+    n_valid = max(n_groups, int(round(SELECT_VALID_FRACTION * len(X))))
+    scorer = functools.partial(_scores, threshold=getattr(estimator, "threshold", 0.5))
     results = {"recipe": [], "steps": [], "valid_score": [], "valid_log_loss": [],
                "fit_s": []}
     correct = []  # per recipe: which held-out images it got right (None: not trained)
@@ -360,7 +381,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
         features = _features(linear[0], X, cache, device=device, precision=precision,
                              build_module=build_module)
         early_s[linear[0].name] = time.perf_counter() - t0  # counted as its fit_s
-    folds = _held_out_folds(features, y_enc, n_valid, rng)
+    folds = _held_out_folds(features, groups, n_valid, rng)
     held_idx = np.concatenate([valid for _, valid in folds])
     held_weights = weights[held_idx]
     looked_at = f"the {len(X)} images looked at" if subsampled else f"{len(X)} images"
@@ -398,7 +419,8 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
             if recipe.linear_head:
                 score, loss, fold_right = _score_linear_head(
                     recipe, X, y_enc, weights, train_idx, valid_idx, cache,
-                    device=device, precision=precision, build_module=build_module)
+                    device=device, precision=precision, build_module=build_module,
+                    pos_weight=pos_weight, score=scorer)
             else:
                 simpler = [c[here] for c in correct if c is not None
                            and not np.isnan(np.asarray(c[here], float)).any()]
@@ -406,7 +428,7 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
                             and recipe.starts_from is None else None)
                 (score, loss, fold_right), fold_used, fold_budget = _score_trained(
                     estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
-                    ahead_of=ahead_of)
+                    ahead_of=ahead_of, score=scorer)
                 used, budget = used + fold_used, budget + fold_budget
             right[here] = fold_right
             scores.append((score, loss, weights[valid_idx].sum()))
@@ -624,8 +646,11 @@ def _outclassed(recipe, names, correct, weights):
     return any(_beats(*_discordant(c, base, weights)) for c in correct if c is not None)
 
 
-def _scores(y_true, proba, weights):
-    """Accuracy, log-loss and which images are right, of ``proba`` (a column per class)."""
+def _scores(y_true, proba, weights, threshold=0.5):
+    """Accuracy, log-loss and which images are right, of ``proba`` (a column per
+    class; per label for a multi-label ``y_true``, see ``multilabel_scores``)."""
+    if y_true.ndim == 2:
+        return multilabel_scores(y_true, proba, weights, threshold)
     accuracy, loss = accuracy_and_log_loss(y_true, proba, weights,
                                            np.arange(proba.shape[1]))
     return accuracy, loss, proba.argmax(1) == y_true
@@ -647,11 +672,12 @@ class _StopWhenAhead(Callback):
     after ``UpdateBatchNorm`` recomputed them at the end, and can differ.
     """
 
-    def __init__(self, X_valid, y_valid, weights, ahead_of):
+    def __init__(self, X_valid, y_valid, weights, ahead_of, score=_scores):
         self.X_valid = X_valid
         self.y_valid = y_valid
         self.weights = weights
         self.ahead_of = ahead_of
+        self.score = score
 
     def on_train_begin(self, net, **kwargs):
         self.every_ = max(1, math.ceil(net.max_epochs / STOP_CHECKS))
@@ -666,8 +692,9 @@ class _StopWhenAhead(Callback):
         with torch.inference_mode():
             logits = torch.cat([net.predict_logits(images[i:i + size])
                                 for i in range(0, len(images), size)])
-        proba = torch.softmax(logits.float(), 1).cpu().numpy()
-        _, _, right = _scores(self.y_valid, proba, self.weights)
+        proba = (torch.sigmoid(logits.float()) if self.y_valid.ndim == 2
+                 else torch.softmax(logits.float(), 1)).cpu().numpy()
+        _, _, right = self.score(self.y_valid, proba, self.weights)
         if all(_beats(*_discordant(right, other, self.weights))
                for other in self.ahead_of):
             self.stopped_at_ = epoch
@@ -675,7 +702,7 @@ class _StopWhenAhead(Callback):
 
 
 def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, rng,
-                   ahead_of=None):
+                   ahead_of=None, score=_scores):
     """Train a clone on the train part as the refit would train it; score it.
 
     The recipe's own budget (``recipe.steps`` optimizer steps, or the
@@ -696,13 +723,13 @@ def _score_trained(estimator, recipe, X, y_enc, weights, train_idx, valid_idx, r
     clf = clone(estimator)
     if ahead_of is not None:
         stop = _StopWhenAhead(X[valid_idx], y_enc[valid_idx], weights[valid_idx],
-                              ahead_of)
+                              ahead_of, score)
         params["callbacks"] = [*(estimator.callbacks or []), ("select_stop", stop)]
     clf.set_params(**params)
     clf.fit(X[train_idx], y_enc[train_idx], sample_weight=weights[train_idx])
     proba = clf.predict_proba(X[valid_idx])
     per_epoch = math.ceil(n_train / clf.batch_size_)
-    return (_scores(y_enc[valid_idx], proba, weights[valid_idx]),
+    return (score(y_enc[valid_idx], proba, weights[valid_idx]),
             len(clf.net_.history) * per_epoch, clf.max_epochs_ * per_epoch)
 
 
@@ -746,16 +773,19 @@ def _neighbourhood_split(features, y_enc, valid_idx, buffer=False):
 
 
 def _score_linear_head(recipe, X, y_enc, weights, train_idx, valid_idx, cache, *,
-                       device, precision, build_module):
+                       device, precision, build_module, pos_weight=None, score=_scores):
     """Features of every image once; a linear head on the train part, scored."""
     features = _features(recipe, X, cache, device=device, precision=precision,
                          build_module=build_module)
-    head = fit_linear_head(features[train_idx], y_enc[train_idx], weights[train_idx])
+    head = fit_linear_head(features[train_idx], y_enc[train_idx], weights[train_idx],
+                           n_classes=None if y_enc.ndim == 2 else int(y_enc.max()) + 1,
+                           pos_weight=pos_weight)
     proba = head.predict_proba(features[valid_idx])
-    return _scores(y_enc[valid_idx], proba, weights[valid_idx])
+    return score(y_enc[valid_idx], proba, weights[valid_idx])
 
 
-def install_linear_head(module, selection, X, y_enc, weights, *, device, precision):
+def install_linear_head(module, selection, X, y_enc, weights, *, device, precision,
+                        pos_weight=None):
     """Refit the linear head on every image's features and write it into ``module``.
 
     ``module`` is a freshly built network of the winning recipe (frozen body,
@@ -768,6 +798,7 @@ def install_linear_head(module, selection, X, y_enc, weights, *, device, precisi
     if len(selection.rows) != len(X):
         features = embed(module, X, device=device, precision=precision)
     head = fit_linear_head(features, y_enc, weights,
-                           n_classes=last_linear(module).out_features)
+                           n_classes=last_linear(module).out_features,
+                           pos_weight=pos_weight)
     set_linear_head(module, head)
     return head

@@ -45,7 +45,12 @@ from ._device import (
     training_precision,
 )
 from ._docstring import Substitution
-from ._selection import candidate_recipes, install_linear_head, select_recipe
+from ._selection import (
+    candidate_recipes,
+    install_linear_head,
+    label_groups,
+    select_recipe,
+)
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset, decode_for_fit
 from .preprocessing import ImageReader
@@ -821,7 +826,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 if accelerator is None:
                     self.device_ = resolve_device(self.device)
                     self.precision_ = resolve_precision(self.precision, self.device_)
-                selection = self._choose_recipe(X, y_enc, weights, rng, partial=partial)
+                selection = self._choose_recipe(X, y_enc, weights, rng, partial=partial,
+                                                pos_weight=pos_weight)
             train, valid = self._split(X, y_enc, weights, rng, partial=partial)
             self._resolve_budget(len(train), valid is not None, warm=warm)
             if epochs is None:
@@ -834,7 +840,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if selection is not None and selection.recipe.linear_head:
                 # Frozen features + linear head: no optimizer steps to take.
                 install_linear_head(self.net_.module_, selection, X, y_enc, weights,
-                                    device=self.device_, precision=self.precision_)
+                                    device=self.device_, precision=self.precision_,
+                                    pos_weight=pos_weight)
                 self.max_epochs_ = 0
                 return self
             self.net_.train_split = None if valid is None else predefined_split(valid)
@@ -858,7 +865,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             )
         return self
 
-    def _choose_recipe(self, X, y_enc, weights, rng, *, partial):
+    def _choose_recipe(self, X, y_enc, weights, rng, *, partial, pos_weight=None):
         """Resolve ``module='auto'`` / ``pretrained='auto'``, by selection when it runs.
 
         Sets ``recipe_``, ``best_params_``, ``selection_results_``,
@@ -868,13 +875,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.best_params_ = resolve_auto(self.module, self.pretrained, self.augment)
         self.recipe_ = self.selection_results_ = None
         self.selection_steps_, self.selection_seconds_ = 0, 0.0
-        recipes = (candidate_recipes(self.image_shape_)
+        recipes = (candidate_recipes(self.image_shape_, multilabel=self._multilabel)
                    if self._selects(X, y_enc, partial=partial) else [])
         if len(recipes) < 2:
             return None
         selection = select_recipe(
             self, X, y_enc, weights, recipes, rng=rng, device=self.device_,
-            precision=self.precision_, verbose=self.verbose,
+            precision=self.precision_, pos_weight=pos_weight, verbose=self.verbose,
             build_module=lambda params: build_module(
                 {**net_params(self), **params}, image_shape=self.image_shape_,
                 n_classes=len(self.classes_)))
@@ -896,7 +903,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _selects(self, X, y_enc, *, partial):
         """Whether ``fit`` chooses the recipe: nothing that fixes it was set, and
         the data can afford a held-out part (two images or more in at least
-        two classes; the image of a class of one is never held out).
+        two classes, or label sets for a multi-label ``y``; the image of a
+        class of one is never held out).
 
         ``module__*`` parameters fix it too: they configure one network (the
         one ``module='auto'`` resolves to without a selection), and no
@@ -904,8 +912,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         auto = all(isinstance(value, str) and value == "auto"
                    for value in (self.module, self.pretrained, self.max_epochs))
         auto = auto and not self._routed_params("module__")
-        return (auto and not partial and not self._multilabel and X.ndim == 4
-                and self.accelerator is None and (np.bincount(y_enc) >= 2).sum() >= 2)
+        return (auto and not partial and X.ndim == 4 and self.accelerator is None
+                and (np.bincount(label_groups(y_enc)) >= 2).sum() >= 2)
 
     def _checkpointer(self, X, y_enc, weights, epochs, *, resume):
         """The checkpointer of this fit and the number of epochs left to train."""

@@ -86,7 +86,7 @@ def test_train_defaults_choose_the_recipe_and_say_which(folders, monkeypatch, ca
         "module": "efficientnet_lite0", "pretrained": True, "freeze": "backbone",
         "module__input_size": 32}, linear_head=True)
     monkeypatch.setattr("skimgcls.classifier.candidate_recipes",
-                        lambda shape: [stuck, frozen])
+                        lambda shape, multilabel=False: [stuck, frozen])
     out = folders / "auto-model"
     assert main(["train", str(folders / "train"), "--out", str(out), "--mode", "L",
                  "--verbose", "0"]) == 0

@@ -276,7 +276,7 @@ def test_default_selection_can_choose_lp_ft_offline(crops, tmp_path, no_network,
     stuck = Recipe("compact_cnn", {"module": "compact_cnn", "pretrained": False,
                                    "module__width": 4, "lr": 1e-9}, steps=2)
     monkeypatch.setattr("skimgcls.classifier.candidate_recipes",
-                        lambda shape: [stuck, fine_tune_recipe(shape)])
+                        lambda shape, multilabel=False: [stuck, fine_tune_recipe(shape)])
     X, y = crops
     clf = CNNClassifier(random_state=0).fit(X, y)
     assert clf.recipe_ == "fine_tune"

@@ -65,7 +65,7 @@ def recipes(monkeypatch):
 
     def use(*candidates):
         monkeypatch.setattr(classifier_module, "candidate_recipes",
-                            lambda image_shape: list(candidates))
+                            lambda image_shape, multilabel=False: list(candidates))
     return use
 
 
@@ -119,6 +119,56 @@ def test_frozen_features_winner_is_a_frozen_backbone_with_the_fitted_head(
     # Saved and loaded, it predicts the same.
     save(clf, tmp_path / "model")
     assert np.array_equal(load(tmp_path / "model").predict(X_test), clf.predict(X_test))
+
+
+def multilabel(y):
+    """Three labels of a digit: even, at least 5, zero (8 label sets)."""
+    return np.stack([y % 2 == 0, y >= 5, y == 0], axis=1).astype(np.int64)
+
+
+def test_a_multilabel_y_is_selected_on_label_sets(recipes, weights_file, data, capsys):
+    X, y, X_test, y_test = data
+    recipes(scratch(), frozen(weights_file))
+    Y = multilabel(y)
+    clf = CNNClassifier(random_state=0, precision="fp32", verbose=1).fit(X, Y)
+    out = capsys.readouterr().out
+    assert clf.multilabel_ and clf.recipe_ in ("compact_cnn", "frozen_features")
+    assert "20 of 100 images held out" in out
+    assert all(0 <= s <= 1 for s in clf.selection_results_["valid_score"])
+    assert clf.predict(X_test).shape == (len(X_test), 3)
+    proba = clf.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 3) and not np.allclose(proba.sum(1), 1)
+    assert clf.score(X_test, multilabel(y_test)) > 0.5
+
+
+def test_a_multilabel_frozen_winner_has_a_logistic_regression_per_label(
+        recipes, weights_file, data, tmp_path):
+    X, y, X_test, y_test = data
+    recipes(scratch(lr=1e-9), frozen(weights_file))
+    Y = multilabel(y)
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X, Y)
+    assert clf.recipe_ == "frozen_features" and clf.max_epochs_ == 0
+    features = embed(clf.module_, X, device="cpu", precision="fp32")
+    head = fit_linear_head(features, Y, np.ones(len(Y)))
+    assert head.multilabel and head.coef.shape == (3, features.shape[1])
+    expected = head.predict(embed(clf.module_, X_test, device="cpu", precision="fp32"))
+    assert np.mean(clf.predict(X_test) == expected) > 0.95
+    assert np.mean(clf.predict(X_test) == multilabel(y_test)) > 0.8  # per label
+    save(clf, tmp_path / "model")
+    assert np.array_equal(load(tmp_path / "model").predict(X_test), clf.predict(X_test))
+
+
+def test_the_multilabel_head_fits_each_label_and_weighs_positives():
+    rng = np.random.RandomState(0)
+    F = rng.normal(size=(200, 6)).astype(np.float32)
+    Y = np.stack([F[:, 0] > 0, F[:, 1] > 1, np.zeros(200, bool)], 1).astype(np.int64)
+    head = fit_linear_head(F, Y, np.ones(200))
+    assert head.multilabel and len(head.C) == 3 and np.isnan(head.C[2])
+    assert (head.predict(F)[:, :2] == Y[:, :2]).mean() > 0.95
+    proba = head.predict_proba(F)
+    assert proba[:, 2].max() < 0.01  # a label never on: a constant near 0
+    weighted = fit_linear_head(F, Y, np.ones(200), pos_weight=np.array([1.0, 10.0, 1.0]))
+    assert weighted.predict_proba(F)[:, 1].mean() > proba[:, 1].mean() + 0.05
 
 
 def test_a_recipe_may_fix_its_batch_size(recipes, data):
@@ -254,6 +304,9 @@ def test_candidates_depend_on_the_images(monkeypatch):
     assert len(candidate_recipes((32, 32, 1))) == 3
     names = [r.name for r in candidate_recipes((48, 48, 3))]
     assert names == ["frozen_features", "compact_cnn", "fine_tune"]  # simplest first
+    # Multi-label: fine-tuning's probe and partner are multi-class.
+    names = [r.name for r in candidate_recipes((48, 48, 3), multilabel=True)]
+    assert names == ["frozen_features", "compact_cnn"]
     monkeypatch.setattr(selection, "pretrained_available", lambda name=None: False)
     assert [r.name for r in candidate_recipes((48, 48, 3))] == ["compact_cnn"]
 
