@@ -39,8 +39,8 @@ scored after a fraction of its budget would lose to one that is done. The
 cheap part: the features are computed once for every image and serve both the
 selection and the refit; a from-scratch candidate stops training once it
 significantly beats every simpler recipe, when the rule can no longer pass it
-over (``_StopWhenAhead``); the selection looks at most at
-``SELECT_MAX_SAMPLES`` images. A recipe that does not apply (no pretrained
+over (``_StopWhenAhead``); the selection looks at about
+``SELECT_MAX_SAMPLES`` images at most. A recipe that does not apply (no pretrained
 weights installed, images smaller than ``MIN_PRETRAINED_SIDE``) is not a
 candidate; with one candidate, or fewer than two classes of two images or more
 (the image of a class of one is never held out), nothing is selected.
@@ -301,10 +301,15 @@ def candidate_recipes(image_shape, multilabel=False):
 
 def label_groups(y_enc):
     """What the held-out parts are drawn per: the class, or for a multi-label
-    ``y`` (2-D) the label set (each distinct row), as a label powerset."""
+    ``y`` (2-D) the label set (each distinct row, as a label powerset), the
+    label sets of a single image together in one group (with many labels most
+    sets are unique, and their images must be held out too)."""
     if y_enc.ndim == 1:
         return y_enc
-    return np.unique(y_enc, axis=0, return_inverse=True)[1].reshape(-1)
+    _, sets, counts = np.unique(y_enc, axis=0, return_inverse=True, return_counts=True)
+    sets = sets.reshape(-1)
+    sets[counts[sets] < 2] = len(counts)
+    return np.unique(sets, return_inverse=True)[1].reshape(-1)
 
 
 @dataclass

@@ -482,10 +482,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     photos as the training ones, cannot tell close recipes apart. A recipe
     that can no longer win is not trained, nor is fine-tuning when
     ``compact_cnn`` significantly beat the frozen features it starts from.
-    No selection
-    runs (and
-    ``'compact_cnn'`` is used) when fewer than two classes have 2 images, for
-    multi-label ``y``, file paths, ``partial_fit``, an ``accelerator``, images
+    A multi-label ``y`` compares the frozen features (a logistic regression
+    per label) and ``compact_cnn``, held out per label set, an image right
+    when all its labels are. No selection runs (and ``'compact_cnn'`` is
+    used) when fewer than two classes (label sets) have 2 images, for
+    file paths, ``partial_fit``, an ``accelerator``, images
     with a side under 32 pixels (digits, MNIST: ``compact_cnn`` won every
     validation fold there), or when the pretrained weights are not
     installed. ``verbose`` prints each candidate's score. ``bench/accuracy.py``

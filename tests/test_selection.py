@@ -158,6 +158,17 @@ def test_a_multilabel_frozen_winner_has_a_logistic_regression_per_label(
     assert np.array_equal(load(tmp_path / "model").predict(X_test), clf.predict(X_test))
 
 
+def test_multilabel_images_are_held_out_per_label_set():
+    Y = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 1], [1, 1], [0, 0]])
+    groups = selection_module.label_groups(Y)
+    # Two sets of several images; the two sets of one image, one group.
+    assert groups.tolist() == [1, 1, 0, 0, 0, 2, 2]
+    assert selection_module.label_groups(np.array([2, 0, 1])).tolist() == [2, 0, 1]
+    # Twenty labels: every set is unique, and every image can be held out.
+    Y = np.random.RandomState(0).rand(50, 20) < 0.3
+    assert set(selection_module.label_groups(Y.astype(int))) == {0}
+
+
 def test_the_multilabel_head_fits_each_label_and_weighs_positives():
     rng = np.random.RandomState(0)
     F = rng.normal(size=(200, 6)).astype(np.float32)
