@@ -1924,6 +1924,25 @@ def _variant_section(rows, title, text, variant, label, values, unit,
     return lines
 
 
+def _against_compact_cnn(rows, title, text, scores):
+    """A report section of ``CNNClassifier()`` against ``compact_cnn (before)``
+    (the ``method`` of each row) on the same folds: the ``_draw_section``, each
+    method's ``scores(rows)`` and the recipes it chose, and the paired
+    difference of accuracies."""
+    lines = _draw_section(rows, title, text, {"condition": "condition", "method": "method"},
+                          per="per fold")
+    if not rows:
+        return lines
+    cells = _grouped(rows, lambda r: r["method"])
+    lines.append("")
+    for method, rs in cells.items():
+        recipes = ", ".join(sorted({str(r["recipe"]) for r in rs}))
+        lines.append(f"- {method}: {scores(rs)} (recipes: {recipes})")
+    return lines + _paired_line("CNNClassifier() minus compact_cnn (before)",
+                                cells.get("CNNClassifier()", []),
+                                cells.get("compact_cnn (before)", []))
+
+
 def _rules_report(rows, base="defaults"):
     """The ``rules`` section: per condition, each variant against the defaults
     (the variant ``base``)."""
@@ -2372,9 +2391,9 @@ def report(path):
         "more than one standard error and its mean is above the frozen features'; "
         "of several, the highest mean.",
         "alpha", "a", WISE_ALPHAS, "")
-    sg_rows = [r for r in rows if r["experiment"] == "singleton"]
-    lines += _draw_section(
-        sg_rows, "A class of one image: the selection against compact_cnn",
+    lines += _against_compact_cnn(
+        [r for r in rows if r["experiment"] == "singleton"],
+        "A class of one image: the selection against compact_cnn",
         "`CNNClassifier()` when one class of the fitting data keeps one image (class "
         "`draw % n_classes`): before, no selection ran and `compact_cnn` trained "
         "from scratch; now the selection runs, the image of the class of one trained "
@@ -2383,21 +2402,11 @@ def report(path):
         "validation part, the recipe chosen, and the class of one's recall. Rule, "
         "set before the run: the selection stays if, paired over the folds, it is "
         "not below `compact_cnn` by more than one standard error.",
-        {"condition": "condition", "method": "method"}, per="per fold")
-    if sg_rows:
-        cells = _grouped(sg_rows, lambda r: r["method"])
-        lines.append("")
-        for method, rs in cells.items():
-            recipes = ", ".join(sorted({str(r["recipe"]) for r in rs}))
-            lines.append(f"- {method}: {_mean_accuracy(rs)} %, recall of the class of "
-                         f"one {100 * statistics.fmean(r['rare_recall'] for r in rs):.1f} "
-                         f"% (recipes: {recipes})")
-        lines += _paired_line("CNNClassifier() minus compact_cnn (before)",
-                              cells.get("CNNClassifier()", []),
-                              cells.get("compact_cnn (before)", []))
-    ml_rows = [r for r in rows if r["experiment"] == "multilabel"]
-    lines += _draw_section(
-        ml_rows, "A multi-label y: the selection against compact_cnn",
+        lambda rs: f"{_mean_accuracy(rs)} %, recall of the class of one "
+                   f"{100 * statistics.fmean(r['rare_recall'] for r in rs):.1f} %")
+    lines += _against_compact_cnn(
+        [r for r in rows if r["experiment"] == "multilabel"],
+        "A multi-label y: the selection against compact_cnn",
         "`CNNClassifier()` on mosaics of 2 x 2 tiles showing 1 or 2 classes (the "
         "labels): before, no selection ran for a multi-label `y` and `compact_cnn` "
         "trained from scratch; now the frozen features (a logistic regression per "
@@ -2407,18 +2416,8 @@ def report(path):
         "images; 300 and 150 mosaics). Accuracy is the subset accuracy (`score`). "
         "Rule, set before the run: the selection stays if, paired over the folds, its "
         "subset accuracy is not below `compact_cnn`'s by more than one standard error.",
-        {"condition": "condition", "method": "method"}, per="per fold")
-    if ml_rows:
-        cells = _grouped(ml_rows, lambda r: r["method"])
-        lines.append("")
-        for method, rs in cells.items():
-            recipes = ", ".join(sorted({str(r["recipe"]) for r in rs}))
-            lines.append(f"- {method}: subset accuracy {_mean_accuracy(rs)} %, F1 "
-                         f"(samples) {100 * statistics.fmean(r['f1_samples'] for r in rs):.1f}"
-                         f" % (recipes: {recipes})")
-        lines += _paired_line("CNNClassifier() minus compact_cnn (before)",
-                              cells.get("CNNClassifier()", []),
-                              cells.get("compact_cnn (before)", []))
+        lambda rs: f"subset accuracy {_mean_accuracy(rs)} %, F1 (samples) "
+                   f"{100 * statistics.fmean(r['f1_samples'] for r in rs):.1f} %")
     fp_rows = [r for r in rows if r["experiment"] == "frozen_precision"]
     lines += _draw_section(
         fp_rows, "The frozen features in bf16 and fp32",
