@@ -63,12 +63,14 @@ from ._device import inference_batch_size
 from ._probe import (
     accuracy_and_log_loss,
     embed,
+    embed_batches,
     fit_linear_head,
     last_linear,
     multilabel_scores,
     set_linear_head,
 )
 from .augmentation import RandomAugment
+from .datasets import MEMORY_BUDGET
 
 __all__ = [
     "Recipe",
@@ -77,6 +79,7 @@ __all__ = [
     "install_linear_head",
     "label_groups",
     "select_recipe",
+    "selection_rows",
 ]
 
 #: Images whose shorter side is below this (digits, MNIST, the estimator
@@ -337,7 +340,7 @@ def _log(verbose, text):
 
 
 def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precision,
-                  build_module, pos_weight=None, verbose=0):
+                  build_module, pos_weight=None, n_images=None, verbose=0):
     """Compare ``recipes`` on a held-out part of ``X``; return a :class:`Selection`.
 
     Parameters
@@ -364,11 +367,14 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
         parameters, built as ``fit`` builds it (pretrained weights, freezing).
     pos_weight : ndarray of shape (n_labels,) or None
         Multi-label: the weight of each label's positives (``class_weight``).
+    n_images : int or None
+        The number of training images when ``X`` is a subsample of them
+        (``selection_rows`` of file paths); None: ``X`` is all of them.
     """
     start = time.perf_counter()
     rows = np.arange(len(X))
-    subsampled = len(X) > SELECT_MAX_SAMPLES
-    if subsampled:
+    subsampled = len(X) > SELECT_MAX_SAMPLES or (n_images or 0) > len(X)
+    if len(X) > SELECT_MAX_SAMPLES:
         rows = _subsample(label_groups(y_enc), SELECT_MAX_SAMPLES, rng)
     X, y_enc, weights = X[rows], y_enc[rows], weights[rows]
     groups = label_groups(y_enc)
@@ -464,6 +470,20 @@ def select_recipe(estimator, X, y_enc, weights, recipes, *, rng, device, precisi
     return Selection(best, results, spent, time.perf_counter() - start,
                      len(folds[0][0]), len(held_idx), rows, entry.get("features"),
                      entry.get("body_state"), correct, len(folds))
+
+
+def selection_rows(y_enc, image_shape, rng):
+    """The rows of a fit on file paths that the selection decodes and looks at.
+
+    A fit keeps file paths (decoded batch by batch) when its decoded images
+    exceed the reader's memory budget: the selection then decodes a
+    subsample of ``SELECT_MAX_SAMPLES`` images (``_subsample``), or as many
+    as ``MEMORY_BUDGET`` holds when they are large, and the winner is refit
+    on every file.
+    """
+    groups = label_groups(y_enc)
+    n = min(SELECT_MAX_SAMPLES, MEMORY_BUDGET // max(1, math.prod(image_shape)))
+    return np.arange(len(groups)) if n >= len(groups) else _subsample(groups, n, rng)
 
 
 def _subsample(y_enc, n, rng):
@@ -787,6 +807,33 @@ def _score_linear_head(recipe, X, y_enc, weights, train_idx, valid_idx, cache, *
                            pos_weight=pos_weight)
     proba = head.predict_proba(features[valid_idx])
     return score(y_enc[valid_idx], proba, weights[valid_idx])
+
+
+def install_linear_head_streamed(net, selection, dataset, *, pos_weight=None):
+    """``install_linear_head`` for a dataset of file paths, decoded batch by batch.
+
+    The features of every image of ``dataset`` (``net.get_iterator`` in eval
+    mode, as :class:`~skimgcls.callbacks.ProbeHead` computes them), then the
+    head on them, written into ``net.module_``.
+    """
+    module = net.module_
+    module.load_state_dict(selection.body_state)
+    labels, weights = [], []
+
+    def batches():
+        for Xb, yb in net.get_iterator(dataset, training=False):
+            labels.append(yb.cpu())
+            weights.append(Xb["sample_weight"].cpu())
+            yield net.to_model_input(Xb)
+
+    features = embed_batches(module, batches(), device=net.device,
+                             precision=net.precision)
+    head = fit_linear_head(features, torch.cat(labels).numpy(),
+                           torch.cat(weights).double().numpy(),
+                           n_classes=last_linear(module).out_features,
+                           pos_weight=pos_weight)
+    set_linear_head(module, head)
+    return head
 
 
 def install_linear_head(module, selection, X, y_enc, weights, *, device, precision,

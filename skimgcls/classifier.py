@@ -48,15 +48,17 @@ from ._docstring import Substitution
 from ._selection import (
     candidate_recipes,
     install_linear_head,
+    install_linear_head_streamed,
     label_groups,
     select_recipe,
+    selection_rows,
 )
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset, decode_for_fit
 from .preprocessing import ImageReader
 from .utils._progress import track
 from .utils._random import seeded
-from .utils.validation import check_image_shape, check_images, check_labels
+from .utils.validation import check_image_shape, check_images, check_labels, read_images
 
 __all__ = ["CNNClassifier"]
 # The package-internal door of a fitted classifier (end of this file):
@@ -484,9 +486,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     ``compact_cnn`` significantly beat the frozen features it starts from.
     A multi-label ``y`` compares the frozen features (a logistic regression
     per label) and ``compact_cnn``, held out per label set, an image right
-    when all its labels are. No selection runs (and ``'compact_cnn'`` is
-    used) when fewer than two classes (label sets) have 2 images, for
-    file paths, ``partial_fit``, an ``accelerator``, images
+    when all its labels are. File paths whose decoded images exceed the
+    reader's memory budget are selected on a decoded subsample (about 2,000
+    images, fewer when large) and the winner is refit on every file. No
+    selection runs (and ``'compact_cnn'`` is used) when fewer than two
+    classes (label sets) have 2 images, for ``partial_fit``, an
+    ``accelerator``, images
     with a side under 32 pixels (digits, MNIST: ``compact_cnn`` won every
     validation fold there), or when the pretrained weights are not
     installed. ``verbose`` prints each candidate's score. ``bench/accuracy.py``
@@ -840,9 +845,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                         self.precision, self.device_, self.net_.module_)
             if selection is not None and selection.recipe.linear_head:
                 # Frozen features + linear head: no optimizer steps to take.
-                install_linear_head(self.net_.module_, selection, X, y_enc, weights,
-                                    device=self.device_, precision=self.precision_,
-                                    pos_weight=pos_weight)
+                if X.ndim == 1:
+                    install_linear_head_streamed(self.net_, selection,
+                                                 self._dataset(X, y_enc, weights),
+                                                 pos_weight=pos_weight)
+                else:
+                    install_linear_head(self.net_.module_, selection, X, y_enc, weights,
+                                        device=self.device_, precision=self.precision_,
+                                        pos_weight=pos_weight)
                 self.max_epochs_ = 0
                 return self
             self.net_.train_split = None if valid is None else predefined_split(valid)
@@ -875,14 +885,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         self.best_params_ = resolve_auto(self.module, self.pretrained, self.augment)
         self.recipe_ = self.selection_results_ = None
+        y_all = y_enc
         self.selection_steps_, self.selection_seconds_ = 0, 0.0
         recipes = (candidate_recipes(self.image_shape_, multilabel=self._multilabel)
                    if self._selects(X, y_enc, partial=partial) else [])
         if len(recipes) < 2:
             return None
+        if X.ndim == 1:  # file paths too many to keep: select on a decoded subsample
+            rows = selection_rows(y_enc, self.image_shape_, rng)
+            X, y_enc, weights = (read_images(self._reader(), X[rows],
+                                             fitted_shape=self.image_shape_),
+                                 y_enc[rows], weights[rows])
         selection = select_recipe(
             self, X, y_enc, weights, recipes, rng=rng, device=self.device_,
-            precision=self.precision_, pos_weight=pos_weight, verbose=self.verbose,
+            precision=self.precision_, pos_weight=pos_weight, n_images=len(y_all),
+            verbose=self.verbose,
             build_module=lambda params: build_module(
                 {**net_params(self), **params}, image_shape=self.image_shape_,
                 n_classes=len(self.classes_)))
@@ -893,9 +910,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                             recipe.params["pretrained"], self.augment),
                              **recipe.params}
         if recipe.steps is not None:  # the recipe's own budget, for all the data
-            batch_size = recipe.params.get("batch_size") or auto_batch_size(len(X))
+            batch_size = recipe.params.get("batch_size") or auto_batch_size(len(y_all))
             self.best_params_["max_epochs"] = max(
-                1, math.ceil(recipe.steps / math.ceil(len(X) / batch_size)))
+                1, math.ceil(recipe.steps / math.ceil(len(y_all) / batch_size)))
         self.selection_results_ = selection.results
         self.selection_steps_ = selection.steps
         self.selection_seconds_ = selection.seconds
@@ -913,7 +930,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         auto = all(isinstance(value, str) and value == "auto"
                    for value in (self.module, self.pretrained, self.max_epochs))
         auto = auto and not self._routed_params("module__")
-        return (auto and not partial and X.ndim == 4 and self.accelerator is None
+        return (auto and not partial and self.accelerator is None
                 and (np.bincount(label_groups(y_enc)) >= 2).sum() >= 2)
 
     def _checkpointer(self, X, y_enc, weights, epochs, *, resume):

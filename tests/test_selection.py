@@ -182,6 +182,45 @@ def test_the_multilabel_head_fits_each_label_and_weighs_positives():
     assert weighted.predict_proba(F)[:, 1].mean() > proba[:, 1].mean() + 0.05
 
 
+def test_file_paths_kept_on_disk_are_selected_on_a_decoded_subsample(
+        recipes, weights_file, data, tmp_path, monkeypatch, capsys):
+    """Files whose decoded images exceed the memory budget stay paths; the
+    selection decodes a subsample of them, and a frozen winner's head is
+    fitted on the features of every file, as it is on in-memory images."""
+    from PIL import Image
+
+    from skimgcls import ImageReader
+
+    X, y, X_test, _ = data
+    paths = []
+    for i, image in enumerate((X[..., 0] * 255).round().astype(np.uint8)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    paths = np.array(paths, dtype=object)
+    monkeypatch.setattr(selection_module, "SELECT_MAX_SAMPLES", 90)
+    recipes(scratch(lr=1e-9), frozen(weights_file))
+    reader = ImageReader(mode="L", keep_in_memory=False)
+    clf = CNNClassifier(random_state=0, precision="fp32", reader=reader, verbose=1)
+    clf.fit(paths, y)
+    assert "of the 90 images looked at" in capsys.readouterr().out
+    assert clf.recipe_ == "frozen_features" and clf.max_epochs_ == 0
+    in_memory = CNNClassifier(random_state=0, precision="fp32").fit(
+        reader.transform(paths), y)
+    assert in_memory.recipe_ == "frozen_features"
+    test = (X_test * 255).round().astype(np.uint8)
+    assert np.mean(clf.predict(test) == in_memory.predict(test)) > 0.95
+
+
+def test_the_selection_decodes_what_the_memory_budget_holds(monkeypatch):
+    rng = np.random.RandomState(0)
+    y = np.repeat(np.arange(4), 1000)
+    assert len(selection_module.selection_rows(y, (64, 64, 3), rng)) == 2000
+    monkeypatch.setattr(selection_module, "MEMORY_BUDGET", 300 * 64 * 64 * 3)
+    rows = selection_module.selection_rows(y, (64, 64, 3), rng)
+    assert len(rows) == 300 and np.bincount(y[rows]).tolist() == [75] * 4
+    assert len(selection_module.selection_rows(y[:200], (64, 64, 3), rng)) == 200
+
+
 def test_a_recipe_may_fix_its_batch_size(recipes, data):
     X, y, _, _ = data
     # The recipe with its own batch size wins (the other cannot learn at lr ~0;
