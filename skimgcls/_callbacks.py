@@ -305,6 +305,26 @@ class UpdateBatchNorm(Callback):
         net.history.record("bn_updated", True)
 
 
+def dataset_features(net, module, dataset, device):
+    """``module.embed`` of every image of ``dataset``, with labels and weights.
+
+    One pass of ``net.get_iterator`` in eval mode (no augmentation; file paths
+    decoded batch by batch), in ``net.precision``. Returns NumPy arrays:
+    float32 features, the labels, float64 sample weights.
+    """
+    labels, weights = [], []
+
+    def batches():
+        for Xb, yb in net.get_iterator(dataset, training=False):
+            labels.append(yb.cpu())
+            weights.append(Xb["sample_weight"].cpu())
+            yield net.to_model_input(Xb)
+
+    features = embed_batches(module, batches(), device=device, precision=net.precision)
+    return (features, torch.cat(labels).numpy(),
+            torch.cat(weights).double().numpy())
+
+
 class ProbeHead(Callback):
     """skorch callback: start training from a linear probe of the pretrained body.
 
@@ -363,18 +383,7 @@ class ProbeHead(Callback):
 
     def _fit_probe(self, net, module, device):
         linear = last_linear(module)
-        labels, weights = [], []
-
-        def batches():
-            for Xb, yb in net.get_iterator(self.dataset, training=False):
-                labels.append(yb.cpu())
-                weights.append(Xb["sample_weight"].cpu())
-                yield net.to_model_input(Xb)
-
-        features = embed_batches(module, batches(), device=device,
-                                 precision=net.precision)
-        head = fit_linear_head(features, torch.cat(labels).numpy(),
-                               torch.cat(weights).double().numpy(),
-                               n_classes=linear.out_features)
+        features, labels, weights = dataset_features(net, module, self.dataset, device)
+        head = fit_linear_head(features, labels, weights, n_classes=linear.out_features)
         set_linear_head(module, head)
         net.mean_across_processes([linear.weight.data, linear.bias.data], len(features))

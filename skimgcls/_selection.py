@@ -59,11 +59,11 @@ from skorch.callbacks import Callback
 
 from . import backbones
 from ._build import PRETRAINED_BACKBONE, auto_batch_size
+from ._callbacks import dataset_features
 from ._device import inference_batch_size
 from ._probe import (
     accuracy_and_log_loss,
     embed,
-    embed_batches,
     fit_linear_head,
     last_linear,
     multilabel_scores,
@@ -818,18 +818,8 @@ def install_linear_head_streamed(net, selection, dataset, *, pos_weight=None):
     """
     module = net.module_
     module.load_state_dict(selection.body_state)
-    labels, weights = [], []
-
-    def batches():
-        for Xb, yb in net.get_iterator(dataset, training=False):
-            labels.append(yb.cpu())
-            weights.append(Xb["sample_weight"].cpu())
-            yield net.to_model_input(Xb)
-
-    features = embed_batches(module, batches(), device=net.device,
-                             precision=net.precision)
-    head = fit_linear_head(features, torch.cat(labels).numpy(),
-                           torch.cat(weights).double().numpy(),
+    features, labels, weights = dataset_features(net, module, dataset, net.device)
+    head = fit_linear_head(features, labels, weights,
                            n_classes=last_linear(module).out_features,
                            pos_weight=pos_weight)
     set_linear_head(module, head)

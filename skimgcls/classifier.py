@@ -885,7 +885,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         self.best_params_ = resolve_auto(self.module, self.pretrained, self.augment)
         self.recipe_ = self.selection_results_ = None
-        y_all = y_enc
+        n_images = len(X)
         self.selection_steps_, self.selection_seconds_ = 0, 0.0
         recipes = (candidate_recipes(self.image_shape_, multilabel=self._multilabel)
                    if self._selects(X, y_enc, partial=partial) else [])
@@ -898,7 +898,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                  y_enc[rows], weights[rows])
         selection = select_recipe(
             self, X, y_enc, weights, recipes, rng=rng, device=self.device_,
-            precision=self.precision_, pos_weight=pos_weight, n_images=len(y_all),
+            precision=self.precision_, pos_weight=pos_weight, n_images=n_images,
             verbose=self.verbose,
             build_module=lambda params: build_module(
                 {**net_params(self), **params}, image_shape=self.image_shape_,
@@ -910,9 +910,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                             recipe.params["pretrained"], self.augment),
                              **recipe.params}
         if recipe.steps is not None:  # the recipe's own budget, for all the data
-            batch_size = recipe.params.get("batch_size") or auto_batch_size(len(y_all))
+            batch_size = recipe.params.get("batch_size") or auto_batch_size(n_images)
             self.best_params_["max_epochs"] = max(
-                1, math.ceil(recipe.steps / math.ceil(len(y_all) / batch_size)))
+                1, math.ceil(recipe.steps / math.ceil(n_images / batch_size)))
         self.selection_results_ = selection.results
         self.selection_steps_ = selection.steps
         self.selection_seconds_ = selection.seconds
