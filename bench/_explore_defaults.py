@@ -113,6 +113,9 @@ Experiments (``--experiments``, comma-separated):
   one image (the selection now runs, that image never held out) against
   ``compact_cnn`` from scratch (what ran before), on the photo folds and
   10 color-MNIST images of 64 px per class.
+* ``one_shot``: one image per class (nothing can be held out): ``compact_cnn``
+  from scratch (what ran) against the frozen features' head (the simplest
+  candidate), on the folds of ``singleton``.
 * ``multilabel``: ``CNNClassifier()`` on a multi-label ``y`` (the selection
   now runs: frozen features with a logistic regression per label, or
   ``compact_cnn``) against ``compact_cnn`` from scratch (what ran before), on
@@ -1244,6 +1247,34 @@ def multilabel(name, emit, draws=(0, 1, 2)):
                   "accuracy": float(np.mean((pred == Yv).all(1))),
                   "f1_samples": float(f1_score(Yv, pred, average="samples",
                                                zero_division=0))})
+
+
+def one_shot(name, emit, draws=(0, 1, 2)):
+    """One image per class: ``compact_cnn`` from scratch (what ``CNNClassifier()``
+    trains when no two classes have two images, as nothing can be held out)
+    against the frozen features' linear head (the simplest candidate, which
+    the selection's rule keeps when nothing beats it), on the folds of
+    ``singleton`` with only the first fitting image of each class. Rule, set
+    before the run: ``CNNClassifier()`` falls back to the simplest candidate
+    if, paired over the 15 folds, the frozen features beat ``compact_cnn`` by
+    more than one standard error.
+    """
+    for draw, (X, y, Xv, yv) in validation_folds(name, draws):
+        X, Xv = nhwc(X), nhwc(Xv)
+        first = np.sort([np.flatnonzero(y == c)[0] for c in np.unique(y)])
+        X, y = X[first], y[first]
+        row = {"experiment": "one_shot", "condition": name, "draw": draw, "seed": draw}
+        clf = CNNClassifier(random_state=draw)
+        start = time.perf_counter()
+        clf.fit(X, y)
+        emit({**row, "method": "compact_cnn (before)", "recipe": clf.recipe_,
+              "fit_s": time.perf_counter() - start,
+              "accuracy": float(clf.score(Xv, yv))})
+        start = time.perf_counter()
+        head, Fv = frozen_probe(X, y, Xv)
+        emit({**row, "method": "CNNClassifier()", "recipe": "frozen_features",
+              "fit_s": time.perf_counter() - start,
+              "accuracy": float(np.mean(head.predict(Fv) == yv))})
 
 
 def frozen_precision(name, emit, draws=(0, 1, 2)):
@@ -2405,6 +2436,18 @@ def report(path):
         lambda rs: f"{_mean_accuracy(rs)} %, recall of the class of one "
                    f"{100 * statistics.fmean(r['rare_recall'] for r in rs):.1f} %")
     lines += _against_compact_cnn(
+        [r for r in rows if r["experiment"] == "one_shot"],
+        "One image per class: the frozen features against compact_cnn",
+        "When no two classes have two images nothing can be held out and no "
+        "selection runs: `CNNClassifier()` trained `compact_cnn` from scratch "
+        "(`compact_cnn (before)`, the estimator as it was); the rows "
+        "`CNNClassifier()` are the frozen features' linear head (224 px, four "
+        "levels), the simplest candidate. The folds of `singleton`, the first "
+        "fitting image of each class only. Rule, set before the run: the fallback "
+        "becomes the simplest candidate if, paired over the folds, the frozen "
+        "features beat `compact_cnn` by more than one standard error.",
+        lambda rs: f"{_mean_accuracy(rs)} %")
+    lines += _against_compact_cnn(
         [r for r in rows if r["experiment"] == "multilabel"],
         "A multi-label y: the selection against compact_cnn",
         "`CNNClassifier()` on mosaics of 2 x 2 tiles showing 1 or 2 classes (the "
@@ -2537,11 +2580,12 @@ def main(argv=None):
         if experiment in ("shift", "flip", "split", "rule", "levels", "ft_levels", "head",
                           "ft_augment", "ft_ensemble", "ft_recipe", "ft_smooth",
                           "ft_fixres", "ft_steps", "ft_steps_short", "ft_wise",
-                          "singleton", "multilabel",
+                          "singleton", "multilabel", "one_shot",
                           "frozen_precision",
                           "stop", "ft_size", "select_all", "head_other", "kfold"):
             default = {"stop": STOP_CONDITIONS, "kfold": KFOLD_CONDITIONS,
                        "singleton": SINGLETON_CONDITIONS,
+                       "one_shot": SINGLETON_CONDITIONS,
                        "multilabel": MULTILABEL_CONDITIONS}.get(
                 experiment, SHIFT_CONDITIONS)
             for name in chosen or default:
@@ -2552,6 +2596,7 @@ def main(argv=None):
                  "ft_fixres": ft_fixres, "ft_steps": ft_steps,
                  "ft_steps_short": ft_steps_short, "ft_wise": ft_wise,
                  "singleton": singleton, "multilabel": multilabel,
+                 "one_shot": one_shot,
                  "frozen_precision": frozen_precision,
                  "stop": stop, "ft_size": ft_size,
                  "select_all": select_all, "head_other": head_other,
