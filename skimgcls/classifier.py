@@ -46,12 +46,13 @@ from ._device import (
 )
 from ._docstring import Substitution
 from ._selection import (
+    can_hold_out,
     candidate_recipes,
     install_linear_head,
     install_linear_head_streamed,
-    label_groups,
     select_recipe,
     selection_rows,
+    unselected,
 )
 from ._tta import TTA_PRESETS, resolve_tta
 from .datasets import ImagePathDataset, decode_for_fit
@@ -410,9 +411,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The patience of the last ``fit`` (``patience`` or what ``'auto'``
         resolved to).
     recipe_ : {'compact_cnn', 'frozen_features', 'fine_tune'} or None
-        The recipe that the selection of ``module='auto'`` chose; None when
-        no selection ran (a parameter that fixes the recipe was set, or the
-        data could not afford it: see the Notes).
+        The recipe that the selection of ``module='auto'`` chose, or the
+        simplest candidate when no two classes have two images to hold out
+        (``selection_results_`` is None then); None when no selection applies
+        (a parameter that fixes the recipe was set, or the data rule out the
+        pretrained candidates: see the Notes).
     best_params_ : dict
         The parameters that replaced ``'auto'`` ones in the last ``fit``: the
         winning recipe's (``CNNClassifier(**best_params_)`` trains it without
@@ -432,7 +435,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         made too few held-out errors to be beaten significantly), or, for
         fine-tuning, because ``compact_cnn`` significantly beat the frozen
         features it starts from.
-        None when no selection ran.
+        None when no selection ran (nothing could be held out: see
+        ``recipe_``).
     selection_steps_ : int
         Optimizer steps the selection spent (0 without selection).
     selection_seconds_ : float
@@ -488,10 +492,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     per label) and ``compact_cnn``, held out per label set, an image right
     when all its labels are. File paths whose decoded images exceed the
     reader's memory budget are selected on a decoded subsample (about 2,000
-    images, fewer when large) and the winner is refit on every file. No
-    selection runs (and ``'compact_cnn'`` is used) when fewer than two
-    classes (label sets) have 2 images, for ``partial_fit``, an
-    ``accelerator``, images
+    images, fewer when large) and the winner is refit on every file. When
+    fewer than two classes (label sets) have 2 images, nothing can be held
+    out: the simplest candidate (the frozen features) is trained, as the
+    selection's rule keeps it when no held-out image shows another to be
+    better. No selection runs (and ``'compact_cnn'`` is used) for
+    ``partial_fit``, an ``accelerator``, images
     with a side under 32 pixels (digits, MNIST: ``compact_cnn`` won every
     validation fold there), or when the pretrained weights are not
     installed. ``verbose`` prints each candidate's score. ``bench/accuracy.py``
@@ -888,21 +894,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         n_images = len(X)
         self.selection_steps_, self.selection_seconds_ = 0, 0.0
         recipes = (candidate_recipes(self.image_shape_, multilabel=self._multilabel)
-                   if self._selects(X, y_enc, partial=partial) else [])
+                   if self._selects(partial=partial) else [])
         if len(recipes) < 2:
             return None
-        if X.ndim == 1:  # file paths too many to keep: select on a decoded subsample
-            rows = selection_rows(y_enc, self.image_shape_, rng)
-            X, y_enc, weights = (read_images(self._reader(), X[rows],
-                                             fitted_shape=self.image_shape_),
-                                 y_enc[rows], weights[rows])
-        selection = select_recipe(
-            self, X, y_enc, weights, recipes, rng=rng, device=self.device_,
-            precision=self.precision_, pos_weight=pos_weight, n_images=n_images,
-            verbose=self.verbose,
-            build_module=lambda params: build_module(
-                {**net_params(self), **params}, image_shape=self.image_shape_,
-                n_classes=len(self.classes_)))
+        if not can_hold_out(y_enc):
+            selection = unselected(recipes, self.verbose)
+        else:
+            if X.ndim == 1:  # file paths too many to keep: select on a decoded subsample
+                rows = selection_rows(y_enc, self.image_shape_, rng)
+                X, y_enc, weights = (read_images(self._reader(), X[rows],
+                                                 fitted_shape=self.image_shape_),
+                                     y_enc[rows], weights[rows])
+            selection = select_recipe(
+                self, X, y_enc, weights, recipes, rng=rng, device=self.device_,
+                precision=self.precision_, pos_weight=pos_weight, n_images=n_images,
+                verbose=self.verbose,
+                build_module=lambda params: build_module(
+                    {**net_params(self), **params}, image_shape=self.image_shape_,
+                    n_classes=len(self.classes_)))
         recipe = selection.recipe
         self.recipe_ = recipe.name
         # The recipe's parameters, and what its 'auto' ones stand for.
@@ -918,11 +927,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.selection_seconds_ = selection.seconds
         return selection
 
-    def _selects(self, X, y_enc, *, partial):
-        """Whether ``fit`` chooses the recipe: nothing that fixes it was set, and
-        the data can afford a held-out part (two images or more in at least
-        two classes, or label sets for a multi-label ``y``; the image of a
-        class of one is never held out).
+    def _selects(self, *, partial):
+        """Whether ``fit`` chooses the recipe: nothing that fixes it was set.
+        (With too few images to hold any out, the simplest candidate is
+        taken: see ``can_hold_out``.)
 
         ``module__*`` parameters fix it too: they configure one network (the
         one ``module='auto'`` resolves to without a selection), and no
@@ -930,8 +938,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         auto = all(isinstance(value, str) and value == "auto"
                    for value in (self.module, self.pretrained, self.max_epochs))
         auto = auto and not self._routed_params("module__")
-        return (auto and not partial and self.accelerator is None
-                and (np.bincount(label_groups(y_enc)) >= 2).sum() >= 2)
+        return auto and not partial and self.accelerator is None
 
     def _checkpointer(self, X, y_enc, weights, epochs, *, resume):
         """The checkpointer of this fit and the number of epochs left to train."""

@@ -238,7 +238,11 @@ def _train(args):
         verbose=args.verbose, pretrained=args.pretrained, freeze=args.freeze,
     )
     clf.fit(X, y)
-    if clf.recipe_ is not None:
+    selected = clf.selection_results_ is not None
+    if clf.recipe_ is not None and not selected:
+        print("Too few images per class to hold any out and compare recipes: the "
+              f"simplest, {clf.recipe_}, trained on all {len(X)} images.")
+    elif clf.recipe_ is not None:
         print(f"Recipe chosen on a held-out part of the training images: {clf.recipe_} "
               "(" + ", ".join(
                   f"{name} {score:.3f}" if score == score else f"{name} not trained"
@@ -265,7 +269,7 @@ def _train(args):
     if summary["valid_acc"] is not None:
         print(f"Validation accuracy: {summary['valid_acc']:.4f} (on "
               f"{clf.validation_fraction_:.0%} of the images, held out)")
-    elif clf.recipe_ is not None:
+    elif selected:
         print(f"The chosen recipe was then refit on all {len(X)} images: for its "
               "accuracy on images it has not seen, run 'skimgcls evaluate' on a "
               "separate folder.")

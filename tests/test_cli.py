@@ -100,6 +100,30 @@ def test_train_defaults_choose_the_recipe_and_say_which(folders, monkeypatch, ca
     assert load(out / "model.safetensors").score(*_folder_arrays(folders / "test")) > 0.8
 
 
+def test_train_says_when_nothing_could_be_held_out(folders, tmp_path, monkeypatch,
+                                                   capsys):
+    """One image per class: the simplest candidate, and the CLI says why."""
+    import shutil
+
+    from skimgcls._selection import Recipe
+
+    frozen = Recipe("frozen_features", {
+        "module": "efficientnet_lite0", "pretrained": True, "freeze": "backbone",
+        "module__input_size": 32}, linear_head=True)
+    scratch = Recipe("compact_cnn", {"module": "compact_cnn", "pretrained": False})
+    monkeypatch.setattr("skimgcls.classifier.candidate_recipes",
+                        lambda shape, multilabel=False: [frozen, scratch])
+    for folder in (folders / "train").iterdir():
+        (tmp_path / "one" / folder.name).mkdir(parents=True)
+        shutil.copy(sorted(folder.glob("*.png"))[0], tmp_path / "one" / folder.name)
+    assert main(["train", str(tmp_path / "one"), "--out", str(tmp_path / "model"),
+                 "--mode", "L", "--verbose", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert ("Too few images per class to hold any out and compare recipes: the "
+            "simplest, frozen_features, trained on all 3 images.") in printed
+    assert "No images were held out" in printed and "refit on all" not in printed
+
+
 def _folder_arrays(root):
     paths = sorted(root.glob("*/*.png"))
     X = np.stack([np.asarray(Image.open(p))[..., None] for p in paths])

@@ -283,15 +283,24 @@ def test_a_class_of_one_image_is_trained_on_and_never_held_out(recipes, weights_
     assert clf.predict_proba(X[keep][:3]).shape == (3, 10)
 
 
-def test_no_selection_when_fewer_than_two_classes_can_be_held_out(
-        recipes, weights_file, data, few_auto_steps):
-    X, y, _, _ = data
-    recipes(scratch(), frozen(weights_file))
-    keep = np.concatenate([np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:1],
-                           np.flatnonzero(y == 2)[:1]])
-    clf = CNNClassifier(random_state=0, precision="fp32", **FEW_STEPS)
+@pytest.mark.parametrize("one_image", ["all classes", "all but one"])
+def test_the_simplest_recipe_when_nothing_can_be_held_out(recipes, weights_file, data,
+                                                          one_image, capsys):
+    X, y, X_test, y_test = data
+    recipes(frozen(weights_file), scratch())
+    keep = np.array([np.flatnonzero(y == c)[0] for c in range(10)])
+    if one_image == "all but one":  # one class of several: still none to compare
+        keep = np.union1d(keep, np.flatnonzero(y == 0))
+    clf = CNNClassifier(random_state=0, precision="fp32", verbose=1)
     clf.fit(X[keep], y[keep])
-    assert clf.recipe_ is None and clf.best_params_["module"] == "compact_cnn"
+    assert "none can be held out" in capsys.readouterr().out
+    assert clf.recipe_ == "frozen_features" and clf.selection_results_ is None
+    assert clf.max_epochs_ == 0 and clf.best_params_["freeze"] == "backbone"
+    # The head on the features of every image, as a selection's winner gets it.
+    features = embed(clf.module_, X[keep], device="cpu", precision="fp32")
+    head = fit_linear_head(features, y[keep], np.ones(len(keep)))
+    expected = head.predict(embed(clf.module_, X_test, device="cpu", precision="fp32"))
+    assert np.mean(clf.predict(X_test) == expected) > 0.95
 
 
 def test_the_held_out_parts_never_hold_out_a_class_of_one_image(monkeypatch):
