@@ -339,8 +339,12 @@ class Selection:
 
 def can_hold_out(y_enc):
     """Whether images can be held out to compare recipes: two images or more
-    in at least two classes (label sets, for a multi-label ``y``)."""
-    return int((np.bincount(label_groups(y_enc)) >= 2).sum()) >= 2
+    in at least two classes; for a multi-label ``y``, in one label set (or
+    one group of the sets of a single image, see ``label_groups``): every
+    image carries all the labels, and a held-out part of one group scores
+    them all."""
+    enough = int((np.bincount(label_groups(y_enc)) >= 2).sum())
+    return enough >= (1 if y_enc.ndim == 2 else 2)
 
 
 def unselected(recipes, verbose=0):

@@ -493,7 +493,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     when all its labels are. File paths whose decoded images exceed the
     reader's memory budget are selected on a decoded subsample (about 2,000
     images, fewer when large) and the winner is refit on every file. When
-    fewer than two classes (label sets) have 2 images, nothing can be held
+    fewer than two classes have 2 images (a multi-label ``y``: fewer than 2
+    images), nothing can be held
     out: the simplest candidate (the frozen features) is trained, as the
     selection's rule keeps it when no held-out image shows another to be
     better. No selection runs (and ``'compact_cnn'`` is used) for

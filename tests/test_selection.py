@@ -141,6 +141,16 @@ def test_a_multilabel_y_is_selected_on_label_sets(recipes, weights_file, data, c
     assert clf.score(X_test, multilabel(y_test)) > 0.5
 
 
+def test_multilabel_sets_all_different_are_held_out_together(recipes, weights_file,
+                                                              data):
+    X, y, _, _ = data
+    recipes(scratch(), frozen(weights_file))
+    Y = np.c_[multilabel(y), np.eye(100, dtype=np.int64)]  # 100 different sets
+    assert len(np.unique(Y, axis=0)) == 100
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X, Y)
+    assert clf.selection_results_ is not None and clf.recipe_ is not None
+
+
 def test_a_multilabel_frozen_winner_has_a_logistic_regression_per_label(
         recipes, weights_file, data, tmp_path):
     X, y, X_test, y_test = data
@@ -165,8 +175,12 @@ def test_multilabel_images_are_held_out_per_label_set():
     assert groups.tolist() == [1, 1, 0, 0, 0, 2, 2]
     assert selection_module.label_groups(np.array([2, 0, 1])).tolist() == [2, 0, 1]
     # Twenty labels: every set is unique, and every image can be held out.
-    Y = np.random.RandomState(0).rand(50, 20) < 0.3
-    assert set(selection_module.label_groups(Y.astype(int))) == {0}
+    Y = (np.random.RandomState(0).rand(50, 20) < 0.3).astype(int)
+    assert set(selection_module.label_groups(Y)) == {0}
+    assert selection_module.can_hold_out(Y)
+    assert not selection_module.can_hold_out(Y[:1])
+    assert not selection_module.can_hold_out(np.array([0, 0, 1]))
+    assert selection_module.can_hold_out(np.array([0, 0, 1, 1, 2]))
 
 
 def test_the_multilabel_head_fits_each_label_and_weighs_positives():
