@@ -549,6 +549,7 @@ def _held_out_folds(features, y_enc, n_valid, rng):
             train_idx = np.sort(np.r_[train_idx, indices[alone]])
         return [(train_idx, valid_idx)]
     part = _neighbourhood_parts(features, y_enc, SELECT_FOLDS, rng)
+    n_folds = min(n_folds, int(part.max()) + 1)  # as many parts as hold images
     return [(np.flatnonzero(part != f), np.flatnonzero(part == f))
             for f in range(n_folds)]
 

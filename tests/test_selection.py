@@ -336,6 +336,20 @@ def test_the_held_out_parts_never_hold_out_a_class_of_one_image(monkeypatch):
         assert 21 in train and 21 not in valid
 
 
+def test_two_images_per_class_are_held_out_in_two_parts(recipes, weights_file, data,
+                                                        monkeypatch):
+    """Parts that would hold no image are not held out (an empty part made the
+    selection divide by zero)."""
+    X, y, _, _ = data
+    monkeypatch.setattr(selection_module, "SELECT_MIN_HELD_OUT", 100)
+    recipes(scratch(), frozen(weights_file))
+    keep = np.concatenate([np.flatnonzero(y == c)[:2] for c in (0, 1)])
+    folds = selection_module._held_out_folds(None, y[keep], 2, np.random.RandomState(0))
+    assert [len(valid) for _, valid in folds] == [2, 2]
+    clf = CNNClassifier(random_state=0, precision="fp32").fit(X[keep], y[keep])
+    assert clf.recipe_ is not None and clf.selection_results_ is not None
+
+
 def test_the_subsample_keeps_two_images_of_every_class():
     rng = np.random.RandomState(0)
     y = np.array([0] * 3000 + [1] * 900 + [2] * 3 + [3])
